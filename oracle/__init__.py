@@ -1,0 +1,27 @@
+"""The exact oracle: evaluates the spec exactly and rounds once, correctly.
+
+Layers, bottom up: :mod:`~normspec.oracle.formats` (formats, exact rounding
+of rationals), :mod:`~normspec.oracle.sqrtform` (exact decision for
+``B + A/sqrt(D)``), :mod:`~normspec.oracle.exact` (exact statistics),
+:mod:`~normspec.oracle.core` (normalize over reduction axes), and the
+operators on top (:func:`batch_norm`).
+"""
+
+from normspec.oracle.batchnorm import BatchNormResult, ExactBatchNorm, batch_norm
+from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
+from normspec.oracle.ulp import relative_ulp_error, ulp_distance
+
+__all__ = [
+    "batch_norm",
+    "BatchNormResult",
+    "ExactBatchNorm",
+    "ulp_distance",
+    "relative_ulp_error",
+    "Format",
+    "FORMATS",
+    "FLOAT16",
+    "BFLOAT16",
+    "FLOAT32",
+    "FLOAT64",
+    "format_of",
+]
