@@ -346,12 +346,17 @@ def batch_norm(
         running_var=new_rv,
         identity=identity,
     )
+    # Statistics that were not recomputed come back as copies, bit for bit (-0.0 stays -0.0).
+    out_rm = out_rv = None
+    if rm is not None and rv is not None and new_rm is not None and new_rv is not None:
+        out_rm = _round_stats(new_rm, rm.dtype) if updates else rm.copy()
+        out_rv = _round_stats(new_rv, rv.dtype) if updates else rv.copy()
     return BatchNormResult(
         y=y,
-        mean=_round_stats(tuple(mean), stats_dtype),
-        var=_round_stats(tuple(var), stats_dtype),
-        running_mean=_round_stats(new_rm, rm.dtype) if new_rm is not None and rm is not None else None,
-        running_var=_round_stats(new_rv, rv.dtype) if new_rv is not None and rv is not None else None,
+        mean=_round_stats(tuple(mean), stats_dtype) if training or rm is None else rm.copy(),
+        var=_round_stats(tuple(var), stats_dtype) if training or rv is None else rv.copy(),
+        running_mean=out_rm,
+        running_var=out_rv,
         num_batches_tracked=batches,
         convention=conv.name,
         undecided=undecided,

@@ -109,6 +109,7 @@ def normalize(
         # The per-group part of the error bound (see _fast_block).
         c3 = 2.0 * np.abs(s3) * (mu_err + 2.0**-52 * np.abs(mu_lo)).reshape(1, -1, 1)
         c3 = c3 + 2.0**-49 * np.abs(beta3) + 2.0**-1060
+    c3 = np.where(np.isnan(c3), np.inf, c3)  # infinite scale (D == 0): no bound, the exact path decides
     mu_hi3, mu_lo3 = mu_hi.reshape(1, -1, 1), mu_lo.reshape(1, -1, 1)
 
     out_dtype = numpy_dtype(out_fmt)

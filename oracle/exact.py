@@ -151,7 +151,7 @@ def exact_sums(
         nz = np.where(x3 != 0, np.abs(x3), np.inf).min(axis=(0, 2))
         slow = (absmax >= _F64_SAFE_HI) | (nz < _F64_SAFE_LO)
     skip = slow | nonfinite
-    absmax[nonfinite] = 0.0
+    absmax[skip] = 0.0  # these groups are zeroed below and summed elsewhere
     top = np.frexp(absmax)[1].astype(np.int64)  # absmax < 2**top
     squares, n_terms = _square_terms(fmt_bits)
     s1 = _PieceSum(top, n)

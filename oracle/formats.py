@@ -164,8 +164,8 @@ def round_array(values: np.ndarray, fmt: Format) -> np.ndarray:
 
     NaN stays NaN, infinities stay infinite, overflow goes to infinity.
 
-    >>> round_array(np.array([1 + 2.0**-11, 1 + 3 * 2.0**-11, 70000.0]), FLOAT16)
-    array([1.   , 1.002,   inf])
+    >>> round_array(np.array([1 + 2.0**-11, 1 + 3 * 2.0**-11, 70000.0]), FLOAT16).tolist()  # ties to even
+    [1.0, 1.001953125, inf]
     """
     v = np.asarray(values, dtype=np.float64)
     if fmt is FLOAT64:

@@ -40,8 +40,8 @@ def ordinal(a: Any) -> np.ndarray:
     arr = np.asarray(a)
     format_of(arr.dtype, "a")
     bits = arr.view(_INT_OF[arr.dtype.itemsize]).astype(np.int64)
-    sign_bit = np.int64(1) << (8 * arr.dtype.itemsize - 1)
-    return np.where(bits < 0, -(bits & (sign_bit - 1)), bits)
+    magnitude = np.int64((1 << (8 * arr.dtype.itemsize - 1)) - 1)
+    return np.where(bits < 0, -(bits & magnitude), bits)
 
 
 def ulp_distance(a: Any, b: Any) -> np.ndarray:

@@ -405,7 +405,7 @@ def get_convention(convention: str | Convention) -> Convention:
     >>> get_convention("pytorch")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    normspec.errors.UnknownConventionError: "Expected one of torch, torch_raw, ..., but got convention='pytorch'"
+    normspec.errors.UnknownConventionError: Expected one of torch, torch_raw, ..., but got convention='pytorch'
     """
     if isinstance(convention, Convention):
         return convention
