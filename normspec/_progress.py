@@ -15,8 +15,9 @@ class Progress:
     ``"auto"`` only on a terminal.
     """
 
-    def __init__(self, total: int, label: str, *, mode: str = "auto", delay: float = 1.0,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self, total: int, label: str, *, mode: str = "auto", delay: float = 1.0, stream: TextIO | None = None
+    ) -> None:
         self.total = max(total, 1)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr

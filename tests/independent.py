@@ -47,7 +47,7 @@ def _exact_sign(parts: tuple[Fraction, Fraction, Fraction], m: Fraction) -> int:
     if lhs <= 0 and rhs >= 0:
         return -1
     # same strict sign: compare squares, then flip for negatives
-    s = (A * A > rhs * rhs * D) - (A * A < rhs * rhs * D)
+    s = (rhs * rhs * D < A * A) - (rhs * rhs * D > A * A)
     return s if lhs > 0 else -s
 
 

@@ -17,7 +17,7 @@ def _modules():
         pkg = importlib.import_module(f"normspec.{sub}")
         names.append(pkg.__name__)
         names += [i.name for i in pkgutil.walk_packages(pkg.__path__, f"normspec.{sub}.")]
-    return sorted(set(n for n in names if not n.endswith("__main__")))
+    return sorted({n for n in names if not n.endswith("__main__")})
 
 
 @pytest.mark.parametrize("name", _modules())
@@ -29,7 +29,12 @@ def test_docstring_examples(name):
 
 def test_doctests_exist_where_the_style_promises():
     """Spec and oracle modules carry runnable examples (not just prose)."""
-    for name in ("normspec.spec.core", "normspec.spec.batchnorm", "normspec.oracle.formats",
-                 "normspec.oracle.batchnorm", "normspec.oracle.ulp"):
+    for name in (
+        "normspec.spec.core",
+        "normspec.spec.batchnorm",
+        "normspec.oracle.formats",
+        "normspec.oracle.batchnorm",
+        "normspec.oracle.ulp",
+    ):
         finder = doctest.DocTestFinder()
         assert sum(len(t.examples) for t in finder.find(importlib.import_module(name))) > 0, name

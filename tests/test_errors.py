@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from normspec.oracle import batch_norm, ulp_distance
 
 from normspec.errors import (
     DegenerateInputError,
@@ -12,42 +13,91 @@ from normspec.errors import (
     ShapeError,
     UnknownConventionError,
 )
-from normspec.oracle import batch_norm, ulp_distance
 
 X = np.ones((4, 3, 2), np.float32)
 ONES3, ZEROS3 = np.ones(3, np.float32), np.zeros(3, np.float32)
 
 
 def bn(**kw):
-    args = dict(x=X, weight=None, bias=None, running_mean=None, running_var=None)
+    args = {"x": X, "weight": None, "bias": None, "running_mean": None, "running_var": None}
     args.update({k: kw.pop(k) for k in list(kw) if k in args})
     kw.setdefault("training", True)
     return batch_norm(args.pop("x"), *args.values(), **kw)
 
 
 CASES = [
-    ("weight length != channels", lambda: bn(weight=np.ones(4, np.float32)), ShapeError, r"weight of shape \(3,\).*weight.shape=\(4,\)"),
+    (
+        "weight length != channels",
+        lambda: bn(weight=np.ones(4, np.float32)),
+        ShapeError,
+        r"weight of shape \(3,\).*weight.shape=\(4,\)",
+    ),
     ("bias length != channels", lambda: bn(bias=np.ones(2, np.float32)), ShapeError, r"bias.shape=\(2,\)"),
     ("integer x", lambda: bn(x=np.ones((4, 3), np.int32)), DTypeError, r"x.dtype='int32'"),
     ("complex x", lambda: bn(x=np.ones((4, 3), np.complex64)), DTypeError, r"x.dtype='complex64'"),
     ("integer weight", lambda: bn(weight=np.ones(3, np.int64)), DTypeError, r"weight.dtype='int64'"),
     ("empty batch", lambda: bn(x=np.ones((0, 3), np.float32)), DegenerateInputError, r"x.shape=\(0, 3\)"),
-    ("n=1 under torch", lambda: bn(x=np.ones((1, 3), np.float32)), DegenerateInputError, r"more than 1 value per channel.*x.shape=\(1, 3\)"),
+    (
+        "n=1 under torch",
+        lambda: bn(x=np.ones((1, 3), np.float32)),
+        DegenerateInputError,
+        r"more than 1 value per channel.*x.shape=\(1, 3\)",
+    ),
     ("negative eps", lambda: bn(eps=-1e-5), DomainError, r"eps >= 0.*eps=-1e-05"),
     ("NaN eps", lambda: bn(eps=float("nan")), DomainError, r"eps=nan"),
-    ("negative running_var", lambda: bn(running_mean=ZEROS3, running_var=np.array([1, -0.5, 1], np.float32)), DomainError, r"running_var >= 0.*-0.5"),
+    (
+        "negative running_var",
+        lambda: bn(running_mean=ZEROS3, running_var=np.array([1, -0.5, 1], np.float32)),
+        DomainError,
+        r"running_var >= 0.*-0.5",
+    ),
     ("NaN weight", lambda: bn(weight=np.array([1, np.nan, 1], np.float32)), DomainError, r"finite weight.*nan"),
     ("axis out of range", lambda: bn(axis=3), ShapeError, r"axis in \[-3, 3\).*axis=3"),
     ("0-d x", lambda: bn(x=np.float32(1.0)), ShapeError, r"x.shape=\(\)"),
-    ("weight/bias dtypes differ", lambda: bn(weight=ONES3, bias=np.zeros(3, np.float64)), DTypeError, r"bias.dtype='float64'"),
-    ("running dtypes differ", lambda: bn(running_mean=ZEROS3, running_var=np.ones(3, np.float64)), DTypeError, r"running_var.dtype='float64'"),
+    (
+        "weight/bias dtypes differ",
+        lambda: bn(weight=ONES3, bias=np.zeros(3, np.float64)),
+        DTypeError,
+        r"bias.dtype='float64'",
+    ),
+    (
+        "running dtypes differ",
+        lambda: bn(running_mean=ZEROS3, running_var=np.ones(3, np.float64)),
+        DTypeError,
+        r"running_var.dtype='float64'",
+    ),
     ("only one running stat", lambda: bn(running_mean=ZEROS3), InvalidArgumentError, r"both given or both None"),
-    ("eval without running stats", lambda: bn(training=False), InvalidArgumentError, r"in evaluation.*running_mean=None"),
+    (
+        "eval without running stats",
+        lambda: bn(training=False),
+        InvalidArgumentError,
+        r"in evaluation.*running_mean=None",
+    ),
     ("unknown convention", lambda: bn(convention="pytorch"), UnknownConventionError, r"convention='pytorch'"),
-    ("cumulative where none exists", lambda: bn(convention="keras3", momentum="cumulative", running_mean=ZEROS3, running_var=ONES3), InvalidArgumentError, r"momentum='cumulative'"),
-    ("infinite momentum", lambda: bn(momentum=float("inf"), running_mean=ZEROS3, running_var=ONES3), DomainError, r"momentum=inf"),
-    ("ulp_distance dtype mismatch", lambda: ulp_distance(np.ones(2, np.float32), np.ones(2, np.float64)), DTypeError, r"b.dtype='float64'"),
-    ("ulp_distance shape mismatch", lambda: ulp_distance(np.ones(2, np.float32), np.ones(3, np.float32)), ShapeError, r"b.shape=\(3,\)"),
+    (
+        "cumulative where none exists",
+        lambda: bn(convention="keras3", momentum="cumulative", running_mean=ZEROS3, running_var=ONES3),
+        InvalidArgumentError,
+        r"momentum='cumulative'",
+    ),
+    (
+        "infinite momentum",
+        lambda: bn(momentum=float("inf"), running_mean=ZEROS3, running_var=ONES3),
+        DomainError,
+        r"momentum=inf",
+    ),
+    (
+        "ulp_distance dtype mismatch",
+        lambda: ulp_distance(np.ones(2, np.float32), np.ones(2, np.float64)),
+        DTypeError,
+        r"b.dtype='float64'",
+    ),
+    (
+        "ulp_distance shape mismatch",
+        lambda: ulp_distance(np.ones(2, np.float32), np.ones(3, np.float32)),
+        ShapeError,
+        r"b.shape=\(3,\)",
+    ),
 ]
 
 

@@ -10,10 +10,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from independent import reference_eval, reference_train
-
-from normspec.errors import DegenerateInputError
 from normspec.oracle import batch_norm
 from normspec.oracle.formats import bfloat16_dtype
+
+from normspec.errors import DegenerateInputError
 
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -35,11 +35,11 @@ def bn_cases(draw, dtypes=(np.float16, np.float32, np.float64)):
     dtype = draw(st.sampled_from(dtypes))
     n = draw(st.integers(1, 3))
     c = draw(st.integers(1, 3))
-    l = draw(st.integers(1, 4))
+    length = draw(st.integers(1, 4))
     width = np.finfo(dtype).bits
     scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e-30 if dtype != np.float16 else 1e-5]))
     elems = st.floats(-4, 4, width=width, allow_subnormal=True).map(lambda v: v * scale)
-    x = draw(hnp.arrays(dtype, (n, c, l), elements=elems))
+    x = draw(hnp.arrays(dtype, (n, c, length), elements=elems))
     x = np.asarray(x, dtype=dtype)
     params = st.floats(-3, 3, width=width)
     gamma = draw(hnp.arrays(dtype, (c,), elements=params))
@@ -159,8 +159,12 @@ def test_running_statistics_are_exact_then_rounded_once():
 def test_bessel_and_momentum_direction(convention, momentum, want_var):
     x = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
     res = batch_norm(
-        x, running_mean=np.zeros(1, np.float32), running_var=np.ones(1, np.float32),
-        training=True, momentum=momentum, convention=convention,
+        x,
+        running_mean=np.zeros(1, np.float32),
+        running_var=np.ones(1, np.float32),
+        training=True,
+        momentum=momentum,
+        convention=convention,
     )
     assert res.exact.running_var == (want_var,)
     assert res.exact.running_mean == (Fraction(5, 2),)
@@ -170,8 +174,9 @@ def test_cumulative_average_is_the_mean_of_batch_means():
     rm, rv, k = np.zeros(1, np.float32), np.ones(1, np.float32), 0
     for mean in (1.0, 11.0, 21.0):
         x = np.array([[mean - 1], [mean + 1]], np.float32)
-        res = batch_norm(x, running_mean=rm, running_var=rv, training=True, momentum="cumulative",
-                         num_batches_tracked=k)
+        res = batch_norm(
+            x, running_mean=rm, running_var=rv, training=True, momentum="cumulative", num_batches_tracked=k
+        )
         rm, rv, k = res.running_mean, res.running_var, res.num_batches_tracked
     assert rm[0] == 11.0 and k == 3
     assert rv[0] == 2.0  # every unbiased batch variance is 2
@@ -179,13 +184,23 @@ def test_cumulative_average_is_the_mean_of_batch_means():
 
 @pytest.mark.parametrize(
     "convention,outcome",
-    [("torch", "error"), ("torch_raw", "nan"), ("tf_keras2_fused", "finite"), ("keras3", "finite"),
-     ("paddle_cpu", "identity")],
+    [
+        ("torch", "error"),
+        ("torch_raw", "nan"),
+        ("tf_keras2_fused", "finite"),
+        ("keras3", "finite"),
+        ("paddle_cpu", "identity"),
+    ],
 )
 def test_one_value_per_channel(convention, outcome):
     x = np.array([[3.0, -2.0]], np.float32)
-    kw = dict(running_mean=np.zeros(2, np.float32), running_var=np.ones(2, np.float32), training=True,
-              convention=convention, bias=np.array([0.5, 0.25], np.float32))
+    kw = {
+        "running_mean": np.zeros(2, np.float32),
+        "running_var": np.ones(2, np.float32),
+        "training": True,
+        "convention": convention,
+        "bias": np.array([0.5, 0.25], np.float32),
+    }
     if outcome == "error":
         with pytest.raises(DegenerateInputError, match="more than 1 value per channel"):
             batch_norm(x, **kw)
@@ -226,8 +241,14 @@ def test_zero_variance_guard_and_its_absence():
     assert guarded.y.tolist() == [[0.75]] * 3
     plain = batch_norm(x, bias=np.array([0.75], np.float32), training=True, eps=0.0, convention="keras3")
     assert np.isnan(plain.y).all()
-    ev = batch_norm(np.array([[4.0], [5.0], [6.0]], np.float32), running_mean=np.array([5.0], np.float32),
-                    running_var=np.zeros(1, np.float32), training=False, eps=0.0, convention="keras3")
+    ev = batch_norm(
+        np.array([[4.0], [5.0], [6.0]], np.float32),
+        running_mean=np.array([5.0], np.float32),
+        running_var=np.zeros(1, np.float32),
+        training=False,
+        eps=0.0,
+        convention="keras3",
+    )
     assert ev.y[0, 0] == -np.inf and np.isnan(ev.y[1, 0]) and ev.y[2, 0] == np.inf
 
 
@@ -247,7 +268,7 @@ def test_exact_values_are_available():
     x = np.array([[1.0], [2.0], [4.0]], np.float32)
     res = batch_norm(x, np.array([2.0], np.float32), np.array([1.0], np.float32), training=True, eps=0.0)
     A, B, D = res.exact.parts((0, 0))
-    assert (A, B, D) == ((Fraction(1) - Fraction(7, 3)) * 2, Fraction(1), Fraction(14, 9))
+    assert ((Fraction(1) - Fraction(7, 3)) * 2, Fraction(1), Fraction(14, 9)) == (A, B, D)
     y = res.exact.y((0, 0), prec=200)
     assert abs(float(y) - (1 + float(A) / math.sqrt(14 / 9))) < 1e-15
     assert float(res.y[0, 0]) == float(np.float32(float(y)))

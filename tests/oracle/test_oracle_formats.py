@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-
 from normspec.oracle.formats import (
     BFLOAT16,
     FLOAT16,

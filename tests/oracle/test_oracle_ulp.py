@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from normspec.oracle import relative_ulp_error, ulp_distance
 
 F32 = np.float32
@@ -17,7 +16,7 @@ F32 = np.float32
         (0.0, -0.0, 0),  # the same number
         (1.4e-45, -1.4e-45, 2),  # across zero: -min, 0, +min
         (np.inf, float(np.finfo(F32).max), 1),
-        (np.inf, -np.inf, 2 * (2**31 - 2**23) ),
+        (np.inf, -np.inf, 2 * (2**31 - 2**23)),
         (np.nan, np.nan, 0),
         (np.nan, 1.0, np.inf),
         (1.0, 2.0, 2**23),

@@ -5,7 +5,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import sympy as sp
-
 from normspec.oracle import batch_norm
 from normspec.spec import CONVENTIONS
 from normspec.spec.batchnorm import (
