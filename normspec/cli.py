@@ -22,6 +22,10 @@ examples:
   normspec eval in.npz -o out.npz --training  correctly rounded outputs of an .npz
   normspec conventions                       what each framework computes
   normspec conventions keras3                one profile in full
+  normspec prove                             prove every fact about the spec (table)
+  normspec prove momentum_maps               one fact with its derivation steps
+  normspec identity "sqrt(var + eps)" "sqrt(var) + eps" --assume "eps > 0" --assume "var >= 0"
+  normspec zoo                               known buggy variants and their witnesses
 """
 
 
@@ -68,6 +72,51 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("conventions", help="list convention profiles, or show one")
     c.add_argument("name", nargs="?", help="a profile name")
+
+    pr = sub.add_parser(
+        "prove",
+        help="prove the derived facts (symbolically, then against the oracle)",
+        description="Exit status 0 when every fact asked for is proven, 1 otherwise, 3 for bad input.",
+    )
+    pr.add_argument("name", nargs="?", help="one fact (default: all, as a table)")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+
+    idn = sub.add_parser(
+        "identity",
+        help="prove or refute LHS == RHS over the spec's functions",
+        description=(
+            "Expressions use numbers, names, + - * / ** and the spec's functions (parsed safely, never evaluated "
+            "by Python). Exit status: 0 proven, 1 refuted (a counterexample is printed with exact values), "
+            "2 undecided, 3 bad input."
+        ),
+        epilog="functions: "
+        + "; ".join(
+            [
+                "sqrt(a)",
+                "abs(a)",
+                "batch_norm_eval(x, mean, var, gamma, beta, eps)",
+                "batch_norm_train(k, gamma, beta, eps, x0, x1, ...)",
+                "normalize(x, mean, var, eps)",
+                "affine(xhat, gamma, beta)",
+                "mean(...)",
+                "biased_var(...)",
+                "unbiased_var(...)",
+                "running_update_new(r, b, m)",
+                "running_update_old(r, b, m)",
+                "eps_outside_sqrt(x, mean, var, gamma, beta, eps)",
+            ]
+        ),
+    )
+    idn.add_argument("lhs")
+    idn.add_argument("rhs")
+    idn.add_argument(
+        "--assume", action="append", default=[], metavar="REL", help="an assumption such as 'eps > 0' (repeatable)"
+    )
+    idn.add_argument("--json", action="store_true", help="machine-readable output")
+
+    zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
+    zoo.add_argument("name", nargs="?", help="one variant in full")
+    zoo.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -89,9 +138,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _eval(args)
         if args.command == "conventions":
             return _conventions(args.name)
+        if args.command == "prove":
+            return _prove(args.name, args.json)
+        if args.command == "identity":
+            return _identity(args.lhs, args.rhs, args.assume, args.json)
+        if args.command == "zoo":
+            return _zoo(args.name, args.json)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
-        return 2
+        return 3 if args.command in ("prove", "identity", "zoo") else 2
     parser.print_help()
     return 0
 
@@ -204,6 +259,122 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
         if k == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------- proofs
+
+
+def _prove(name: str | None, as_json: bool) -> int:
+    import json
+
+    from normspec.proofs.checker import prove, prove_all
+
+    results = [prove(name)] if name else prove_all()
+    ok = all(r.status == "proven" for r in results)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0 if ok else 1
+    if name:
+        r = results[0]
+        print(f"{r.name}: {r.statement}")
+        print(f"  assumptions: {', '.join(r.assumptions)}")
+        print(f"  why it matters: {r.why}")
+        for i, st in enumerate(r.steps, 1):
+            print(f"  step {i}: {st.claim}")
+            print(f"          {f'proven by {st.method}' if st.ok else 'NOT SHOWN'}")
+        print(
+            f"  oracle confirmation: {r.numeric_checks} check(s)"
+            + (f", FAILED: {r.numeric_error}" if r.numeric_error else ", all exact")
+        )
+        print(f"  status: {r.status} ({r.seconds:.2f} s)")
+        return 0 if ok else 1
+    rows: list[tuple[str, ...]] = [("fact", "status", "steps", "oracle checks", "time")]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                r.status,
+                f"{sum(s.ok for s in r.steps)}/{len(r.steps)}",
+                str(r.numeric_checks),
+                f"{r.seconds:.2f} s",
+            )
+        )
+    _table(rows)
+    print(
+        f"\n{sum(r.status == 'proven' for r in results)} of {len(results)} proven in "
+        f"{sum(r.seconds for r in results):.1f} s"
+    )
+    return 0 if ok else 1
+
+
+def _identity(lhs: str, rhs: str, assume: list[str], as_json: bool) -> int:
+    import json
+
+    from normspec.proofs.identity import check_identity
+
+    res = check_identity(lhs, rhs, assume)
+    if as_json:
+        print(json.dumps(res.as_dict(), indent=2))
+    else:
+        print(f"{res.status.upper()}: {lhs}  ==  {rhs}" + (f"   assuming {', '.join(assume)}" if assume else ""))
+        for st in res.steps:
+            print(f"  {st}")
+    return res.exit_code
+
+
+def _zoo(name: str | None, as_json: bool) -> int:
+    import json
+
+    from normspec.proofs.witnesses import find_witness
+    from normspec.spec.bugzoo import VARIANTS, get_variant
+
+    variants = [get_variant(name)] if name else list(VARIANTS.values())
+    found = [(v, find_witness(v.name)) for v in variants]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": v.name,
+                        "kind": v.kind,
+                        "description": v.description,
+                        "provenance": list(v.provenance),
+                        "precondition": v.precondition,
+                        "output": v.output,
+                        "compared_with": v.convention,
+                        "witness": {
+                            "x": w.case["x"].tolist(),
+                            "eps": w.case["eps"],
+                            "momentum": w.case["momentum"],
+                            "training": w.case["training"],
+                            "running_mean": w.case["running_mean"].tolist(),
+                            "running_var": w.case["running_var"].tolist(),
+                            "field": w.field,
+                            "index": list(w.index),
+                            "spec": w.exact,
+                            "variant": w.observed,
+                            "ulps": w.ulps,
+                        },
+                    }
+                    for v, w in found
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if name:
+        v, w = found[0]
+        print(f"{v.name} ({v.kind}): {v.description}")
+        print(f"  seen in: {'; '.join(v.provenance)}")
+        print(f"  precondition: {v.precondition}; compared with convention {v.convention!r}")
+        print(f"  witness: {w.summary()}")
+        return 0
+    rows: list[tuple[str, ...]] = [("variant", "kind", "output", "witness distance", "seen in")]
+    for v, w in found:
+        dist = "NaN vs finite" if math.isinf(w.ulps) else f"{w.ulps:.0f} ULP"
+        rows.append((v.name, v.kind, v.output, dist, v.provenance[0]))
+    _table(rows)
+    return 0
 
 
 # ---------------------------------------------------------------- demo

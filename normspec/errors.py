@@ -22,6 +22,7 @@ __all__ = [
     "DTypeError",
     "DomainError",
     "DegenerateInputError",
+    "UnknownNameError",
     "UnknownConventionError",
     "InputFileError",
     "expected",
@@ -52,7 +53,11 @@ class DegenerateInputError(InvalidArgumentError):
     """The input is too small for the statistic asked for (empty batch, n=1 where it is an error)."""
 
 
-class UnknownConventionError(NormspecError, LookupError):
+class UnknownNameError(NormspecError, LookupError):
+    """A name (fact, variant, function, profile) that normspec does not know."""
+
+
+class UnknownConventionError(UnknownNameError):
     """A convention profile name that normspec does not know."""
 
 
