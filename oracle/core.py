@@ -18,8 +18,8 @@ rounded once, correctly, to the output format.  How:
 3. The rest go to :func:`normspec.oracle.sqrtform.round_sqrt_form`, which
    decides with exact rational arithmetic.
 
-float64 outputs skip step 1 (a double cannot bound a double's rounding) and
-take step 3 for every element: correct, but about 20k elements/s.
+float64 outputs use a double-double evaluation in step 1 (a double cannot
+bound a double's rounding; :func:`_fast_block_dd`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,36 @@ __all__ = ["GroupPlan", "normalize", "exact_rsqrt"]
 _U = 2.0**-53
 
 
-def exact_rsqrt(D: Fraction) -> float:
-    """``1/sqrt(D)`` as a double within ``2**-52`` relative error (D > 0)."""
-    with mpmath.workprec(120):
-        return float(1 / mpmath.sqrt(mpmath.mpf(D.numerator) / D.denominator))
+def exact_rsqrt(D: Fraction) -> tuple[float, float]:
+    """``1/sqrt(D)`` as a double-double ``hi + lo`` within ``2**-105`` relative error (D > 0);
+    ``hi`` alone is within ``2**-52``."""
+    with mpmath.workprec(160):
+        r = 1 / mpmath.sqrt(mpmath.mpf(D.numerator) / D.denominator)
+        hi = float(r)
+        return hi, float(r - hi)
+
+
+# Error-free transformations (Knuth's TwoSum, Veltkamp/Dekker's product), vectorized.
+_VELTKAMP = 134217729.0  # 2**27 + 1
+
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = _VELTKAMP * a
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_prod(a: np.ndarray, b_hi: np.ndarray, b_lo: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a * b = p + err`` exactly (barring underflow and overflow); ``b`` comes pre-split."""
+    p = a * b
+    a_hi, a_lo = _split(a)
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
 
 
 @dataclass
@@ -91,6 +117,7 @@ def normalize(
     mu_lo = np.zeros(g_n)
     mu_err = np.zeros(g_n)
     rs = np.zeros(g_n)
+    rs_lo = np.zeros(g_n)
     for g in range(g_n):
         if plan.special[g] == "nan":
             continue
@@ -102,7 +129,10 @@ def normalize(
         # D == 0: the guard's invstd is 0 (y = beta); without it, an infinite
         # scale makes the fast path give up and the exact path decide.
         kind = plan.special[g]
-        rs[g] = exact_rsqrt(plan.denom[g]) if kind == "" else 0.0 if kind == "guard" else math.inf
+        if kind == "":
+            rs[g], rs_lo[g] = exact_rsqrt(plan.denom[g])
+        else:
+            rs[g] = 0.0 if kind == "guard" else math.inf
     r3 = rs.reshape(1, -1, 1)
     with np.errstate(invalid="ignore"):
         s3 = gamma3 * r3  # s = gamma / sqrt(D) within 2**-51 relative
@@ -111,6 +141,15 @@ def normalize(
         c3 = c3 + 2.0**-49 * np.abs(beta3) + 2.0**-1060
     c3 = np.where(np.isnan(c3), np.inf, c3)  # infinite scale (D == 0): no bound, the exact path decides
     mu_hi3, mu_lo3 = mu_hi.reshape(1, -1, 1), mu_lo.reshape(1, -1, 1)
+    if out_fmt is FLOAT64:  # s = gamma / sqrt(D) as a double-double, and its own error bound
+        with np.errstate(invalid="ignore", over="ignore"):
+            g_hi, g_lo = _split(np.asarray(gamma3, dtype=np.float64))
+            s_hi, s_err = _two_prod(r3 + 0 * gamma3, g_hi, g_lo, np.asarray(gamma3, dtype=np.float64))
+            s_lo = s_err + gamma3 * rs_lo.reshape(1, -1, 1)
+            sh_hi, sh_lo = _split(s_hi)
+            c64 = 2.0 * np.abs(s_hi) * (mu_err + 2.0**-52 * np.abs(mu_lo)).reshape(1, -1, 1) + 2.0**-1060
+        c64 = np.where(np.isnan(c64), np.inf, c64)
+        dd = (s_hi, s_lo, sh_hi, sh_lo, c64)
 
     out_dtype = numpy_dtype(out_fmt)
     y = np.empty(x3.shape, dtype=out_dtype)
@@ -119,9 +158,14 @@ def normalize(
         xb = x3[sl]
         if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
             xb = xb.astype(np.float64)
-        yb, undecided = _fast_block(
-            xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], _bslice(s3, sl), _bslice(beta3, sl), _bslice(c3, sl)
-        )
+        if out_fmt is FLOAT64:
+            yb, undecided = _fast_block_dd(
+                xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], *(_bslice(a, sl) for a in dd), _bslice(beta3, sl)
+            )
+        else:
+            yb, undecided = _fast_block(
+                xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], _bslice(s3, sl), _bslice(beta3, sl), _bslice(c3, sl)
+            )
         nan_here = nan_groups[sl[1]]
         if nan_here.any():  # non-finite statistics: the whole group is NaN
             yb[:, nan_here, :] = math.nan
@@ -217,11 +261,51 @@ def _fast_block(
             rlo = lo.astype(np.float32)
             rhi = hi.astype(np.float32)
         return rhi, rlo.view(np.uint32) != rhi.view(np.uint32)
-    if fmt is FLOAT64:
-        return yv, np.ones(xb.shape, dtype=bool)
     rlo = round_array(lo, fmt)
     rhi = round_array(hi, fmt)
     return rhi, ~((rlo == rhi) & (np.signbit(rlo) == np.signbit(rhi)) | (np.isnan(rlo) & np.isnan(rhi)))
+
+
+def _fast_block_dd(
+    xb: np.ndarray,
+    mu_hi: np.ndarray,
+    mu_lo: np.ndarray,
+    s_hi: np.ndarray,
+    s_lo: np.ndarray,
+    sh_hi: np.ndarray,
+    sh_lo: np.ndarray,
+    c: np.ndarray,
+    beta: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Double-double evaluation for float64 outputs: (rounded y, undecided mask).
+
+    t = x - mean as t_hi + t_lo (TwoSum, then mu_lo), p = t * s with an exact
+    TwoProd of the leading parts, y = p + beta by TwoSum, renormalized so that
+    y_hi = fl(y_hi + y_lo).  Every neglected term (t_lo * s_lo, roundings of
+    the low-order sums, |s - s*| <= 2**-104 |s|, the TwoSum error of x -
+    mu_hi after mu_lo) is at most 14 * 2**-106 (|p| + |y|) in total, so
+    delta = 2**-100 (|p_hi| + |y_hi|) + c, c = 2|s|(e_mu + 2**-52 |mu_lo|)
+    + 2**-1060, bounds |y_hi + y_lo - y*| with room to spare (underflow in
+    the error-free steps costs at most 2**-1074 each).  y_hi is the
+    correctly rounded y when |y_lo| + delta is less than half the gap from
+    y_hi to its neighbour on y_lo's side.
+    """
+    x = np.asarray(xb, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_hi, d_lo = _two_sum(x, -mu_hi)
+        d_lo -= mu_lo
+        t_hi, t_lo = _two_sum(d_hi, d_lo)
+        p_hi, p_err = _two_prod(t_hi, sh_hi, sh_lo, s_hi)
+        p_lo = p_err + (t_hi * s_lo + t_lo * s_hi)
+        y_hi, y_err = _two_sum(p_hi, beta)
+        y_hi, y_lo = _two_sum(y_hi, y_err + p_lo)
+        delta = 2.0**-100 * (np.abs(p_hi) + np.abs(y_hi)) + c
+        # half the gap to the neighbour on y_lo's side (representable, so the
+        # comparison of the rounded sum is the comparison of the exact one)
+        up = np.nextafter(y_hi, np.inf) - y_hi
+        down = y_hi - np.nextafter(y_hi, -np.inf)
+        decided = np.where(y_lo >= 0, y_lo + delta < 0.5 * up, delta - y_lo < 0.5 * down)
+    return y_hi, ~decided
 
 
 def _exact_element(

@@ -90,8 +90,9 @@ def test_evaluation_matches_independent_exact(case, data):
     assert_bits_equal(res.running_mean, rmean)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["normal", "large_mean", "wide_range"])
-def test_larger_tensors_match_independent_exact(kind):
+def test_larger_tensors_match_independent_exact(kind, dtype):
     rng = np.random.default_rng({"normal": 1, "large_mean": 2, "wide_range": 3}[kind])
     shape = (6, 3, 7, 7)
     if kind == "normal":
@@ -100,9 +101,9 @@ def test_larger_tensors_match_independent_exact(kind):
         x = 1e4 + rng.random(shape)
     else:
         x = rng.standard_normal(shape) * 10.0 ** rng.integers(-20, 20, shape)
-    x = x.astype(np.float32)
-    gamma = rng.standard_normal(3).astype(np.float32)
-    beta = rng.standard_normal(3).astype(np.float32)
+    x = x.astype(dtype)
+    gamma = rng.standard_normal(3).astype(dtype)
+    beta = rng.standard_normal(3).astype(dtype)
     res = batch_norm(x, gamma, beta, training=True)
     assert_bits_equal(res.y, reference_train(x, gamma, beta, 1e-5)[0])
 
