@@ -26,6 +26,8 @@ examples:
   normspec prove momentum_maps               one fact with its derivation steps
   normspec identity "sqrt(var + eps)" "sqrt(var) + eps" --assume "eps > 0" --assume "var >= 0"
   normspec zoo                               known buggy variants and their witnesses
+  normspec vectors generate out/vectors --convention torch --dtype float32 --dtype float16
+  normspec vectors check out/vectors --target torch
 """
 
 
@@ -114,6 +116,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     idn.add_argument("--json", action="store_true", help="machine-readable output")
 
+    vec = sub.add_parser("vectors", help="golden regression vectors: generate, or check an implementation")
+    vsub = vec.add_subparsers(dest="vectors_command", metavar="ACTION", required=True)
+    gen = vsub.add_parser(
+        "generate",
+        help="write seeded cases with correctly rounded outputs and a manifest",
+        description="Deterministic: the same command twice writes byte-identical files.",
+    )
+    gen.add_argument("directory", type=Path)
+    gen.add_argument(
+        "--convention", action="append", default=None, help="profile to generate for (repeatable; default torch)"
+    )
+    gen.add_argument(
+        "--dtype",
+        action="append",
+        default=None,
+        choices=["float16", "bfloat16", "float32", "float64"],
+        help="input dtype (repeatable; default float32)",
+    )
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write the ONNX backend node-test layout (for onnx_bn14/onnx_bn15 evaluation cases)",
+    )
+    chk = vsub.add_parser(
+        "check",
+        help="re-check an implementation against stored vectors",
+        description="Targets: oracle, torch, python:module:function or python:path/file.py:function "
+        "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
+        "(y, running_mean, running_var)). Exit status 1 on a crash, a non-finite output where the "
+        "exact one is finite, a malformed output, or a distance above --max-ulp.",
+    )
+    chk.add_argument("directory", type=Path)
+    chk.add_argument("--target", required=True)
+    chk.add_argument("--case", action="append", default=None, help="only this case (repeatable)")
+    chk.add_argument("--max-ulp", type=float, default=None, help="fail when any output is farther than this")
+    chk.add_argument("--json", action="store_true")
+
     zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
@@ -144,6 +184,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _identity(args.lhs, args.rhs, args.assume, args.json)
         if args.command == "zoo":
             return _zoo(args.name, args.json)
+        if args.command == "vectors":
+            return _vectors(args)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
         return 3 if args.command in ("prove", "identity", "zoo") else 2
@@ -375,6 +417,73 @@ def _zoo(name: str | None, as_json: bool) -> int:
         rows.append((v.name, v.kind, v.output, dist, v.provenance[0]))
     _table(rows)
     return 0
+
+
+# ---------------------------------------------------------------- vectors
+
+
+def _vectors(args: argparse.Namespace) -> int:
+    import json
+
+    if args.vectors_command == "generate":
+        from normspec.vectors import generate
+
+        t0 = time.perf_counter()
+        manifest = generate(
+            args.directory,
+            tuple(args.convention or ["torch"]),
+            tuple(args.dtype or ["float32"]),
+            args.seed,
+            onnx=args.onnx,
+        )
+        extra = f" and {len(manifest['onnx'])} ONNX node tests" if args.onnx else ""
+        print(
+            f"wrote {len(manifest['cases'])} cases{extra} to {args.directory} "
+            f"({time.perf_counter() - t0:.1f} s); manifest: {args.directory / 'manifest.json'}"
+        )
+        return 0
+    from normspec.vectors import check_case, load_cases, resolve_target
+
+    factory = resolve_target(args.target)
+    results = [check_case(case, factory(case.convention)) for case in load_cases(args.directory, args.case)]
+    too_far = [r for r in results if args.max_ulp is not None and r.max_ulp > args.max_ulp]
+    bad = [r for r in results if r.failed] + [r for r in too_far if not r.failed]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "target": args.target,
+                    "directory": str(args.directory),
+                    "max_ulp": args.max_ulp,
+                    "results": [r.__dict__ for r in results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        rows: list[tuple[str, ...]] = [("case", "status", "max ULP", "y correctly rounded")]
+        for r in results:
+            rows.append(
+                (
+                    r.case,
+                    r.status,
+                    "-" if math.isinf(r.max_ulp) else f"{r.max_ulp:.0f}",
+                    f"{100 * r.correctly_rounded:.1f} %",
+                )
+            )
+        _table(rows)
+        for r in bad:
+            print(f"\n{r.case}: {r.status}{f' ({r.max_ulp:g} ULP)' if r.status == 'differs' else ''}: {r.worst}")
+            print(f"  reproduce: normspec vectors check {args.directory} --target {args.target} --case {r.case}")
+        print(
+            f"\n{len(results)} cases: "
+            + ", ".join(
+                f"{sum(r.status == s for r in results)} {s}"
+                for s in ("exact", "differs", "non-finite", "crash", "malformed")
+                if any(r.status == s for r in results)
+            )
+        )
+    return 1 if bad else 0
 
 
 # ---------------------------------------------------------------- demo

@@ -159,8 +159,9 @@ def normalize(
         if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
             xb = xb.astype(np.float64)
         if out_fmt is FLOAT64:
+            s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b = (_bslice(a, sl) for a in dd)
             yb, undecided = _fast_block_dd(
-                xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], *(_bslice(a, sl) for a in dd), _bslice(beta3, sl)
+                xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
             )
         else:
             yb, undecided = _fast_block(

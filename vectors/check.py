@@ -1,0 +1,220 @@
+"""Re-check an implementation against stored vectors.
+
+A *target* follows the audit protocol: a callable
+``f(x, weight, bias, running_mean, running_var, training, momentum, eps)``
+returning ``(y, new_running_mean, new_running_var)`` as numpy arrays, where
+``momentum`` and ``eps`` mean what the case's convention says they mean.
+Built-in targets: ``oracle`` (normspec itself) and ``torch``
+(``torch.nn.functional.batch_norm`` on CPU); anything else is named
+``python:module:function`` or ``python:path/to/file.py:function``.
+
+Steps are teacher-forced: each starts from the *expected* running
+statistics of the step before, so every step is judged on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from normspec.oracle import batch_norm, ulp_distance
+from normspec.vectors.generate import VectorCase, decode
+from normspec.vectors.store import load_manifest, read_npz, verified_path
+
+from normspec.errors import InputFileError, InvalidArgumentError, UnknownNameError
+
+__all__ = ["load_cases", "resolve_target", "check_case", "CaseResult", "Target"]
+
+Target = Callable[..., tuple[Any, Any, Any]]
+_INPUTS = ("x", "weight", "bias", "running_mean", "running_var")
+_EXPECTED = ("y", "mean", "var", "running_mean_out", "running_var_out")
+
+
+def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[VectorCase]:
+    """Cases of a vector directory, each file checked against its manifest hash first."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    known = {e["name"] for e in manifest["cases"]}
+    for n in names or []:
+        if n not in known:
+            raise UnknownNameError(f"Expected a case name from the manifest, but got case={n!r}")
+    for entry in manifest["cases"]:
+        if names and entry["name"] not in names:
+            continue
+        arrays = read_npz(verified_path(directory, entry))
+        kinds = entry.get("arrays", {})
+        try:
+            data = {k: decode(v, kinds.get(k, v.dtype.name)) for k, v in arrays.items()}
+            inputs = {k: data[k] for k in _INPUTS}
+            expected = {k: data[k] for k in _EXPECTED}
+        except KeyError as exc:
+            raise InputFileError(f"case {entry['name']!r} lacks array {exc}") from None
+        yield VectorCase(
+            entry["name"],
+            entry["convention"],
+            entry["kind"],
+            entry["seed"],
+            entry["dtype"],
+            bool(entry["training"]),
+            float(entry["momentum"]),
+            float(entry["eps"]),
+            int(entry["axis"]),
+            inputs,
+            expected,
+            entry.get("note", ""),
+        )
+
+
+def _oracle_target(convention: str) -> Target:
+    def run(x: Any, w: Any, b: Any, rm: Any, rv: Any, training: bool, momentum: float, eps: float) -> Any:
+        r = batch_norm(x, w, b, rm, rv, training=training, momentum=momentum, eps=eps, convention=convention)
+        return r.y, r.running_mean, r.running_var
+
+    return run
+
+
+def _to_torch(a: np.ndarray) -> Any:
+    import torch
+
+    if a.dtype.name == "bfloat16":  # torch cannot read ml_dtypes arrays: go through the bits
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _from_torch(t: Any, like: np.ndarray) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(like.dtype)
+    return np.asarray(t.numpy())
+
+
+def _torch_target(x: Any, w: Any, b: Any, rm: Any, rv: Any, training: bool, momentum: float, eps: float) -> Any:
+    """PyTorch CPU; 16-bit inputs run with float32 parameters (PyTorch's mixed-type path), as in AMP."""
+    import torch
+
+    pdt = rm.dtype if x.dtype.itemsize == 2 else x.dtype
+    rmt, rvt = torch.tensor(rm), torch.tensor(rv)
+    y = torch.nn.functional.batch_norm(
+        _to_torch(x),
+        rmt,
+        rvt,
+        _to_torch(w.astype(pdt)),
+        _to_torch(b.astype(pdt)),
+        training=training,
+        momentum=momentum,
+        eps=eps,
+    )
+    return _from_torch(y, x), rmt.numpy(), rvt.numpy()
+
+
+def resolve_target(spec: str) -> Callable[[str], Target]:
+    """A factory: convention name -> callable following the protocol."""
+    if spec == "oracle":
+        return _oracle_target
+    if spec == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise InvalidArgumentError("target 'torch' needs PyTorch: pip install 'normspec[torch]'") from None
+        return lambda convention: _torch_target
+    if spec.startswith("python:"):
+        _, _, rest = spec.partition(":")
+        module_name, sep, func_name = rest.rpartition(":")
+        if not sep or not module_name or not func_name:
+            raise InvalidArgumentError(f"Expected python:module:function, but got target={spec!r}")
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise InputFileError(f"no such file: {module_name!r}")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise InputFileError(f"cannot import {module_name!r}")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise UnknownNameError(f"cannot import module {module_name!r}: {exc}") from None
+        fn = getattr(module, func_name, None)
+        if not callable(fn):
+            raise UnknownNameError(f"module {module_name!r} has no callable {func_name!r}")
+        return lambda convention: fn
+    raise UnknownNameError(f"Expected oracle, torch or python:module:function, but got target={spec!r}")
+
+
+@dataclass
+class CaseResult:
+    case: str
+    status: str  # exact | differs | non-finite | crash | malformed
+    max_ulp: float = 0.0
+    correctly_rounded: float = 1.0  # share of y elements at 0 ULP
+    worst: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("non-finite", "crash", "malformed")
+
+
+def check_case(case: VectorCase, target: Target) -> CaseResult:
+    inp, exp = case.inputs, case.expected
+    worst_ulp, shares, worst = 0.0, [], ""
+    status = "exact"
+    for k in range(case.steps):
+        rm = inp["running_mean"] if k == 0 else exp["running_mean_out"][k - 1]
+        rv = inp["running_var"] if k == 0 else exp["running_var_out"][k - 1]
+        try:
+            out = target(
+                inp["x"][k].copy(),
+                inp["weight"].copy(),
+                inp["bias"].copy(),
+                rm.copy(),
+                rv.copy(),
+                case.training,
+                case.momentum,
+                case.eps,
+            )
+            y, new_rm, new_rv = (np.asarray(o) for o in out)
+        except Exception as exc:  # a crashing implementation is a result, not our crash
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            return CaseResult(case.name, "crash", math.inf, 0.0, f"step {k}: {last}")
+        fields = [("y", y, exp["y"][k])]
+        if case.training:
+            fields += [
+                ("running_mean", new_rm, exp["running_mean_out"][k]),
+                ("running_var", new_rv, exp["running_var_out"][k]),
+            ]
+        for name, got, want in fields:
+            if got.shape != want.shape:
+                return CaseResult(
+                    case.name, "malformed", math.inf, 0.0, f"step {k} {name}: shape {got.shape}, expected {want.shape}"
+                )
+            got = got.astype(want.dtype) if got.dtype != want.dtype else got
+            with np.errstate(invalid="ignore", over="ignore"):
+                dist = ulp_distance(got, want)
+            bad_nan = ~np.isfinite(got.astype(np.float64)) & np.isfinite(want.astype(np.float64))
+            if name == "y":
+                shares.append(float(np.mean(dist == 0)) if dist.size else 1.0)
+            if bad_nan.any():
+                i = tuple(int(v) for v in np.argwhere(bad_nan)[0])
+                return CaseResult(
+                    case.name,
+                    "non-finite",
+                    math.inf,
+                    float(np.mean(shares)) if shares else 0.0,
+                    f"step {k} {name}{list(i)}: got {got[i]!r}, exact {want[i]!r}",
+                )
+            if dist.size and dist.max() > worst_ulp:
+                i = tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), dist.shape))
+                worst_ulp = float(dist.max())
+                worst = f"step {k} {name}{list(i)}: got {float(got[i])!r}, exact {float(want[i])!r}"
+                status = "differs"
+    return CaseResult(case.name, status, worst_ulp, float(np.mean(shares)) if shares else 1.0, worst)

@@ -1,0 +1,90 @@
+"""Byte-stable .npz files and a manifest that guards them.
+
+``numpy.savez`` stamps the current time into the zip entries, so the same
+arrays saved twice differ.  :func:`write_npz` writes the same zip layout
+(one ``.npy`` member per array, readable by ``numpy.load``) with a fixed
+timestamp and sorted members, so regenerating vectors gives identical bytes.
+:func:`read_npz` never unpickles.  The manifest lists every file with its
+SHA-256; :func:`load_manifest` refuses entries that point outside the
+vector directory and :func:`verified_path` refuses files whose hash differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from normspec.errors import InputFileError
+
+__all__ = ["write_npz", "read_npz", "sha256", "write_manifest", "load_manifest", "verified_path", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    path.write_bytes(buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputFileError(f"{str(path)!r} is not a readable .npz without pickles: {exc}") from None
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    (directory / MANIFEST).write_text(text)
+
+
+def load_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(f"no {MANIFEST} in {str(directory)!r}: not a normspec vector directory") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
+        raise InputFileError(f"{str(path)!r} has no list of cases")
+    root = directory.resolve()
+    for case in manifest["cases"]:
+        rel = str(case.get("file", ""))
+        target = (root / rel).resolve()
+        if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts or root not in target.parents:
+            raise InputFileError(f"manifest entry points outside {str(directory)!r}: file={rel!r}")
+    return manifest
+
+
+def verified_path(directory: Path, entry: dict[str, Any]) -> Path:
+    """The entry's file, after checking it exists and its SHA-256 matches the manifest."""
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise InputFileError(f"missing vector file {str(path)!r} listed in the manifest")
+    digest = sha256(path)
+    if digest != entry.get("sha256"):
+        raise InputFileError(
+            f"{str(path)!r} does not match the manifest (sha256 {digest[:16]}..., expected "
+            f"{str(entry.get('sha256'))[:16]}...): the file was changed or truncated"
+        )
+    return path
