@@ -1,0 +1,14 @@
+"""Fast float32 BatchNorm kernels (CPU with numba; CUDA with numba.cuda), within 1 ULP of the oracle.
+
+The public contract, shared with the audit's protocol for user implementations:
+``batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+convention="torch") -> (y, new_running_mean, new_running_var)`` and
+``batch_norm_backward(...) -> (dx, dweight, dbias)``.  Kernels import nothing
+from ``normspec.spec``, ``normspec.oracle``, SymPy or mpmath.
+
+numba is the optional ``kernels`` extra: ``pip install 'normspec[kernels]'``.
+"""
+
+from normspec.kernels.batchnorm import KernelStats, batch_norm, batch_norm_backward
+
+__all__ = ["batch_norm", "batch_norm_backward", "KernelStats"]

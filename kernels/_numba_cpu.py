@@ -1,0 +1,457 @@
+"""numba loops of the CPU kernels (float64 arithmetic inside, float32 in and out).
+
+Arrays are viewed as (A, C, B): C channels, statistics over A and B.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_MAX_F32 = 3.4028234663852886e38
+
+
+# Short chunks are summed with reassociation allowed (vectorized); the chunk sums are combined
+# with Neumaier's compensated summation, which must not be reassociated.  Error bound, used by
+# the host: at most (CHUNK + 2) u sum|d| from the chunks plus 2u|S| + 4 m^2 u^2 sum|d| from the
+# m-term compensated combination (for d**2: CHUNK + 4).
+_SUMS = {"reassoc"}
+CHUNK = 64
+
+
+@njit(cache=True, fastmath=_SUMS)
+def _chunk_sums(v: np.ndarray, shift: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    p1 = 0.0
+    p2 = 0.0
+    pa = 0.0
+    for i in range(v.size):
+        d = np.float64(v[i]) - shift
+        p1 += d
+        p2 += d * d
+        pa += abs(d)
+    return p1, p2, pa
+
+
+@njit(cache=True)
+def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    u = s + t
+    if abs(s) >= abs(t):
+        comp += (s - u) + t
+    else:
+        comp += (t - u) + s
+    return u, comp
+
+
+@njit(parallel=True, cache=True)
+def stats_inner(x3: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Per channel: shift (first value), sum d, sum d^2, sum |d| with d = x - shift; B > 1."""
+    A, C, B = x3.shape
+    for c in prange(C):
+        shift = np.float64(x3[0, c, 0])
+        s1 = 0.0
+        c1 = 0.0
+        s2 = 0.0
+        c2 = 0.0
+        sa = 0.0
+        for a in range(A):
+            row = x3[a, c]
+            for b0 in range(0, B, CHUNK):
+                p1, p2, pa = _chunk_sums(row[b0 : min(B, b0 + CHUNK)], shift)
+                s1, c1 = _neumaier(s1, c1, p1)
+                s2, c2 = _neumaier(s2, c2, p2)
+                sa += pa
+        out[c, 0] = shift
+        out[c, 1] = s1 + c1
+        out[c, 2] = s2 + c2
+        out[c, 3] = sa
+
+
+_U = 2.0**-53
+KAPPA = 2.0**-26 * (1 - 2.0**-23)
+# plan columns: mu, var, s, k, cg, thr, mu_err, var_err, uncertain
+PLAN_COLUMNS = 9
+
+
+@njit(cache=True)
+def plan_from_sums(
+    shift: float,
+    s1: float,
+    s2: float,
+    sa: float,
+    n: int,
+    m: int,
+    chunk: int,
+    gamma: float,
+    beta: float,
+    eps: float,
+    guard: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Statistics and error bounds of one channel from its shifted sums (the single source of the bounds).
+
+    Sums: chunks of at most ``chunk`` terms (reassociated), then compensated over m chunk sums, so
+    |dS1| <= (chunk + 2) u sum|d| + 2u|S1| + 4 m^2 u^2 sum|d| (d**2: chunk + 4), times 1.01 for
+    the higher-order terms (``chunk = 0``: every term summed exactly by error-free
+    transformations).  Then mean = shift + S1/n with the addition's exact rounding error,
+    var = S2/n - (S1/n)^2, and :func:`plan_finish`.
+    """
+    ds1 = 1.01 * ((chunk + 2) * _U * sa + 2 * _U * abs(s1) + 4.0 * m * m * _U * _U * sa)
+    ds2 = 1.01 * ((chunk + 4) * _U * s2 + 2 * _U * s2 + 4.0 * m * m * _U * _U * s2)
+    mean1 = s1 / n
+    mu = shift + mean1
+    if abs(shift) >= abs(mean1):
+        add_err = (shift - mu) + mean1
+    else:
+        add_err = (mean1 - mu) + shift
+    mu_err = 1.01 * (ds1 / n + _U * abs(mean1)) + abs(add_err)
+    var = s2 / n - mean1 * mean1
+    var_err = 1.01 * (
+        ds2 / n + _U * s2 / n + 2 * abs(mean1) * (ds1 / n + _U * abs(mean1)) + 2 * _U * mean1 * mean1 + _U * abs(var)
+    )
+    plan_finish(mu, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
+
+
+@njit(cache=True)
+def plan_finish(
+    mu: float,
+    var: float,
+    mu_err: float,
+    var_err: float,
+    gamma: float,
+    beta: float,
+    eps: float,
+    guard: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """s = gamma/sqrt(var + eps) and the certificate threshold.
+
+    delta = k|p| + cg + 2**-52|y| bounds |y64 - y*| (k from the relative error of s, cg from the
+    mean's error); with |p| <= (1+u)|y| + |beta| and |r| >= |y|(1 - 2**-23), delta <= |r| 2**-26
+    (half the smaller gap around r, so r is within 1 ULP of the correctly rounded y) holds once
+    |y| >= thr.  A channel whose bounds are vacuous is marked uncertain (every element goes exact).
+    """
+    D = var + eps
+    dD = var_err + _U * D
+    uncertain = not (D - dD > 0) and not (D == 0 and dD == 0 and guard)
+    s = 0.0
+    k = 0.0
+    cg = 0.0
+    thr = np.inf
+    if not uncertain:
+        if D > 0:
+            s = gamma / np.sqrt(D)
+            rho = dD / (2 * (D - dD)) + 3 * _U
+        else:
+            rho = 3 * _U  # the guard: s = 0, y = beta exactly
+        k = 1.01 * (rho + 2 * _U)
+        cg = 1.01 * mu_err * abs(s) * (1 + rho)
+        denom = KAPPA - k * (1 + _U) - 2.0**-52
+        if denom > 0 and np.isfinite(s) and np.isfinite(cg):
+            thr = (k * (1 + _U) * abs(beta) + cg) / denom * (1 + 2.0**-40)
+        else:
+            uncertain = True
+    out[0] = mu
+    out[1] = var
+    out[2] = s if not uncertain else 0.0
+    out[3] = k
+    out[4] = cg
+    out[5] = thr
+    out[6] = mu_err
+    out[7] = var_err
+    out[8] = 1.0 if uncertain else 0.0
+
+
+@njit(parallel=True, cache=True)
+def train_fused(
+    x3: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    guard: bool,
+    plan: np.ndarray,
+    y3: np.ndarray,
+    uncertified: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Training forward, one channel at a time: its sums, its plan, then its outputs while the
+    channel's data is still in cache (memory traffic: x read once from DRAM, y written once)."""
+    A, C, B = x3.shape
+    n = A * B
+    m = 2 * (A * ((B + CHUNK - 1) // CHUNK) + A // CHUNK + 130)
+    for c in prange(C):
+        shift = np.float64(x3[0, c, 0])
+        s1 = 0.0
+        c1 = 0.0
+        s2 = 0.0
+        c2 = 0.0
+        sa = 0.0
+        for a in range(A):
+            row = x3[a, c]
+            for b0 in range(0, B, CHUNK):
+                p1, p2, pa = _chunk_sums(row[b0 : min(B, b0 + CHUNK)], shift)
+                s1, c1 = _neumaier(s1, c1, p1)
+                s2, c2 = _neumaier(s2, c2, p2)
+                sa += pa
+        plan_from_sums(shift, s1 + c1, s2 + c2, sa, n, m, CHUNK, gamma[c], beta[c], eps, guard, plan[c])
+        mu = plan[c, 0]
+        sc = plan[c, 2]
+        bt = beta[c]
+        t = plan[c, 5]
+        for a in range(A):
+            uncertified[a, c] = _normalize_row(x3[a, c], y3[a, c], mu, sc, bt, t)
+
+
+@njit(cache=True)
+def _normalize_row(x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, thr: float) -> np.int64:
+    # pragma: no cover - compiled
+    bad = np.int64(0)
+    for b in range(x.size):
+        yv = (np.float64(x[b]) - mu) * sc + bt
+        y[b] = np.float32(yv)
+        ay = abs(yv)
+        bad += np.int64(ay < thr) + np.int64(ay > _MAX_F32)
+    return bad
+
+
+@njit(cache=True)
+def plans_from_stats(
+    st: np.ndarray,
+    n: int,
+    m: int,
+    chunk: int,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    guard: bool,
+    plan: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    for c in range(st.shape[0]):
+        plan_from_sums(st[c, 0], st[c, 1], st[c, 2], st[c, 3], n, m, chunk, gamma[c], beta[c], eps, guard, plan[c])
+
+
+@njit(cache=True)
+def plans_finish(
+    mu: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, guard: bool, plan: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    for c in range(mu.size):
+        plan_finish(mu[c], var[c], 0.0, 0.0, gamma[c], beta[c], eps, guard, plan[c])
+
+
+@njit(parallel=True, cache=True)
+def stats_rows(x2: np.ndarray, out: np.ndarray, chunks: int) -> None:  # pragma: no cover - compiled
+    """The same for (A, C) rows (channels last): CHUNK rows at a time per channel, compensated across."""
+    A, C = x2.shape
+    shift = np.empty(C)
+    for c in range(C):
+        shift[c] = np.float64(x2[0, c])
+    tot = np.zeros((chunks, 5, C))
+    step = (A + chunks - 1) // chunks
+    for k in prange(chunks):
+        p0 = np.zeros(C)
+        p1 = np.zeros(C)
+        p2 = np.zeros(C)
+        hi = min(A, (k + 1) * step)
+        for a0 in range(k * step, hi, CHUNK):
+            p0[:] = 0.0
+            p1[:] = 0.0
+            p2[:] = 0.0
+            for a in range(a0, min(hi, a0 + CHUNK)):
+                row = x2[a]
+                for c in range(C):
+                    d = np.float64(row[c]) - shift[c]
+                    p0[c] += d
+                    p1[c] += d * d
+                    p2[c] += abs(d)
+            for c in range(C):
+                tot[k, 0, c], tot[k, 1, c] = _neumaier(tot[k, 0, c], tot[k, 1, c], p0[c])
+                tot[k, 2, c], tot[k, 3, c] = _neumaier(tot[k, 2, c], tot[k, 3, c], p1[c])
+                tot[k, 4, c] += p2[c]
+    for c in range(C):
+        s1 = 0.0
+        c1 = 0.0
+        s2 = 0.0
+        c2 = 0.0
+        sa = 0.0
+        for k in range(chunks):
+            s1, c1 = _neumaier(s1, c1, tot[k, 0, c])
+            s1, c1 = _neumaier(s1, c1, tot[k, 1, c])
+            s2, c2 = _neumaier(s2, c2, tot[k, 2, c])
+            s2, c2 = _neumaier(s2, c2, tot[k, 3, c])
+            sa += tot[k, 4, c]
+        out[c, 0] = shift[c]
+        out[c, 1] = s1 + c1
+        out[c, 2] = s2 + c2
+        out[c, 3] = sa
+
+
+@njit(parallel=True, cache=True)
+def normalize(
+    x3: np.ndarray,
+    mu: np.ndarray,
+    s: np.ndarray,
+    beta: np.ndarray,
+    thr: np.ndarray,
+    y3: np.ndarray,
+    uncertified: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """y = (x - mu) * s + beta in float64, rounded to float32, with a one-compare certificate.
+
+    The host derives ``thr[c]`` so that |y64| >= thr[c] (and finite) implies the float32
+    result is within 1 ULP of the correctly rounded value; ``uncertified[a, c]`` counts
+    the elements of row (a, c) that the host must look at again.
+    """
+    A, C, B = x3.shape
+    for ac in prange(A * C):
+        a = ac // C
+        c = ac % C
+        m = mu[c]
+        sc = s[c]
+        bt = beta[c]
+        t = thr[c]
+        bad = np.int64(0)
+        for b in range(B):
+            yv = (np.float64(x3[a, c, b]) - m) * sc + bt
+            y3[a, c, b] = np.float32(yv)
+            ay = abs(yv)
+            bad += np.int64(ay < t) + np.int64(ay > _MAX_F32)
+        uncertified[a, c] = bad
+
+
+@njit(cache=True)
+def _two_sum(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    s = a + b
+    z = s - a
+    return s, (a - (s - z)) + (b - z)
+
+
+@njit(cache=True)
+def stats_compensated(vals: np.ndarray, shift: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """One channel again, with error-free transformations: d = x - shift as TwoSum (exact),
+    d**2 as Dekker's TwoProd (exact), summed by a TwoSum cascade (Ogita-Rump-Oishi Sum2) in
+    four interleaved streams, whose error is at most u|S| + (m u)^2 sum|terms| for m terms
+    (the host uses 2u|S| + 4 m^2 u^2 sum|terms|).  out: [S1, S2, sum|terms of S1|, sum|terms of S2|]."""
+    flat = vals.ravel()
+    n = flat.size
+    s1 = np.zeros(4)
+    c1 = np.zeros(4)
+    s2 = np.zeros(4)
+    c2 = np.zeros(4)
+    a1 = 0.0
+    a2 = 0.0
+    for i in range(n):
+        j = i & 3
+        xv = np.float64(flat[i])
+        d, dl = _two_sum(xv, -shift)
+        t, e1 = _two_sum(s1[j], d)
+        s1[j] = t
+        c1[j] += e1 + dl
+        a1 += abs(d) + abs(dl)
+        p = d * d
+        sp = 134217729.0 * d
+        hi = sp - (sp - d)
+        lo = d - hi
+        e = ((hi * hi - p) + 2.0 * hi * lo) + lo * lo + 2.0 * d * dl + dl * dl
+        t, e2 = _two_sum(s2[j], p)
+        s2[j] = t
+        c2[j] += e2 + e
+        a2 += abs(p) + abs(e)
+    r1 = 0.0
+    q1 = 0.0
+    r2 = 0.0
+    q2 = 0.0
+    for j in range(4):
+        r1, e1 = _two_sum(r1, s1[j])
+        q1 += e1 + c1[j]
+        r2, e2 = _two_sum(r2, s2[j])
+        q2 += e2 + c2[j]
+    out[0] = r1 + q1
+    out[1] = r2 + q2
+    out[2] = a1
+    out[3] = a2
+
+
+@njit(parallel=True, cache=True)
+def normalize_rows(
+    x2: np.ndarray,
+    mu: np.ndarray,
+    s: np.ndarray,
+    beta: np.ndarray,
+    thr: np.ndarray,
+    y2: np.ndarray,
+    uncertified: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """:func:`normalize` for (A, C) rows (channels last); ``uncertified[a]`` counts per row."""
+    A, C = x2.shape
+    for a in prange(A):
+        row = x2[a]
+        out = y2[a]
+        bad = np.int64(0)
+        for c in range(C):
+            yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c]
+            out[c] = np.float32(yv)
+            ay = abs(yv)
+            bad += np.int64(ay < thr[c]) + np.int64(ay > _MAX_F32)
+        uncertified[a] = bad
+
+
+@njit(parallel=True, cache=True)
+def backward_sums(x3: np.ndarray, dy3: np.ndarray, mu: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """Per channel: sum dy, sum dy * (x - mu), sum |dy|, sum |dy * (x - mu)|."""
+    A, C, B = x3.shape
+    for c in prange(C):
+        m = mu[c]
+        s0 = 0.0
+        s1 = 0.0
+        a0 = 0.0
+        a1 = 0.0
+        for a in range(A):
+            for b in range(B):
+                g = np.float64(dy3[a, c, b])
+                t = np.float64(x3[a, c, b]) - m
+                s0 += g
+                s1 += g * t
+                a0 += abs(g)
+                a1 += abs(g * t)
+        out[c, 0] = s0
+        out[c, 1] = s1
+        out[c, 2] = a0
+        out[c, 3] = a1
+
+
+@njit(parallel=True, cache=True)
+def backward_dx(
+    x3: np.ndarray,
+    dy3: np.ndarray,
+    mu: np.ndarray,
+    coef: np.ndarray,
+    mean_dy: np.ndarray,
+    proj: np.ndarray,
+    dx3: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """dx = coef * (dy - mean_dy - (x - mu) * proj), coef = gamma * invstd, proj = mean(dy (x - mu)) invstd^2."""
+    A, C, B = x3.shape
+    for ac in prange(A * C):
+        a = ac // C
+        c = ac % C
+        for b in range(B):
+            t = np.float64(x3[a, c, b]) - mu[c]
+            dx3[a, c, b] = np.float32(coef[c] * (np.float64(dy3[a, c, b]) - mean_dy[c] - t * proj[c]))
+
+
+@njit(cache=True)
+def exact_bins(bits: np.ndarray, bins1: np.ndarray, bins2: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Exact sums of float32 values and of their squares, binned by the exponent of the last bit.
+
+    A finite float32 is M * 2**E with |M| < 2**24 and E = -149 .. 104; bin E + 149 collects the
+    signed M (S1) and M**2 split into its high and low 24 bits (S2), all in int64 without overflow
+    for fewer than 2**39 values.  ``bits`` is the int32 view of the values.
+    """
+    for i in range(bits.size):
+        b = np.int64(bits.flat[i])
+        ex = (b >> 23) & 0xFF
+        frac = b & 0x7FFFFF
+        mant = frac if ex == 0 else frac | 0x800000
+        idx = 0 if ex == 0 else ex - 1
+        sq = mant * mant
+        bins1[idx] += -mant if b < 0 else mant
+        bins2[idx, 0] += sq >> 24
+        bins2[idx, 1] += sq & 0xFFFFFF

@@ -1,0 +1,226 @@
+"""CPU kernels against the oracle: within 1 ULP everywhere, conventions as the spec records them."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+pytest.importorskip("numba", reason="numba is the kernels extra: pip install 'normspec[kernels]'")
+
+from normspec.kernels import batch_norm, batch_norm_backward
+from normspec.kernels import batchnorm as kb
+from normspec.kernels._profiles import PROFILES
+from normspec.oracle import batch_norm as oracle
+from normspec.oracle import relative_ulp_error, ulp_distance
+from normspec.spec.conventions import get_convention
+
+from normspec.errors import DegenerateInputError, DTypeError, NormspecError, ShapeError
+
+F32 = np.float32
+
+
+def check(x, w, b, rm, rv, training, convention="torch_raw", axis=1, eps=None, momentum=None):
+    y, nrm, nrv = batch_norm(x, w, b, rm, rv, training, momentum, eps, convention, axis=axis)
+    o = oracle(x, w, b, rm, rv, training=training, eps=eps, momentum=momentum, convention=convention, axis=axis)
+    finite = np.isfinite(o.y)
+    d = ulp_distance(y, o.y)
+    assert d[finite].max(initial=0) <= 1, f"y: {d.max()} ULP"
+    assert (np.isnan(y) == np.isnan(o.y)).all()
+    if rm is not None:
+        assert ulp_distance(nrm, o.running_mean).max() <= 1
+        dv = ulp_distance(nrv, o.running_var)
+        assert dv[np.isfinite(o.running_var)].max(initial=0) <= 1
+    return d
+
+
+@st.composite
+def cases(draw):
+    n, c, length = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    scale = draw(st.sampled_from([1.0, 1e-3, 1e4, 1e-30, 1e30]))
+    shift = draw(st.sampled_from([0.0, 1e4, -1e3, 1.2345678e7]))
+    x = draw(hnp.arrays(F32, (n, c, length), elements=st.floats(-4, 4, width=32)))
+    x = (x.astype(np.float64) * scale + shift).astype(F32)
+    w = draw(hnp.arrays(F32, (c,), elements=st.floats(-3, 3, width=32)))
+    b = draw(hnp.arrays(F32, (c,), elements=st.floats(-3, 3, width=32)))
+    rm = draw(hnp.arrays(F32, (c,), elements=st.floats(-5, 5, width=32)))
+    rv = draw(hnp.arrays(F32, (c,), elements=st.floats(0, 5, width=32)))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.0, 2.0**-40]))
+    return x, w, b, rm, rv, eps
+
+
+def _c(x, w=None, b=None, eps=1e-5):
+    x = np.asarray(x, F32)
+    c = x.shape[1]
+    return (
+        x,
+        np.ones(c, F32) if w is None else np.asarray(w, F32),
+        np.zeros(c, F32) if b is None else np.asarray(b, F32),
+        np.zeros(c, F32),
+        np.ones(c, F32),
+        eps,
+    )
+
+
+_rng = np.random.default_rng(0)
+
+
+@given(cases(), st.booleans())
+@example(_c(np.full((2, 3, 4), 1.2345678e7)), True)  # constant channel
+@example(_c(1e4 + _rng.random((4, 2, 8))), True)  # large mean, small spread
+@example(_c(np.array([[[1e30, -1e30, 3e30, 2e30]]])), True)  # squares overflow float32
+@example(_c(np.array([[[1e-45, 3e-45, -2e-45]]]), eps=0.0), True)  # subnormals
+@example(_c(np.full((1, 1, 3), 7.0), b=[1.25], eps=0.0), True)  # the 0/0 guard
+@example(_c(np.array([[[1.0, 3.0]]]), w=[2.0], b=[-2.0 / np.sqrt(1 + 1e-5)]), True)  # y cancels to ~0
+def test_within_one_ulp_of_the_oracle(case, training):
+    x, w, b, rm, rv, eps = case
+    check(x, w, b, rm, rv, training, eps=eps)
+
+
+@pytest.mark.parametrize("kind", ["normal", "large_mean", "wide"])
+def test_larger_tensors_and_share_correctly_rounded(kind):
+    rng = np.random.default_rng(4)
+    x = {
+        "normal": rng.standard_normal((16, 8, 24, 24)),
+        "large_mean": 1e4 + rng.random((16, 8, 24, 24)),
+        "wide": rng.standard_normal((16, 8, 24, 24)) * 10.0 ** rng.integers(-15, 15, (16, 8, 24, 24)),
+    }[kind]
+    x = x.astype(F32)
+    w, b = rng.standard_normal(8).astype(F32), rng.standard_normal(8).astype(F32)
+    d = check(x, w, b, np.zeros(8, F32), np.ones(8, F32), True)
+    assert np.mean(d == 0) > 0.999  # the great majority correctly rounded
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "2d", "noncontiguous", "readonly"])
+def test_layouts(layout):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5, 4, 3)).astype(F32)
+    w, b = rng.standard_normal(5).astype(F32), rng.standard_normal(5).astype(F32)
+    rm, rv = np.zeros(5, F32), np.ones(5, F32)
+    if layout == "nhwc":
+        check(np.moveaxis(x, 1, -1).copy(), w, b, rm, rv, True, axis=-1)
+    elif layout == "2d":
+        check(x[:, :, 0, 0].copy(), w, b, rm, rv, True)
+    elif layout == "noncontiguous":
+        check(x[:, :, ::2, :], w, b, rm, rv, True)
+    elif layout == "readonly":
+        x.setflags(write=False)
+        check(x, w, b, rm, rv, True)
+    else:
+        check(x, w, b, rm, rv, True)
+
+
+def test_inputs_are_not_modified_and_out_is_used():
+    x = np.random.default_rng(6).standard_normal((4, 3, 5)).astype(F32)
+    rm, rv = np.zeros(3, F32), np.ones(3, F32)
+    copies = (x.copy(), rm.copy(), rv.copy())
+    out = np.empty_like(x)
+    y, nrm, _ = batch_norm(x, None, None, rm, rv, True, out=out)
+    assert y is out and nrm is not rm
+    assert all((a == b).all() for a, b in zip((x, rm, rv), copies, strict=True))
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_profiles_agree_with_the_spec(name):
+    k, s = PROFILES[name], get_convention(name)
+    assert k.new_weight == (s.momentum_direction == "new") and k.momentum == s.momentum_default
+    assert k.eps == s.eps_default and k.correction == s.running_var_correction
+    assert k.one_value == s.one_value and k.zero_var_guard == s.zero_var_guard
+    assert (k.eps_min or None) == s.eps_min and k.eps_float32 == (s.eps_cast == "float32")
+
+
+@pytest.mark.parametrize("convention", ["torch", "keras3", "tf_keras2_fused", "paddle_cpu", "onnx_bn15"])
+def test_conventions_running_statistics(convention):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 3, 4)).astype(F32)
+    check(
+        x,
+        None,
+        None,
+        rng.standard_normal(3).astype(F32),
+        (1 + rng.random(3)).astype(F32),
+        True,
+        convention=convention,
+        momentum=0.25,
+    )
+
+
+@pytest.mark.parametrize(
+    "convention,outcome", [("torch", "error"), ("torch_raw", "nan"), ("keras3", "finite"), ("paddle_cpu", "identity")]
+)
+def test_one_value_per_channel(convention, outcome):
+    x = np.array([[3.0, -2.0]], F32)
+    args = (x, None, np.array([0.5, 0.25], F32), np.zeros(2, F32), np.ones(2, F32), True, None, None, convention)
+    if outcome == "error":
+        with pytest.raises(DegenerateInputError):
+            batch_norm(*args)
+        return
+    y, _, nrv = batch_norm(*args)
+    if outcome == "identity":
+        assert (y == x).all() and (nrv == 1).all()
+    else:
+        assert (y == np.array([[0.5, 0.25]], F32)).all() and np.isnan(nrv).all() == (outcome == "nan")
+
+
+@pytest.mark.parametrize(
+    "call,exc",
+    [
+        (lambda: batch_norm(np.ones((4, 3), np.float64)), DTypeError),
+        (lambda: batch_norm(np.ones((4, 3), F32), np.ones(2, F32)), ShapeError),
+        (lambda: batch_norm(np.ones(4, F32)), ShapeError),
+        (lambda: batch_norm(np.ones((4, 3), F32), convention="pytorch"), NormspecError),
+        (lambda: batch_norm(np.ones((4, 3), F32), eps=-1.0), NormspecError),
+        (lambda: batch_norm(np.ones((0, 3), F32)), DegenerateInputError),
+        (lambda: batch_norm(np.ones((4, 3), F32), training=False), ShapeError),
+    ],
+)
+def test_bad_input(call, exc):
+    with pytest.raises(exc):
+        call()
+
+
+def test_exact_fallback_is_exercised_and_correct():
+    """An output that cancels to far below its terms: the certificate fails and the exact path decides."""
+    x = np.array([[[0.0, 1.0, 2.0, 3.0]]], F32)  # mean 1.5, var 1.25
+    s = 1 / np.sqrt(1.25 + 1e-5)
+    b = np.array([-(1.5 * s)], F32)  # y at x = 3 is 1.5 s + b: tiny
+    check(x, None, b, np.zeros(1, F32), np.ones(1, F32), True)
+    assert kb.last_run.fallback_elements + kb.last_run.refined_channels > 0
+
+
+def test_backward_within_one_ulp_of_the_term_magnitude():
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((6, 2, 5)) * 3 + 1).astype(F32)
+    dy = rng.standard_normal(x.shape).astype(F32)
+    w = np.array([1.5, -0.5], F32)
+    dx, _, db = batch_norm_backward(x, dy, w)
+    # exact reference with Fractions, per channel
+    for c in range(2):
+        xs = [Fraction(float(v)) for v in x[:, c].ravel()]
+        gs = [Fraction(float(v)) for v in dy[:, c].ravel()]
+        n = len(xs)
+        m = sum(xs) / n
+        var = sum((v - m) ** 2 for v in xs) / n
+        inv = 1 / np.sqrt(float(var + Fraction(1e-5)))  # float64 stand-in; the bound below is loose enough
+        xhat = [float(v - m) * inv for v in xs]
+        mdy = float(sum(gs) / n)
+        mdx = sum(float(g) * h for g, h in zip(gs, xhat, strict=True)) / n
+        exact = [float(w[c]) * inv * (float(g) - mdy - h * mdx) for g, h in zip(gs, xhat, strict=True)]
+        mag = [
+            abs(float(w[c])) * inv * (abs(float(g)) + abs(mdy) + abs(h) * abs(mdx))
+            for g, h in zip(gs, xhat, strict=True)
+        ]
+        err = relative_ulp_error(dx[:, c].ravel(), np.array(exact, dtype=object), np.array(mag))
+        assert err.max() <= 1.0
+        assert abs(float(db[c]) - float(sum(gs))) <= float(np.spacing(np.float32(sum(abs(float(g)) for g in gs))))
+
+
+def test_eval_backward_is_gamma_invstd_dy():
+    x = np.ones((3, 2), F32)
+    dy = np.array([[1, 2], [3, 4], [5, 6]], F32)
+    dx, _, _ = batch_norm_backward(
+        x, dy, np.array([2.0, 1.0], F32), np.zeros(2, F32), np.array([3.0, 0.0], F32), training=False, eps=1.0
+    )
+    assert dx[0, 0] == np.float32(2.0 / 2.0) and dx[2, 1] == np.float32(6.0)
