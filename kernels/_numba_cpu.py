@@ -42,28 +42,34 @@ def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma
     return u, comp
 
 
+@njit(cache=True)
+def _channel_sums(x3: np.ndarray, c: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Channel c of an (A, C, B) array: shift (its first value), sum d, sum d^2, sum |d|, d = x - shift."""
+    A, _, B = x3.shape
+    shift = np.float64(x3[0, c, 0])
+    s1 = 0.0
+    c1 = 0.0
+    s2 = 0.0
+    c2 = 0.0
+    sa = 0.0
+    for a in range(A):
+        row = x3[a, c]
+        for b0 in range(0, B, CHUNK):
+            p1, p2, pa = _chunk_sums(row[b0 : min(B, b0 + CHUNK)], shift)
+            s1, c1 = _neumaier(s1, c1, p1)
+            s2, c2 = _neumaier(s2, c2, p2)
+            sa += pa
+    out[0] = shift
+    out[1] = s1 + c1
+    out[2] = s2 + c2
+    out[3] = sa
+
+
 @njit(parallel=True, cache=True)
 def stats_inner(x3: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Per channel: shift (first value), sum d, sum d^2, sum |d| with d = x - shift; B > 1."""
-    A, C, B = x3.shape
-    for c in prange(C):
-        shift = np.float64(x3[0, c, 0])
-        s1 = 0.0
-        c1 = 0.0
-        s2 = 0.0
-        c2 = 0.0
-        sa = 0.0
-        for a in range(A):
-            row = x3[a, c]
-            for b0 in range(0, B, CHUNK):
-                p1, p2, pa = _chunk_sums(row[b0 : min(B, b0 + CHUNK)], shift)
-                s1, c1 = _neumaier(s1, c1, p1)
-                s2, c2 = _neumaier(s2, c2, p2)
-                sa += pa
-        out[c, 0] = shift
-        out[c, 1] = s1 + c1
-        out[c, 2] = s2 + c2
-        out[c, 3] = sa
+    """Per channel sums (see _channel_sums); B > 1."""
+    for c in prange(x3.shape[1]):
+        _channel_sums(x3, c, out[c])
 
 
 _U = 2.0**-53
@@ -178,20 +184,9 @@ def train_fused(
     n = A * B
     m = 2 * (A * ((B + CHUNK - 1) // CHUNK) + A // CHUNK + 130)
     for c in prange(C):
-        shift = np.float64(x3[0, c, 0])
-        s1 = 0.0
-        c1 = 0.0
-        s2 = 0.0
-        c2 = 0.0
-        sa = 0.0
-        for a in range(A):
-            row = x3[a, c]
-            for b0 in range(0, B, CHUNK):
-                p1, p2, pa = _chunk_sums(row[b0 : min(B, b0 + CHUNK)], shift)
-                s1, c1 = _neumaier(s1, c1, p1)
-                s2, c2 = _neumaier(s2, c2, p2)
-                sa += pa
-        plan_from_sums(shift, s1 + c1, s2 + c2, sa, n, m, CHUNK, gamma[c], beta[c], eps, guard, plan[c])
+        sums = np.empty(4)
+        _channel_sums(x3, c, sums)
+        plan_from_sums(sums[0], sums[1], sums[2], sums[3], n, m, CHUNK, gamma[c], beta[c], eps, guard, plan[c])
         mu = plan[c, 0]
         sc = plan[c, 2]
         bt = beta[c]
@@ -200,7 +195,7 @@ def train_fused(
             uncertified[a, c] = _normalize_row(x3[a, c], y3[a, c], mu, sc, bt, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _normalize_row(x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, thr: float) -> np.int64:
     # pragma: no cover - compiled
     bad = np.int64(0)
