@@ -23,6 +23,7 @@ class KernelProfile:
     correction: str  # none | unbiased | unbiased_clamped
     one_value: str  # error | compute | identity
     zero_var_guard: bool
+    eps_zero_refused: bool = False  # eps == 0 raises in training (PyTorch >= 2.13)
 
     def effective_eps(self, eps: float) -> float:
         eps = max(eps, self.eps_min)
@@ -50,14 +51,15 @@ def _p(
     f32: bool = False,
     one: str = "compute",
     guard: bool = False,
+    eps0: bool = False,
 ) -> KernelProfile:
-    return KernelProfile(name, new, m, eps, eps_min, f32, f32, corr, one, guard)
+    return KernelProfile(name, new, m, eps, eps_min, f32, f32, corr, one, guard, eps0)
 
 
 PROFILES = {
     p.name: p
     for p in [
-        _p("torch", True, 0.1, 1e-5, "unbiased", one="error", guard=True),
+        _p("torch", True, 0.1, 1e-5, "unbiased", one="error", guard=True, eps0=True),
         _p("torch_raw", True, 0.1, 1e-5, "unbiased", guard=True),
         _p("torch_cuda", True, 0.1, 1e-5, "unbiased", one="error", guard=True),
         _p("keras3", False, 0.99, 1e-3, "none", f32=True),

@@ -159,6 +159,8 @@ def batch_norm(
     if training:
         if n == 0:
             raise DegenerateInputError(expected("at least one value per channel in training", "x.shape", xa.shape))
+        if eps_v == 0 and prof.eps_zero_refused:
+            raise DomainError(expected(f"eps > 0 in training (convention {convention!r})", "eps", eps))
         if n == 1 and prof.one_value == "error":
             raise DegenerateInputError(expected("more than 1 value per channel when training", "x.shape", xa.shape))
         if n == 1 and prof.one_value == "identity":

@@ -28,6 +28,7 @@ examples:
   normspec zoo                               known buggy variants and their witnesses
   normspec vectors generate out/vectors --convention torch --dtype float32 --dtype float16
   normspec vectors check out/vectors --target torch
+  normspec audit torch --report out/audit-torch  what PyTorch computes, and where it is wrong
 """
 
 
@@ -154,6 +155,27 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--max-ulp", type=float, default=None, help="fail when any output is farther than this")
     chk.add_argument("--json", action="store_true")
 
+    aud = sub.add_parser(
+        "audit",
+        help="run a real implementation against the oracle: conventions, errors, findings",
+        description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn15, onnxruntime_bn15, "
+        "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, or python:module:function "
+        "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, running_mean, "
+        "running_var)). Each runs in its own process with a timeout. Exit status 1 when there is a "
+        "finding of kind convention, non-finite or crash.",
+    )
+    aud.add_argument("target")
+    aud.add_argument("--convention", default=None, help="the profile the target claims (default: the target's own)")
+    aud.add_argument("--timeout", type=float, default=120.0, help="seconds per case before it counts as a hang")
+    aud.add_argument("--json", action="store_true")
+    aud.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write report.html with plots, and a reproducer (case.npz + repro.py) per finding",
+    )
+    aud.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+
     zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
@@ -186,6 +208,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _zoo(args.name, args.json)
         if args.command == "vectors":
             return _vectors(args)
+        if args.command == "audit":
+            return _audit(args)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
         return 3 if args.command in ("prove", "identity", "zoo") else 2
@@ -484,6 +508,38 @@ def _vectors(args: argparse.Namespace) -> int:
             )
         )
     return 1 if bad else 0
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import json
+
+    from normspec._progress import Progress
+    from normspec.spec.conventions import get_convention
+    from normspec.targets.audit import battery, run_audit
+    from normspec.targets.report import render_text, write_html
+
+    total = len(battery(get_convention(args.convention or "torch")))
+    bar = Progress(total, f"normspec audit {args.target}", mode=args.progress)
+    rep = run_audit(
+        args.target,
+        args.convention,
+        timeout=args.timeout,
+        progress=bar,
+        reproducers=args.report / "reproducers" if args.report else None,
+    )
+    bar.close()
+    if args.json:
+        print(json.dumps(rep.as_dict(), indent=2))
+    else:
+        print(render_text(rep))
+    if args.report:
+        page = write_html(rep, args.report)
+        if not args.json:
+            print(f"report: {page}")
+    return 1 if rep.failed else 0
 
 
 # ---------------------------------------------------------------- demo

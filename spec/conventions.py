@@ -64,6 +64,9 @@ class Convention:
       (y = x, running statistics untouched: Paddle CPU).
     * ``zero_var_guard``: ``var + eps == 0`` gives ``invstd = 0`` and so
       ``y = beta`` instead of 0/0.
+    * ``refuses_zero_eps_in_training``: the implementation raises for
+      ``eps == 0`` in training (PyTorch >= 2.13 ``F.batch_norm``); the
+      oracle still computes it, audits expect the refusal.
 
     Numerical fields (what the float evaluation does; used by error budgets
     and audits, never by the exact oracle): ``affine_form``,
@@ -80,6 +83,7 @@ class Convention:
     one_value: OneValue = "compute"
     zero_var_guard: bool = False
     cumulative_average: bool = False
+    refuses_zero_eps_in_training: bool = False
     eps_min: float | None = None
     eps_cast: Cast = "float64"
     momentum_cast: Cast = "float64"
@@ -145,6 +149,7 @@ _PROFILES = [
         one_value="error",
         zero_var_guard=True,
         cumulative_average=True,
+        refuses_zero_eps_in_training=True,
         affine_form="folded",
         variance_algorithm="two_pass",
         accumulator="float64 (contiguous path)",

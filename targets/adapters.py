@@ -1,0 +1,325 @@
+"""Adapters: one per real implementation, each driving the library itself.
+
+An adapter runs a *case* (a short sequence of BatchNorm steps on one layer,
+its running statistics carried from step to step) and returns what the
+library produced.  Adapters run inside :mod:`normspec.targets.worker`, one
+process per case, so a crash or a hang in a library never reaches the
+auditor.  Each knows the convention profile its library claims.
+
+Case keys: ``x`` (steps, N, C, ...), ``weight``, ``bias``, ``running_mean``,
+``running_var`` (C,), ``training`` (bool), ``momentum`` and ``eps`` (in the
+meaning of the claimed convention), ``axis`` (the channel axis, 1).
+Result keys: ``y`` (steps, ...), ``running_mean``, ``running_var`` (steps, C).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Adapter", "ADAPTERS", "get_adapter"]
+
+Case = dict[str, Any]
+Result = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    convention: str
+    library: str  # the import that must succeed
+    run: Callable[[Case], Result]
+    description: str
+    env: tuple[tuple[str, str], ...] = ()  # set before the library is imported
+    evaluation_only: bool = False  # the library offers no training step we can drive
+
+
+def _stack(ys: list[Any], rms: list[Any], rvs: list[Any]) -> Result:
+    return {
+        "y": np.stack([np.asarray(v) for v in ys]),
+        "running_mean": np.stack([np.asarray(v) for v in rms]),
+        "running_var": np.stack([np.asarray(v) for v in rvs]),
+    }
+
+
+def _run_protocol(fn: Callable[..., Any], case: Case) -> Result:
+    rm, rv = case["running_mean"].copy(), case["running_var"].copy()
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        y, rm, rv = fn(
+            x.copy(),
+            case["weight"].copy(),
+            case["bias"].copy(),
+            np.asarray(rm).copy(),
+            np.asarray(rv).copy(),
+            bool(case["training"]),
+            float(case["momentum"]),
+            float(case["eps"]),
+        )
+        ys.append(y)
+        rms.append(rm)
+        rvs.append(rv)
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def _torch(case: Case, raw: bool = False) -> Result:
+    import torch
+
+    rm, rv = torch.tensor(case["running_mean"]), torch.tensor(case["running_var"])
+    w, b = torch.tensor(case["weight"]), torch.tensor(case["bias"])
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        if raw:
+            y = torch.batch_norm(
+                xt, w, b, rm, rv, bool(case["training"]), float(case["momentum"]), float(case["eps"]), False
+            )
+        else:
+            y = torch.nn.functional.batch_norm(
+                xt,
+                rm,
+                rv,
+                w,
+                b,
+                training=bool(case["training"]),
+                momentum=float(case["momentum"]),
+                eps=float(case["eps"]),
+            )
+        ys.append(y.numpy().copy())
+        rms.append(rm.numpy().copy())
+        rvs.append(rv.numpy().copy())
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def _onnx_model(opset: int, training: bool, shape: tuple[int, ...], eps: float, momentum: float) -> Any:
+    from onnx import TensorProto, helper
+
+    c = shape[1]
+    ins = ["X", "scale", "B", "mean", "var"]
+    attrs: dict[str, Any] = {"epsilon": float(eps), "momentum": float(momentum)}
+    if opset >= 14:
+        attrs["training_mode"] = 1 if training else 0
+    outs = ["Y", "running_mean", "running_var"] if (training and opset >= 14) else ["Y"]
+    if training and opset < 14:
+        outs = ["Y", "running_mean", "running_var", "saved_mean", "saved_var"]
+    node = helper.make_node("BatchNormalization", ins, outs, **attrs)
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("X", f, list(shape))] + [
+        helper.make_tensor_value_info(n, f, [c]) for n in ins[1:]
+    ]
+    outputs = [helper.make_tensor_value_info("Y", f, list(shape))] + [
+        helper.make_tensor_value_info(n, f, None) for n in outs[1:]
+    ]
+    graph = helper.make_graph([node], "bn", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _onnx(case: Case, opset: int, runtime: str) -> Result:
+    rm, rv = case["running_mean"].copy(), case["running_var"].copy()
+    ys, rms, rvs = [], [], []
+    training = bool(case["training"])
+    for x in case["x"]:
+        model = _onnx_model(opset, training, x.shape, case["eps"], case["momentum"])
+        feeds = {"X": x, "scale": case["weight"], "B": case["bias"], "mean": rm, "var": rv}
+        if runtime == "reference":
+            from onnx.reference import ReferenceEvaluator
+
+            outs: list[Any] = list(ReferenceEvaluator(model).run(None, feeds))
+        else:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            outs = list(sess.run(None, feeds))
+        ys.append(np.asarray(outs[0]))
+        if training and len(outs) >= 3:
+            rm, rv = np.asarray(outs[1], np.float32), np.asarray(outs[2], np.float32)
+        rms.append(rm)
+        rvs.append(rv)
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- Keras 3
+
+
+def _keras(case: Case) -> Result:
+    import keras
+
+    x0 = case["x"][0]
+    layer = keras.layers.BatchNormalization(axis=1, momentum=float(case["momentum"]), epsilon=float(case["eps"]))
+    layer.build(x0.shape)
+    layer.set_weights([case["weight"], case["bias"], case["running_mean"], case["running_var"]])
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        y = layer(x, training=bool(case["training"]))
+        ys.append(np.asarray(keras.ops.convert_to_numpy(y)))
+        rms.append(np.asarray(keras.ops.convert_to_numpy(layer.moving_mean)))
+        rvs.append(np.asarray(keras.ops.convert_to_numpy(layer.moving_variance)))
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- Flax
+
+
+def _flax_linen(case: Case) -> Result:
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    training = bool(case["training"])
+    layer = nn.BatchNorm(
+        use_running_average=not training, axis=1, momentum=float(case["momentum"]), epsilon=float(case["eps"])
+    )
+    variables = {
+        "params": {"scale": jnp.asarray(case["weight"]), "bias": jnp.asarray(case["bias"])},
+        "batch_stats": {"mean": jnp.asarray(case["running_mean"]), "var": jnp.asarray(case["running_var"])},
+    }
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        if training:
+            y, upd = layer.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
+            variables = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
+        else:
+            y = layer.apply(variables, jnp.asarray(x))
+        ys.append(np.asarray(y))
+        rms.append(np.asarray(variables["batch_stats"]["mean"]))
+        rvs.append(np.asarray(variables["batch_stats"]["var"]))
+    return _stack(ys, rms, rvs)
+
+
+def _flax_nnx(case: Case) -> Result:
+    import jax.numpy as jnp
+    from flax import nnx
+
+    c = case["x"].shape[2]
+    layer = nnx.BatchNorm(c, axis=1, momentum=float(case["momentum"]), epsilon=float(case["eps"]), rngs=nnx.Rngs(0))
+    assert layer.scale is not None and layer.bias is not None
+    layer.scale.value = jnp.asarray(case["weight"])
+    layer.bias.value = jnp.asarray(case["bias"])
+    layer.mean.value = jnp.asarray(case["running_mean"])
+    layer.var.value = jnp.asarray(case["running_var"])
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        y = layer(jnp.asarray(x), use_running_average=not bool(case["training"]))
+        ys.append(np.asarray(y))
+        rms.append(np.asarray(layer.mean.value))
+        rvs.append(np.asarray(layer.var.value))
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- normspec's own kernels
+
+
+def _kernels(case: Case, convention: str = "torch") -> Result:
+    from normspec.kernels import batch_norm
+
+    def fn(x: Any, w: Any, b: Any, rm: Any, rv: Any, training: bool, momentum: float, eps: float) -> Any:
+        return batch_norm(x, w, b, rm, rv, training, momentum, eps, convention)
+
+    return _run_protocol(fn, case)
+
+
+ADAPTERS: dict[str, Adapter] = {
+    a.name: a
+    for a in [
+        Adapter("torch", "torch", "torch", _torch, "torch.nn.functional.batch_norm, CPU"),
+        Adapter("torch_raw", "torch_raw", "torch", lambda c: _torch(c, raw=True), "raw torch.batch_norm op, CPU"),
+        Adapter(
+            "onnx_reference_bn9",
+            "onnx_bn9",
+            "onnx",
+            lambda c: _onnx(c, 9, "reference"),
+            "onnx.reference.ReferenceEvaluator, BatchNormalization-9 (one-output inference node)",
+            evaluation_only=True,
+        ),
+        Adapter(
+            "onnx_reference_bn15",
+            "onnx_bn15",
+            "onnx",
+            lambda c: _onnx(c, 15, "reference"),
+            "onnx.reference.ReferenceEvaluator, BatchNormalization-15",
+        ),
+        Adapter(
+            "onnxruntime_bn15",
+            "onnx_bn15",
+            "onnxruntime",
+            lambda c: _onnx(c, 15, "onnxruntime"),
+            "onnxruntime CPU, BatchNormalization-15",
+        ),
+        Adapter(
+            "keras_numpy",
+            "keras3",
+            "keras",
+            _keras,
+            "Keras 3 BatchNormalization, NumPy backend",
+            (("KERAS_BACKEND", "numpy"),),
+        ),
+        Adapter(
+            "keras_jax",
+            "keras3",
+            "keras",
+            _keras,
+            "Keras 3 BatchNormalization, JAX backend",
+            (("KERAS_BACKEND", "jax"),),
+        ),
+        Adapter(
+            "keras_torch",
+            "keras3",
+            "keras",
+            _keras,
+            "Keras 3 BatchNormalization, torch backend",
+            (("KERAS_BACKEND", "torch"),),
+        ),
+        Adapter(
+            "flax_linen",
+            "flax_linen",
+            "flax",
+            _flax_linen,
+            "flax.linen.BatchNorm (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+        ),
+        Adapter("flax_nnx", "flax_nnx", "flax", _flax_nnx, "flax.nnx.BatchNorm (jax CPU)", (("JAX_PLATFORMS", "cpu"),)),
+        Adapter("kernels", "torch", "numba", _kernels, "normspec.kernels (numba CPU)"),
+    ]
+}
+
+
+def _python_target(spec: str) -> Adapter:
+    _, _, rest = spec.partition(":")
+    module_name, _, func_name = rest.rpartition(":")
+
+    def run(case: Case) -> Result:
+        if module_name.endswith(".py"):
+            loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            assert loader is not None and loader.loader is not None
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        return _run_protocol(getattr(module, func_name), case)
+
+    return Adapter(spec, "torch", "numpy", run, f"user implementation {spec}")
+
+
+def get_adapter(name: str) -> Adapter:
+    if name.startswith("python:"):
+        return _python_target(name)
+    return ADAPTERS[name]
+
+
+def prepare_environment(adapter: Adapter) -> None:
+    for key, value in adapter.env:
+        os.environ[key] = value

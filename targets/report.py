@@ -1,0 +1,118 @@
+"""Audit reports: a terminal table, and an HTML page with plots."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from normspec.targets.audit import AuditReport
+
+__all__ = ["render_text", "write_html"]
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.3g}" if v < 1e6 else f"{v:.2e}"
+    return str(v)
+
+
+def render_text(rep: AuditReport) -> str:
+    lines = [f"normspec audit: {rep.target} ({rep.description}); claimed convention {rep.convention}", ""]
+    lines.append(f"{'convention':20} {'claimed':48} observed")
+    for key, claimed in rep.claimed.items():
+        seen = rep.inferred.get(key, "not run")
+        mark = "" if seen == claimed or seen.endswith("as claimed") or seen.startswith("not run") else "   <-- differs"
+        lines.append(f"{key:20} {claimed:48} {seen}{mark}")
+    lines += ["", f"{'case':34} {'status':8} {'max ULP':>10} {'ULP@terms':>10} {'naive f32':>10} {'CR %':>6}  note"]
+    for c in rep.cases:
+        cr = c.get("correctly_rounded")
+        lines.append(
+            f"{c['case']:34} {c['status']:8} {_fmt(c.get('max_ulp')):>10} {_fmt(c.get('rel_ulp')):>10} "
+            f"{_fmt(c.get('naive_rel_ulp')):>10} {'-' if cr is None else f'{100 * cr:5.1f}':>6}  "
+            f"{c.get('note', '')[:50]}"
+        )
+    lines += [
+        "",
+        "ULP@terms: distance in float32 ULPs of |gamma xhat| + |gamma| + |beta|; naive f32: the same for the",
+        "spec's formula in plain float32 on the same case; CR: share correctly rounded.",
+        "",
+    ]
+    if rep.findings:
+        lines.append(f"{len(rep.findings)} finding(s):")
+        for f in rep.findings:
+            lines.append(f"  [{f['kind']}] {f['case']}: {f['message'][:200]}")
+            if "reproducer" in f:
+                lines.append(f"      reproducer: {f['reproducer']}/repro.py")
+    else:
+        lines.append("no findings")
+    lines.append(f"({rep.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def write_html(rep: AuditReport, directory: Path) -> Path:
+    """report.html with running-statistics trajectories and an error histogram (PNG, matplotlib)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    images = []
+    plt: Any
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    for name, tr in rep.trajectories.items():
+        if plt is None:
+            break
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        steps = np.arange(1, len(tr["exact_mean"]) + 1)
+        for ax, key, label in ((axes[0], "mean", "running mean"), (axes[1], "var", "running variance")):
+            ax.plot(steps, tr[f"exact_{key}"], "o-", label="exact (normspec oracle)")
+            ax.plot(steps, tr[f"target_{key}"], "x--", label=rep.target)
+            ax.set_xlabel("training step")
+            ax.set_title(f"{label}, channel 0")
+            ax.legend(fontsize=8)
+        ulps = np.asarray(tr["ulps"], dtype=np.float64)
+        axes[2].hist(np.log10(1 + ulps[np.isfinite(ulps)]), bins=30)
+        axes[2].set_xlabel("log10(1 + ULP distance of y)")
+        axes[2].set_title("error of y over all steps")
+        fig.suptitle(f"{rep.target}: {name}")
+        fig.tight_layout()
+        png = directory / f"{name}.png"
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        images.append(png.name)
+    body = [
+        f"<h1>normspec audit: {html.escape(rep.target)}</h1>",
+        f"<p>{html.escape(rep.description)}; claimed convention <b>{html.escape(rep.convention)}</b>.</p>",
+        "<h2>Conventions</h2><table border=1 cellpadding=4><tr><th>field</th><th>claimed</th><th>observed</th></tr>",
+    ]
+    for key, claimed in rep.claimed.items():
+        body.append(
+            f"<tr><td>{key}</td><td>{html.escape(claimed)}</td><td>{html.escape(rep.inferred.get(key, '-'))}</td></tr>"
+        )
+    body.append("</table><h2>Findings</h2><ul>")
+    body += [
+        f"<li><b>{f['kind']}</b> {html.escape(f['case'])}: {html.escape(f['message'][:400])}</li>" for f in rep.findings
+    ] or ["<li>none</li>"]
+    body.append(
+        "</ul><h2>Cases</h2><table border=1 cellpadding=4><tr><th>case</th><th>status</th><th>max ULP</th>"
+        "<th>ULP at the terms' scale</th><th>note</th></tr>"
+    )
+    for c in rep.cases:
+        body.append(
+            f"<tr><td>{c['case']}</td><td>{c['status']}</td><td>{_fmt(c.get('max_ulp'))}</td>"
+            f"<td>{_fmt(c.get('rel_ulp'))}</td><td>{html.escape(c.get('note', ''))}</td></tr>"
+        )
+    body.append("</table>")
+    body += [f'<h2>{html.escape(img)}</h2><img src="{img}">' for img in images]
+    if plt is None:
+        body.append("<p>(plots need matplotlib: pip install matplotlib)</p>")
+    page = directory / "report.html"
+    page.write_text("<!doctype html><meta charset=utf-8><title>normspec audit</title>\n" + "\n".join(body))
+    return page

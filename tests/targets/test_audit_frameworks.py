@@ -1,0 +1,122 @@
+"""The audit against real libraries (never mocks); each skips with the reason when its library is absent."""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+from normspec.targets.audit import run_audit
+
+from normspec.cli import main
+
+
+def need(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install 'normspec[audit]')")
+
+
+def kinds(report, case=None):
+    return {f["kind"] for f in report.findings if case is None or f["case"] == case}
+
+
+def case_row(report, name):
+    return next(c for c in report.cases if c["case"] == name)
+
+
+def test_torch_folded_affine_cancellation_pytorch_5410():
+    need("torch")
+    rep = run_audit("torch")
+    assert rep.inferred["momentum"].endswith("as claimed") and rep.inferred["running_var"] == "unbiased"
+    assert rep.inferred["one_value"] == "error" and rep.inferred["eps"] == "inside sqrt"
+    row = case_row(rep, "constant_channel")
+    assert row["max_ulp"] > 1e8 and "accuracy" in kinds(rep, "constant_channel")
+    assert not rep.failed  # torch follows its own convention
+
+
+def test_raw_torch_batch_norm_nan_running_var_at_one_value():
+    need("torch")
+    rep = run_audit("torch_raw", "torch")  # judged against what nn.BatchNorm promises
+    assert rep.inferred["one_value"] == "nan"
+    assert any("one_value" in f["message"] and f["kind"] == "convention" for f in rep.findings)
+    assert rep.failed
+
+
+def test_keras3_numpy_backend_nan_from_raw_moments():
+    need("keras")
+    rep = run_audit("keras_numpy")
+    assert "non-finite" in kinds(rep, "keras_trigger")  # keras PR #18795, still in the NumPy backend
+    assert rep.inferred["momentum"].endswith("as claimed") and rep.inferred["running_var"] == "none"
+
+
+def test_flax_fast_variance_inaccuracy():
+    need("flax")
+    rep = run_audit("flax_linen")
+    row = case_row(rep, "flax_trigger")  # google/flax#1491: mean 1e3, std 1e-2
+    assert "accuracy" in kinds(rep, "flax_trigger") and row["rel_ulp"] > 100 * row["naive_rel_ulp"]
+
+
+def test_onnx_reference_bn9_blended_statistics_onnx_5799():
+    need("onnx")
+    rep = run_audit("onnx_reference_bn9")
+    assert rep.inferred["evaluation_uses"].startswith("neither running nor batch")
+    assert rep.failed
+
+
+def test_onnxruntime_follows_bn15():
+    need("onnxruntime")
+    need("onnx")
+    rep = run_audit("onnxruntime_bn15")
+    assert rep.inferred["running_var"] == "none" and rep.inferred["momentum"].endswith("as claimed")
+
+
+USER = """
+import os, time
+import numpy as np
+from normspec.oracle import batch_norm
+
+def exact(x, w, b, rm, rv, training, momentum, eps):
+    r = batch_norm(x, w, b, rm, rv, training=training, momentum=momentum, eps=eps, convention="keras3")
+    return r.y, r.running_mean, r.running_var
+
+def crashes(x, w, b, rm, rv, training, momentum, eps):
+    if x.shape[0] == 64:
+        os.abort()  # a segfault stand-in: the process dies
+    return exact(x, w, b, rm, rv, training, momentum, eps)
+
+def hangs(x, w, b, rm, rv, training, momentum, eps):
+    if x.shape[0] == 64:
+        time.sleep(60)
+    return exact(x, w, b, rm, rv, training, momentum, eps)
+"""
+
+
+def test_a_correct_user_implementation_has_no_findings(tmp_path):
+    impl = tmp_path / "impl.py"
+    impl.write_text(USER)
+    rep = run_audit(f"python:{impl}:exact", "keras3")
+    assert not rep.failed, rep.findings
+    assert all(c["status"] in ("ok", "refused") for c in rep.cases)
+
+
+def test_a_crashing_or_hanging_target_is_a_finding_not_an_auditor_crash(tmp_path):
+    impl = tmp_path / "impl.py"
+    impl.write_text(USER)
+    crash = run_audit(f"python:{impl}:crashes", "keras3")
+    crashed = {f["case"] for f in crash.findings if f["kind"] == "crash"}
+    assert crashed == {"keras_trigger", "flax_trigger"}  # the two 64-row cases, isolated one process each
+    assert case_row(crash, "random_sequence")["status"] == "ok"
+    hang = run_audit(f"python:{impl}:hangs", "keras3", timeout=3)
+    assert {c["case"] for c in hang.cases if c["status"] == "timeout"} == {"keras_trigger", "flax_trigger"}
+
+
+def test_cli_json_report_and_reproducer(tmp_path, capsys):
+    need("torch")
+    code = main(["audit", "torch_raw", "--convention", "torch", "--json", "--report", str(tmp_path)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["target"] == "torch_raw" and data["convention"] == "torch"
+    assert isinstance(data["findings"], list) and all({"kind", "case"} <= set(f) for f in data["findings"])
+    assert (tmp_path / "report.html").exists() and (tmp_path / "random_sequence.png").exists()
+    repro = next(f["reproducer"] for f in data["findings"] if "reproducer" in f)
+    assert (tmp_path / "reproducers").exists() and np.load(f"{repro}/case.npz")["x"].ndim >= 3
+    assert not math.isnan(data["seconds"])
