@@ -25,6 +25,7 @@ __all__ = [
     "UnknownNameError",
     "UnknownConventionError",
     "InputFileError",
+    "TargetUnavailableError",
     "expected",
 ]
 
@@ -59,6 +60,10 @@ class UnknownNameError(NormspecError, LookupError):
 
 class UnknownConventionError(UnknownNameError):
     """A convention profile name that normspec does not know."""
+
+
+class TargetUnavailableError(NormspecError):
+    """An audit target whose library (or virtual environment) is not installed here."""
 
 
 class InputFileError(NormspecError, OSError):

@@ -39,6 +39,7 @@ class Adapter:
     description: str
     env: tuple[tuple[str, str], ...] = ()  # set before the library is imported
     evaluation_only: bool = False  # the library offers no training step we can drive
+    venv: str | None = None  # runs in .venvs/<venv> (scripts/setup-target-venvs.sh), not in normspec's own
 
 
 def _stack(ys: list[Any], rms: list[Any], rvs: list[Any]) -> Result:
@@ -220,6 +221,119 @@ def _flax_nnx(case: Case) -> Result:
     return _stack(ys, rms, rvs)
 
 
+# ---------------------------------------------------------------- MXNet (its own venv)
+
+
+def _mxnet(case: Case) -> Result:
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    c = case["x"].shape[2]
+    layer = gluon.nn.BatchNorm(axis=1, momentum=float(case["momentum"]), epsilon=float(case["eps"]), in_channels=c)
+    layer.initialize()
+    for param, key in (
+        (layer.gamma, "weight"),
+        (layer.beta, "bias"),
+        (layer.running_mean, "running_mean"),
+        (layer.running_var, "running_var"),
+    ):
+        param.set_data(mx.nd.array(case[key]))
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        data = mx.nd.array(x)
+        if bool(case["training"]):
+            data.attach_grad()
+            with autograd.record():
+                y = layer(data)
+            if bool(case.get("backward", True)):
+                y.backward()
+        else:
+            y = layer(data)
+        ys.append(y.asnumpy())
+        rms.append(layer.running_mean.data().asnumpy())
+        rvs.append(layer.running_var.data().asnumpy())
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- PaddlePaddle (its own venv)
+
+
+def _paddle(case: Case) -> Result:
+    import paddle
+    import paddle.nn.functional as F  # noqa: N812 - Paddle's own spelling
+
+    paddle.set_device("cpu")
+    rm, rv = paddle.to_tensor(case["running_mean"]), paddle.to_tensor(case["running_var"])
+    w, b = paddle.to_tensor(case["weight"]), paddle.to_tensor(case["bias"])
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        x4 = x.reshape(x.shape[0], x.shape[1], -1, 1)  # NCHW, as Paddle's 2-D kernels want
+        y = F.batch_norm(
+            paddle.to_tensor(x4),
+            rm,
+            rv,
+            weight=w,
+            bias=b,
+            training=bool(case["training"]),
+            momentum=float(case["momentum"]),
+            epsilon=float(case["eps"]),
+            data_format="NCHW",
+        )
+        ys.append(y.numpy().reshape(x.shape))
+        rms.append(rm.numpy().copy())
+        rvs.append(rv.numpy().copy())
+    return _stack(ys, rms, rvs)
+
+
+# ---------------------------------------------------------------- TensorFlow (its own venv)
+
+
+def _tf_fused(case: Case) -> Result:
+    import tensorflow as tf
+
+    rm, rv = case["running_mean"].copy(), case["running_var"].copy()
+    ys, rms, rvs = [], [], []
+    training = bool(case["training"])
+    for x in case["x"]:
+        x4 = np.ascontiguousarray(x.reshape(x.shape[0], x.shape[1], -1, 1).transpose(0, 2, 3, 1))  # NHWC on CPU
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+            x4,
+            case["weight"],
+            case["bias"],
+            mean=rm,
+            variance=rv,
+            epsilon=float(case["eps"]),
+            data_format="NHWC",
+            is_training=training,
+            exponential_avg_factor=float(case["momentum"]),
+        )
+        ys.append(np.asarray(y).transpose(0, 3, 1, 2).reshape(x.shape))
+        if training:
+            rm, rv = np.asarray(mean), np.asarray(var)
+        rms.append(rm)
+        rvs.append(rv)
+    return _stack(ys, rms, rvs)
+
+
+def _tf_keras2(case: Case, fused: bool) -> Result:
+    import tf_keras
+
+    x0 = case["x"][0]
+    shape = (x0.shape[0], x0.shape[1], -1, 1) if fused else x0.shape
+    layer = tf_keras.layers.BatchNormalization(
+        axis=1, momentum=float(case["momentum"]), epsilon=float(case["eps"]), fused=fused
+    )
+    layer.build(np.empty(x0.reshape(shape).shape).shape)
+    layer.set_weights([case["weight"], case["bias"], case["running_mean"], case["running_var"]])
+    ys, rms, rvs = [], [], []
+    for x in case["x"]:
+        y = layer(x.reshape(shape), training=bool(case["training"]))
+        ys.append(np.asarray(y).reshape(x.shape))
+        rms.append(np.asarray(layer.moving_mean))
+        rvs.append(np.asarray(layer.moving_variance))
+    return _stack(ys, rms, rvs)
+
+
 # ---------------------------------------------------------------- normspec's own kernels
 
 
@@ -293,6 +407,41 @@ ADAPTERS: dict[str, Adapter] = {
         ),
         Adapter("flax_nnx", "flax_nnx", "flax", _flax_nnx, "flax.nnx.BatchNorm (jax CPU)", (("JAX_PLATFORMS", "cpu"),)),
         Adapter("kernels", "torch", "numba", _kernels, "normspec.kernels (numba CPU)"),
+        Adapter("mxnet_cpu", "mxnet_cpu", "mxnet", _mxnet, "MXNet 1.9.1 Gluon BatchNorm, CPU", venv="mxnet"),
+        Adapter("paddle_cpu", "paddle_cpu", "paddle", _paddle, "PaddlePaddle F.batch_norm, CPU", venv="paddle"),
+        Adapter(
+            "tf_fused_batch_norm",
+            "tf_fused_batch_norm_v3",
+            "tensorflow",
+            _tf_fused,
+            "tf.compat.v1.nn.fused_batch_norm (FusedBatchNormV3), CPU",
+            venv="tf",
+        ),
+        Adapter(
+            "tf_keras2_fused",
+            "tf_keras2_fused",
+            "tf_keras",
+            lambda c: _tf_keras2(c, True),
+            "tf_keras (Keras 2) BatchNormalization, fused path",
+            venv="tf",
+        ),
+        Adapter(
+            "tf_keras2_nonfused",
+            "tf_keras2_nonfused",
+            "tf_keras",
+            lambda c: _tf_keras2(c, False),
+            "tf_keras (Keras 2) BatchNormalization, non-fused path",
+            venv="tf",
+        ),
+        Adapter(
+            "keras_tensorflow",
+            "keras3",
+            "keras",
+            _keras,
+            "Keras 3 BatchNormalization, TensorFlow backend",
+            (("KERAS_BACKEND", "tensorflow"),),
+            venv="tf",
+        ),
     ]
 }
 

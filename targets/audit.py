@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
-from normspec.targets.adapters import ADAPTERS, get_adapter
+from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
 
-from normspec.errors import NormspecError, UnknownNameError
+import normspec
+from normspec.errors import NormspecError, TargetUnavailableError, UnknownNameError
 
 __all__ = ["AuditCase", "Outcome", "AuditReport", "battery", "run_audit", "claimed_conventions"]
 
@@ -61,6 +62,7 @@ class AuditCase:
     momentum: float
     eps: float
     note: str = ""
+    backward: bool = True  # whether each training step also runs a backward pass (MXNet updates only there)
 
     def arrays(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class AuditCase:
             "training": np.array(self.training),
             "momentum": np.array(self.momentum),
             "eps": np.array(self.eps),
+            "backward": np.array(self.backward),
         }
 
 
@@ -134,6 +137,7 @@ def _case(
     rm: Any = None,
     rv: Any = None,
     note: str = "",
+    backward: bool = True,
 ) -> AuditCase:
     xa = np.asarray(x, F32)
     if xa.ndim == 3 and kind != "sequence":
@@ -151,6 +155,7 @@ def _case(
         float(conv.momentum_default if momentum is None else momentum),
         float(conv.eps_default if eps is None else eps),
         note,
+        backward,
     )
 
 
@@ -168,6 +173,18 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             rm=[0.0],
             rv=[0.0],
             note="new statistic weighted 0.25 under the claimed convention",
+        ),
+        _case(
+            "probe_forward_only",
+            "probe",
+            probe_x,
+            conv,
+            training=True,
+            momentum=_new_weight(conv, 0.25),
+            rm=[0.0],
+            rv=[0.0],
+            backward=False,
+            note="a training forward with no backward pass",
         ),
         _case(
             "probe_bessel",
@@ -339,11 +356,37 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
 # ---------------------------------------------------------------- running
 
 
+def venv_root() -> Path:
+    """Where scripts/setup-target-venvs.sh put the targets' own environments."""
+    default = Path(normspec.__file__).resolve().parent.parent / ".venvs"
+    return Path(os.environ.get("NORMSPEC_VENVS", default))
+
+
+def interpreter(adapter: Adapter, workdir: Path) -> tuple[str, dict[str, str]]:
+    """The Python that runs ``adapter`` and its environment (a venv sees normspec through a shim)."""
+    env = dict(os.environ)
+    if adapter.venv is None:
+        return sys.executable, env
+    python = venv_root() / adapter.venv / "bin" / "python"
+    if not python.exists():
+        raise TargetUnavailableError(
+            f"target {adapter.name!r} runs in its own virtual environment, which is missing ({python}): "
+            f"bash scripts/setup-target-venvs.sh {adapter.venv}"
+        )
+    shim = workdir / "pythonpath"
+    shim.mkdir(exist_ok=True)
+    if not (shim / "normspec").exists():
+        (shim / "normspec").symlink_to(Path(normspec.__file__).resolve().parent)
+    env["PYTHONPATH"] = str(shim)
+    return str(python), env
+
+
 def run_cases(
     target: str, cases: list[AuditCase], timeout: float, workdir: Path, progress: Callable[[int], None] | None = None
 ) -> dict[str, Outcome]:
     """Cases in one worker process, each with its own deadline.  If the process dies or a case
     overruns, that case is the crash (or the timeout) and the rest go on in a fresh process."""
+    python, env = interpreter(get_adapter(target), workdir)
     indir = workdir / "in"
     indir.mkdir(exist_ok=True)
     for case in cases:
@@ -356,7 +399,7 @@ def run_cases(
         outdir = workdir / f"out{attempt}"
         outdir.mkdir()
         cmd = [
-            sys.executable,
+            python,
             "-m",
             "normspec.targets.worker",
             target,
@@ -365,7 +408,7 @@ def run_cases(
         ]
         errfile = outdir / "stderr.txt"  # a file, not a pipe: a chatty library cannot block on it
         with open(errfile, "w") as errsink:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errsink, bufsize=0, env=dict(os.environ))
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errsink, bufsize=0, env=env)
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         buf = b""
@@ -438,6 +481,7 @@ def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
             eps=case.eps,
             convention=convention,
             num_batches_tracked=k,
+            with_backward=case.backward,
         )
         assert r.running_mean is not None and r.running_var is not None
         rm, rv = r.running_mean, r.running_var
@@ -514,7 +558,9 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
             inferred["momentum"] = "running mean not updated by a training forward"
         else:
             inferred["momentum"] = f"new statistic weight {w:.6g} (expected 0.25)"
-        inferred["updates_in_forward"] = "no" if w == 0 else "yes"
+    fwd = outcomes.get("probe_forward_only")
+    if fwd is not None and fwd.status == "ok" and fwd.result is not None:
+        inferred["updates_in_forward"] = "no" if float(fwd.result["running_mean"][0][0]) == 0 else "yes"
     elif mom.status == "skipped":
         for key in ("momentum", "updates_in_forward", "running_var"):
             inferred[key] = "not run (evaluation-only target)"
@@ -546,7 +592,7 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
         inferred["one_value"] = "error"
     elif one.status == "ok" and one.result is not None:
         y, rv = one.result["y"][0], one.result["running_var"][0]
-        if np.array_equal(y, np.array([[3.0, -2.0]], F32)):
+        if np.array_equal(np.ravel(y), np.array([3.0, -2.0], F32)):
             inferred["one_value"] = "identity"
         elif np.isnan(rv).any():
             inferred["one_value"] = "nan"

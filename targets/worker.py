@@ -35,6 +35,7 @@ def main(argv: list[str]) -> int:
         case["training"] = bool(case["training"])
         case["momentum"] = float(case["momentum"])
         case["eps"] = float(case["eps"])
+        case["backward"] = bool(case.get("backward", True))
         try:
             result = adapter.run(case)
         except Exception as exc:  # the library refused: a result, reported as such

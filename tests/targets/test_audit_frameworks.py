@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from normspec.targets.audit import run_audit
+from normspec.targets.audit import run_audit, venv_root
 
 from normspec.cli import main
 
@@ -14,6 +14,11 @@ from normspec.cli import main
 def need(module: str) -> None:
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (pip install 'normspec[audit]')")
+
+
+def need_venv(name: str) -> None:
+    if not (venv_root() / name / "bin" / "python").exists():
+        pytest.skip(f"the {name} target's virtual environment is missing: bash scripts/setup-target-venvs.sh {name}")
 
 
 def kinds(report, case=None):
@@ -68,6 +73,37 @@ def test_onnxruntime_follows_bn15():
     need("onnx")
     rep = run_audit("onnxruntime_bn15")
     assert rep.inferred["running_var"] == "none" and rep.inferred["momentum"].endswith("as claimed")
+
+
+def test_mxnet_cpu_forward_only_training_leaves_running_statistics():
+    """The seed report of this project: apache/mxnet#18751, #14357."""
+    need_venv("mxnet")
+    rep = run_audit("mxnet_cpu")
+    assert rep.inferred["updates_in_forward"] == "no" and rep.inferred["momentum"].endswith("as claimed")
+    against_cudnn = run_audit("mxnet_cpu", "mxnet_cudnn")  # what the GPU path does
+    assert any(f["case"] == "probe (updates_in_forward)" for f in against_cudnn.findings)
+    assert any(f["case"] == "probe (running_var)" for f in against_cudnn.findings)  # biased vs cuDNN's unbiased
+
+
+def test_paddle_cpu_identity_at_one_value_per_channel():
+    need_venv("paddle")
+    rep = run_audit("paddle_cpu")
+    assert rep.inferred["one_value"] == "identity" and rep.inferred["running_var"] == "none"
+
+
+@pytest.mark.parametrize(
+    "target,correction",
+    [
+        ("tf_fused_batch_norm", "unbiased_clamped"),
+        ("tf_keras2_fused", "unbiased_clamped"),
+        ("tf_keras2_nonfused", "none"),
+        ("keras_tensorflow", "none"),
+    ],
+)
+def test_tensorflow_targets(target, correction):
+    need_venv("tf")
+    rep = run_audit(target)
+    assert rep.inferred["running_var"] == correction and rep.inferred["momentum"].endswith("as claimed")
 
 
 USER = """
