@@ -9,12 +9,15 @@ operators on top (:func:`batch_norm`).
 
 from normspec.oracle.batchnorm import BatchNormResult, ExactBatchNorm, batch_norm
 from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
+from normspec.oracle.groupnorm import GroupNormResult, group_norm
 from normspec.oracle.ulp import relative_ulp_error, ulp_distance
 
 __all__ = [
     "batch_norm",
     "BatchNormResult",
     "ExactBatchNorm",
+    "group_norm",
+    "GroupNormResult",
     "ulp_distance",
     "relative_ulp_error",
     "Format",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from normspec.oracle import batch_norm, ulp_distance
+from normspec.oracle import batch_norm, group_norm, ulp_distance
 from normspec.spec.bugzoo import Case, Variant, get_variant
 
 from normspec.errors import NormspecError
@@ -79,6 +79,14 @@ def _case(
 
 def candidate_cases(variant: Variant) -> Iterator[Case]:
     """Candidates in the order the search tries them: simple first."""
+    if variant.operator == "group_norm":
+        for weight in ([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, -1.0, 0.5]):
+            case = _case(
+                np.arange(12.0).reshape(1, 4, 3), training=True, eps=2.0**-10, weight=weight, bias=[0.0, 0.5, 1.0, 1.5]
+            )
+            case["groups"] = 2
+            yield case
+        return
     epsilons = [2.0**-17, 2.0**-10, 0.5]  # float32-exact; 2**-17 is below TF's clamp
     small = [
         [[[0.0, 1.0]]],
@@ -108,17 +116,21 @@ def separation(variant: Variant, case: Case) -> tuple[str, tuple[int, ...], floa
     finite, and for ``witness_wants="nan"`` only where the variant gives NaN.
     """
     try:
-        spec = batch_norm(
-            case["x"],
-            case["weight"],
-            case["bias"],
-            case["running_mean"],
-            case["running_var"],
-            training=case["training"],
-            momentum=case["momentum"],
-            eps=case["eps"],
-            convention=variant.convention,
-        )
+        spec: Any
+        if variant.operator == "group_norm":
+            spec = group_norm(case["x"], case["groups"], case["weight"], case["bias"], eps=case["eps"])
+        else:
+            spec = batch_norm(
+                case["x"],
+                case["weight"],
+                case["bias"],
+                case["running_mean"],
+                case["running_var"],
+                training=case["training"],
+                momentum=case["momentum"],
+                eps=case["eps"],
+                convention=variant.convention,
+            )
     except NormspecError:
         return None
     got = variant.behaviour(case)[variant.output]

@@ -125,6 +125,7 @@ class Variant:
     formulas: Callable[[], tuple[sp.Expr, sp.Expr]] | None = None
     convention: str = "torch_raw"
     witness_wants: Literal["differs", "nan"] = "differs"
+    operator: Literal["batch_norm", "group_norm"] = "batch_norm"
 
 
 # ------------------------------------------------------------------ formula variants
@@ -223,6 +224,29 @@ def _folded_affine_float32(case: Case) -> Outputs:
 def _n1_bessel_nan(case: Case) -> Outputs:
     means, variances, n = _mp_stats(case["x"])
     return _running(case, means, variances, n, bessel=True)
+
+
+def _groupnorm18_per_group(case: Case) -> Outputs:
+    """GroupNormalization-18: scale and bias per *group*; a per-channel model exported to it
+    keeps one value per group (here the group's first channel)."""
+    x = np.asarray(case["x"], np.float64)
+    n, c = x.shape[0], x.shape[1]
+    g = int(case["groups"])
+    per = c // g
+    xs = x.reshape(n, g, -1)
+    out = np.empty(xs.shape, np.float32)
+    with mpmath.workprec(120):
+        eps = mpmath.mpf(float(case["eps"]))
+        for i in range(n):
+            for j in range(g):
+                vals = [mpmath.mpf(float(v)) for v in xs[i, j]]
+                m = mpmath.fsum(vals) / len(vals)
+                var = mpmath.fsum((v - m) ** 2 for v in vals) / len(vals)
+                scale = mpmath.mpf(float(case["weight"][j * per]))
+                shift = mpmath.mpf(float(case["bias"][j * per]))
+                for k, v in enumerate(vals):
+                    out[i, j, k] = np.float32(float(scale * (v - m) / mpmath.sqrt(var + eps) + shift))
+    return {"y": out.reshape(x.shape)}
 
 
 def _eps_formulas() -> tuple[sp.Expr, sp.Expr]:
@@ -341,6 +365,17 @@ _VARIANTS = [
         "y",
         False,
         _onnx_bn9_blended,
+    ),
+    Variant(
+        "groupnorm18_per_group_affine",
+        "formula",
+        "GroupNorm with scale and bias per group instead of per channel (ONNX GroupNormalization-18, deprecated in 21)",
+        ("bugs.md #49 ONNX GroupNormalization-18",),
+        "C/G > 1 and gamma varying within a group",
+        "y",
+        True,
+        _groupnorm18_per_group,
+        operator="group_norm",
     ),
     Variant(
         "raw_moments_float32",

@@ -334,6 +334,8 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
     from normspec.spec.bugzoo import VARIANTS
 
     for name in VARIANTS:
+        if VARIANTS[name].operator != "batch_norm":
+            continue
         w = find_witness(name).case
         cases.append(
             AuditCase(

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from normspec.oracle import batch_norm, ulp_distance
+from normspec.oracle import batch_norm, group_norm, ulp_distance
 from normspec.proofs import checker
 from normspec.proofs.facts import FACTS, Fact, FactCheckError
 from normspec.proofs.witnesses import find_witness
@@ -49,17 +49,20 @@ def test_every_witness_separates_its_variant_through_the_oracle(name):
     w = find_witness(name)
     c = w.case
     # recompute both sides here, from the case alone
-    spec = batch_norm(
-        c["x"],
-        c["weight"],
-        c["bias"],
-        c["running_mean"],
-        c["running_var"],
-        training=c["training"],
-        momentum=c["momentum"],
-        eps=c["eps"],
-        convention=variant.convention,
-    )
+    if variant.operator == "group_norm":
+        spec = group_norm(c["x"], c["groups"], c["weight"], c["bias"], eps=c["eps"])
+    else:
+        spec = batch_norm(
+            c["x"],
+            c["weight"],
+            c["bias"],
+            c["running_mean"],
+            c["running_var"],
+            training=c["training"],
+            momentum=c["momentum"],
+            eps=c["eps"],
+            convention=variant.convention,
+        )
     want = getattr(spec, variant.output)
     got = variant.behaviour(c)[variant.output]
     assert np.isfinite(want.astype(np.float64)).all()
