@@ -29,6 +29,7 @@ examples:
   normspec vectors generate out/vectors --convention torch --dtype float32 --dtype float16
   normspec vectors check out/vectors --target torch
   normspec audit torch --report out/audit-torch  what PyTorch computes, and where it is wrong
+  normspec budget observed.npz --algorithm torch_cpu --training --plot errors.png
 """
 
 
@@ -176,6 +177,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
 
+    bud = sub.add_parser(
+        "budget",
+        help="judge observed outputs against a rigorous error budget for the algorithm they claim",
+        description="Reads x (and weight, bias, running_mean, running_var) and the observed y from an .npz "
+                    "(never unpickled), or runs --target on x; derives the per-element error budget of --algorithm "
+                    "(a preset or a JSON object of Algorithm fields) and classifies every element: correctly "
+                    "rounded, within 1 ULP, within budget, beyond budget, non-finite.",
+        epilog="algorithm presets: torch_cpu, naive_float32, naive_float32_pairwise, raw_moments_float32, "
+               "flax_fast_variance, float64_inside",
+    )
+    bud.add_argument("input", type=Path)
+    bud.add_argument("--algorithm", required=True)
+    bmode = bud.add_mutually_exclusive_group(required=True)
+    bmode.add_argument("--training", action="store_true")
+    bmode.add_argument("--eval", action="store_true")
+    bud.add_argument("--eps", type=float, default=1e-5)
+    bud.add_argument("--axis", type=int, default=1)
+    bud.add_argument("--observed", default="y", help="name of the observed output in the .npz (default y)")
+    bud.add_argument("--target", default=None,
+                     help="python:module:function to run on x instead of reading observed outputs")
+    bud.add_argument("--json", action="store_true")
+    bud.add_argument("--plot", type=Path, default=None, help="PNG histogram of error / budget")
+
     zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
@@ -210,6 +234,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _vectors(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "budget":
+            return _budget(args)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
         return 3 if args.command in ("prove", "identity", "zoo") else 2
@@ -540,6 +566,70 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"report: {page}")
     return 1 if rep.failed else 0
+
+
+# ---------------------------------------------------------------- budget
+
+
+def _budget(args: argparse.Namespace) -> int:
+    import json
+
+    from normspec.budgets import budget_for_batch_norm, classify, get_algorithm
+    from normspec.oracle import batch_norm
+
+    alg = get_algorithm(args.algorithm)
+    arrays = load_npz(args.input)
+    if "x" not in arrays:
+        raise InputFileError(f"{str(args.input)!r} has no array named 'x'")
+    x = arrays["x"]
+    params = [arrays.get(k) for k in ("weight", "bias", "running_mean", "running_var")]
+    if args.target:
+        from normspec.vectors import resolve_target
+
+        fn = resolve_target(args.target)("torch")
+        observed = np.asarray(fn(x, *params, args.training, 0.1, args.eps)[0])
+    elif args.observed in arrays:
+        observed = arrays[args.observed]
+    else:
+        raise InputFileError(f"{str(args.input)!r} has no observed output named {args.observed!r}")
+    if observed.shape != x.shape:
+        raise InputFileError(f"observed output shape {observed.shape} differs from x.shape={x.shape}")
+    res = batch_norm(x, params[0], params[1], params[2] if not args.training else None,
+                     params[3] if not args.training else None, training=args.training, eps=args.eps,
+                     convention="torch_raw", axis=args.axis)
+    exact = np.array([float(res.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape)
+    budget = budget_for_batch_norm(alg, x, params[0], params[1], args.eps, training=args.training,
+                                   running_mean=params[2], running_var=params[3], axis=args.axis)
+    c = classify(observed.astype(res.y.dtype), res.y, exact, budget)
+    if args.json:
+        print(json.dumps({"algorithm": alg.as_dict(), **c.as_dict(), "elements": int(x.size)}, indent=2))
+    else:
+        print(f"budget of {args.algorithm}: {json.dumps(alg.as_dict())}")
+        rows: list[tuple[str, ...]] = [("class", "elements", "share")]
+        for k, v in c.counts.items():
+            rows.append((k, str(v), f"{100 * v / max(1, x.size):.2f} %"))
+        _table(rows)
+        print(f"worst |observed - exact| / budget: {c.worst_ratio:.3g}   (max {c.max_ulp:.0f} ULP)")
+        if c.worst:
+            print(f"worst element {tuple(c.worst['index'])}: observed {c.worst['observed']!r}, exact "
+                  f"{c.worst['exact']!r}, budget {c.worst['budget']:.3g}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        r = c.ratios[np.isfinite(c.ratios) & (c.ratios > 0)]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.hist(np.log10(r), bins=40)
+        ax.axvline(0, color="red", label="budget")
+        ax.set_xlabel("log10(|observed - exact| / budget)")
+        ax.set_title(f"{args.input.name} against {args.algorithm}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=90)
+        plt.close(fig)
+    return 1 if c.counts["beyond budget"] or c.counts["non-finite"] else 0
 
 
 # ---------------------------------------------------------------- demo

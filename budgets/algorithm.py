@@ -1,0 +1,128 @@
+"""A BatchNorm evaluation order, as data.
+
+An :class:`Algorithm` says how an implementation computes: the variance
+algorithm, how sums are formed and in which precision, the affine form, how
+``1/sqrt`` is taken, and the precision of the elementwise stage.  Users
+describe their own; targets declare theirs; the budget derivation reads
+only these fields.
+
+>>> get_algorithm("torch_cpu").affine
+'folded'
+>>> Algorithm(variance="median")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+normspec.errors.InvalidArgumentError: Expected variance in two_pass, ..., but got variance='median'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from normspec.errors import InvalidArgumentError, UnknownNameError, expected
+
+__all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "UNIT_ROUNDOFF"]
+
+UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+
+_CHOICES = {
+    "variance": ("two_pass", "raw_moments", "raw_moments_clamped"),
+    "summation": ("recursive", "pairwise"),
+    "accumulator": tuple(UNIT_ROUNDOFF),
+    "affine": ("unfolded", "folded"),
+    "inv_std": ("one_over_sqrt", "rsqrt"),
+    "compute": tuple(UNIT_ROUNDOFF),
+    "mean_rounding": ("none", *UNIT_ROUNDOFF),
+}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """How a BatchNorm is evaluated.
+
+    * ``variance``: ``two_pass`` (sum of squared deviations from the computed
+      mean), ``raw_moments`` (``E[x^2] - E[x]^2``), ``raw_moments_clamped``
+      (the same, clamped at 0).  (Welford's update is not derived yet.)
+    * ``summation``/``accumulator``: recursive or pairwise sums, in that precision.
+    * ``mean_rounding``: the precision the mean is rounded to before the
+      elementwise stage (PyTorch rounds it to the input type), or ``none``.
+    * ``affine``: ``unfolded`` ``(x - mean) * a + beta`` or ``folded``
+      ``x * a + (beta - mean * a)``, with ``a = gamma * inv_std``.
+    * ``inv_std``: ``one_over_sqrt`` (two correctly rounded operations) or
+      ``rsqrt`` (one operation within ``rsqrt_ulps`` ULPs).
+    * ``compute``: precision of the elementwise stage; the result is then
+      rounded to the output type.
+    """
+
+    variance: str = "two_pass"
+    summation: str = "recursive"
+    accumulator: str = "float32"
+    mean_rounding: str = "none"
+    affine: str = "unfolded"
+    inv_std: str = "one_over_sqrt"
+    rsqrt_ulps: float = 2.0
+    compute: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise InvalidArgumentError(expected(f"{name} in {', '.join(choices)}", name, value))
+        if not (isinstance(self.rsqrt_ulps, (int, float)) and self.rsqrt_ulps >= 0):
+            raise InvalidArgumentError(expected("rsqrt_ulps >= 0", "rsqrt_ulps", self.rsqrt_ulps))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    # PyTorch 2.13 CPU, contiguous: two-pass in double, mean rounded to float32, folded affine in float32.
+    "torch_cpu": Algorithm("two_pass", "recursive", "float64", "float32", "folded", "one_over_sqrt", 2.0, "float32"),
+    # The same statistics as torch_cpu, but the unfolded affine: what the spec's order would allow.
+    "two_pass_unfolded_f64acc": Algorithm(
+        "two_pass", "recursive", "float64", "float32", "unfolded", "one_over_sqrt", 2.0, "float32"
+    ),
+    # The spec's formula in plain float32.
+    "naive_float32": Algorithm("two_pass", "recursive", "float32", "none", "unfolded", "one_over_sqrt", 2.0, "float32"),
+    "naive_float32_pairwise": Algorithm(
+        "two_pass", "pairwise", "float32", "none", "unfolded", "one_over_sqrt", 2.0, "float32"
+    ),
+    # Keras 3 NumPy/torch backends, Paddle GPU: E[x^2]-E[x]^2 unclamped, folded.
+    "raw_moments_float32": Algorithm(
+        "raw_moments", "recursive", "float32", "none", "folded", "one_over_sqrt", 2.0, "float32"
+    ),
+    # Flax default (use_fast_variance): clamped raw moments, rsqrt, unfolded.
+    "flax_fast_variance": Algorithm(
+        "raw_moments_clamped", "recursive", "float32", "none", "unfolded", "rsqrt", 2.0, "float32"
+    ),
+    # A float64-inside kernel (normspec.kernels without its certificate): everything in double, one final rounding.
+    "float64_inside": Algorithm(
+        "two_pass", "recursive", "float64", "none", "unfolded", "one_over_sqrt", 2.0, "float64"
+    ),
+}
+
+
+def get_algorithm(spec: str | Algorithm | dict[str, Any]) -> Algorithm:
+    """A preset name, a JSON object string, a dict of fields, or an Algorithm."""
+    if isinstance(spec, Algorithm):
+        return spec
+    if isinstance(spec, dict):
+        fields = set(Algorithm.__dataclass_fields__)
+        unknown = set(spec) - fields
+        if unknown:
+            raise InvalidArgumentError(
+                expected(f"fields among {', '.join(sorted(fields))}", "field", sorted(unknown)[0])
+            )
+        return Algorithm(**spec)
+    if isinstance(spec, str) and spec.strip().startswith("{"):
+        try:
+            return get_algorithm(json.loads(spec))
+        except json.JSONDecodeError as exc:
+            raise InvalidArgumentError(f"Expected a JSON object for the algorithm: {exc}") from None
+    try:
+        return ALGORITHMS[spec]
+    except (KeyError, TypeError):
+        raise UnknownNameError(
+            expected("one of " + ", ".join(ALGORITHMS) + " or a JSON object", "algorithm", spec)
+        ) from None

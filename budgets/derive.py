@@ -1,0 +1,292 @@
+"""Rigorous per-element error bounds for a float evaluation of BatchNorm.
+
+The bound has three parts, for ``y* = gamma (x - mu)/sqrt(v + eps) + beta``:
+
+1. **Statistics.**  The computed mean and variance carry errors ``e_mu``,
+   ``e_v`` bounded per reduction algorithm from the standard model
+   ``fl(a op b) = (a op b)(1 + d)``, ``|d| <= u`` (Higham, ch. 3-4):
+   recursive sums of m terms err by at most ``gamma_{m-1} sum|terms|``,
+   pairwise by ``gamma_{ceil(log2 m)+1} sum|terms|`` (``gamma_k = k u/(1 - k u)``);
+   two-pass variance uses ``sum (x - mu_hat)^2 / n = v + (mu - mu_hat)^2``
+   exactly; raw moments ``E[x^2] - E[x]^2`` err by the sums' errors
+   *relative to E[x^2]*, which is why they fail for large means.
+2. **Propagation** of those errors through the exact formula (closed form,
+   monotone in the variance).
+3. **Rounding of the elementwise stage**, FPTaylor-style on a SymPy model of
+   the evaluation order: every operation gets a symbol ``d_i``; the first
+   order term is ``sum_i max|dF/dd_i| u_i`` and the remainder (Taylor with
+   Lagrange remainder) ``1/2 sum_ij max|d2F/dd_i dd_j| u_i u_j``, where the
+   maxima are taken by interval arithmetic over the statistics' uncertainty
+   and, for the remainder, over the box ``|d_i| <= u_i``.  SymPy derives the
+   derivatives from the model; nothing is written by hand.  The interval
+   evaluation runs in float64 with a 1e-12 relative margin for its own
+   rounding.
+
+Outputs that may be NaN under the algorithm (a variance bound reaching
+``-(v + eps)``) get an infinite budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from normspec.budgets.algorithm import UNIT_ROUNDOFF, Algorithm
+
+__all__ = ["StatBounds", "stat_bounds", "elementwise_model", "element_budget", "gamma_k"]
+
+x_s, m_s, g_s, b_s, D_s = sp.symbols("x m gamma beta D", real=True)
+_MARGIN = 1 + 1e-12
+
+
+def gamma_k(k: float, u: float) -> float:
+    return math.inf if k * u >= 1 else k * u / (1 - k * u)
+
+
+@dataclass(frozen=True)
+class StatBounds:
+    """Per-channel |mu_hat - mu| <= e_mu and |v_hat - v| <= e_v (arrays over channels)."""
+
+    e_mu: np.ndarray
+    e_v: np.ndarray
+
+
+def _depth(n: int, summation: str) -> int:
+    return max(n - 1, 0) if summation == "recursive" else math.ceil(math.log2(max(n, 1))) + 1
+
+
+def _rounded_mean_error(mean: np.ndarray, e_mu: np.ndarray, dtype: str) -> np.ndarray:
+    from normspec.oracle.formats import FORMATS, round_array
+
+    fmt = FORMATS[dtype]
+    lo = (mean - e_mu) * (1 - np.sign(mean - e_mu) * 2.0**-52) - 2.0**-1070  # outward by more than one rounding
+    hi = (mean + e_mu) * (1 + np.sign(mean + e_mu) * 2.0**-52) + 2.0**-1070
+    r_lo, r_hi = round_array(lo, fmt), round_array(hi, fmt)
+    return np.maximum(np.abs(r_lo - mean), np.abs(r_hi - mean)) * (1 + 2.0**-50) + 2.0**-1070
+
+
+def stat_bounds(
+    alg: Algorithm, n: int, mean: np.ndarray, var: np.ndarray, mean_abs: np.ndarray, mean_sq: np.ndarray
+) -> StatBounds:
+    """Error bounds of the computed statistics from the exact per-channel mean, variance,
+    mean |x| and mean x**2 (float64 arrays)."""
+    ua = UNIT_ROUNDOFF[alg.accumulator]
+    s = _depth(n, alg.summation)
+    g_s1 = gamma_k(s, ua)
+    e_mu = g_s1 * mean_abs + ua * (np.abs(mean) + g_s1 * mean_abs)  # the sum, then the division
+    if alg.mean_rounding != "none":
+        # the computed mean lies in [mean - e_mu, mean + e_mu]; rounding is monotone, so the rounded
+        # mean lies between the roundings of the ends: its error is known exactly when they agree
+        e_mu = _rounded_mean_error(mean, e_mu, alg.mean_rounding)
+    if alg.mean_rounding == "none" and UNIT_ROUNDOFF[alg.compute] > ua:  # the mean enters the stage in compute
+        e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu)
+    if alg.variance == "two_pass":
+        # sum (x - mu_hat)^2 / n = v + (mu - mu_hat)^2 exactly; each term carries (1+d)^2(1+d'),
+        # the positive sum gamma_s, the division u: relative gamma_{s+4} in all.
+        shifted = var + e_mu**2
+        e_v = e_mu**2 + gamma_k(s + 4, ua) * shifted
+    else:
+        # E[x^2] (squares rounded, summed, divided) minus the square of the computed mean
+        e_m2 = gamma_k(s + 2, ua) * mean_sq
+        mu_hi = np.abs(mean) + e_mu
+        e_sq = 2 * np.abs(mean) * e_mu + e_mu**2 + ua * mu_hi**2
+        e_v = e_m2 + e_sq + ua * (mean_sq + e_m2 + mu_hi**2)  # the final subtraction
+    if UNIT_ROUNDOFF[alg.compute] > ua:  # the variance is converted to the compute precision
+        e_v = e_v + UNIT_ROUNDOFF[alg.compute] * (var + e_v)
+    return StatBounds(e_mu * _MARGIN, e_v * _MARGIN)
+
+
+@cache
+def elementwise_model(affine: str, inv_std: str) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    """The elementwise stage with a rounding symbol per operation, as SymPy.
+
+    Inputs: x, the mean m and D = v_hat + eps *as computed* (their errors are
+    accounted separately); ``d_D`` is the rounding of the addition v + eps.
+    """
+    d = sp.symbols("d_sub d_D d_sqrt d_div d_scale d_mul d_add d_shift d_fold", real=True)
+    d_sub, d_D, d_sqrt, d_div, d_scale, d_mul, d_add, d_shift, d_fold = d
+    D = D_s * (1 + d_D)
+    if inv_std == "one_over_sqrt":
+        inv = (1 + d_div) / (sp.sqrt(D) * (1 + d_sqrt))
+        used = [d_D, d_sqrt, d_div]
+    else:
+        inv = (1 + d_sqrt) / sp.sqrt(D)
+        used = [d_D, d_sqrt]
+    a = g_s * inv * (1 + d_scale)
+    if affine == "unfolded":
+        y = ((x_s - m_s) * (1 + d_sub) * a * (1 + d_mul) + b_s) * (1 + d_add)
+        used += [d_sub, d_scale, d_mul, d_add]
+    else:
+        shift = (b_s - m_s * a * (1 + d_fold)) * (1 + d_shift)
+        y = (x_s * a * (1 + d_mul) + shift) * (1 + d_add)
+        used += [d_scale, d_mul, d_fold, d_shift, d_add]
+    return y, tuple(used)
+
+
+@cache
+def _derivatives(
+    affine: str, inv_std: str
+) -> tuple[tuple[sp.Symbol, ...], list[sp.Expr], list[tuple[int, int, sp.Expr]]]:
+    y, ds = elementwise_model(affine, inv_std)
+    first = [sp.diff(y, di) for di in ds]
+    second = [(i, j, sp.diff(first[i], ds[j])) for i in range(len(ds)) for j in range(i, len(ds))]
+    return ds, first, second
+
+
+Interval = tuple[np.ndarray, np.ndarray]
+
+
+def _ival(expr: sp.Expr, env: dict[sp.Symbol, Interval]) -> Interval:
+    """Interval enclosure of ``expr`` over the boxes in ``env`` (numpy arrays, elementwise)."""
+    if expr.is_Symbol:
+        return env[expr]
+    if expr.is_Number:
+        v = float(expr)
+        return np.asarray(v), np.asarray(v)
+    if expr.is_Add:
+        lo, hi = _ival(expr.args[0], env)
+        for arg in expr.args[1:]:
+            a, b = _ival(arg, env)
+            lo, hi = lo + a, hi + b
+        return lo, hi
+    if expr.is_Mul:
+        lo, hi = _ival(expr.args[0], env)
+        for arg in expr.args[1:]:
+            a, b = _ival(arg, env)
+            cands = np.stack(np.broadcast_arrays(lo * a, lo * b, hi * a, hi * b))
+            lo, hi = np.nanmin(cands, axis=0), np.nanmax(cands, axis=0)
+        return lo, hi
+    if expr.is_Pow:
+        base, ex = expr.args
+        lo, hi = _ival(base, env)
+        p = float(ex)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p == int(p) and p >= 0:
+                c1, c2 = lo**p, hi**p
+                out_lo, out_hi = np.minimum(c1, c2), np.maximum(c1, c2)
+                if int(p) % 2 == 0:
+                    out_lo = np.where((lo <= 0) & (hi >= 0), 0.0, out_lo)
+                return out_lo, out_hi
+            # negative or fractional powers: defined here only on positive intervals
+            pos = lo > 0
+            if p == int(p):  # negative integer power: fine on intervals not containing 0
+                ok = pos | (hi < 0)
+                c1, c2 = lo**p, hi**p
+                return np.where(ok, np.minimum(c1, c2), -np.inf), np.where(ok, np.maximum(c1, c2), np.inf)
+            c1, c2 = np.where(pos, lo, np.nan) ** p, np.where(pos, hi, np.nan) ** p
+            return np.where(pos, np.minimum(c1, c2), -np.inf), np.where(pos, np.maximum(c1, c2), np.inf)
+    raise TypeError(f"no interval rule for {expr!r}")
+
+
+def _maxabs(expr: sp.Expr, env: dict[sp.Symbol, Interval]) -> np.ndarray:
+    lo, hi = _ival(expr, env)
+    return np.maximum(np.abs(lo), np.abs(hi)) * _MARGIN
+
+
+def element_budget(
+    alg: Algorithm,
+    out_dtype: str,
+    x: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    bounds: StatBounds,
+) -> np.ndarray:
+    """Bound on |y_computed - y*| for every element; arrays broadcast together (channel params
+    already shaped to broadcast against x).  ``bounds`` of zero describe evaluation mode with
+    given statistics."""
+    uc = UNIT_ROUNDOFF[alg.compute]
+    e_mu, e_v = bounds.e_mu, bounds.e_v
+    D = var + eps
+    D_lo = D - e_v
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inv = 1 / np.sqrt(D)
+        inv_hi = np.where(D_lo > 0, 1 / np.sqrt(D_lo), np.inf)
+        # 2. the statistics' errors through the exact formula
+        prop = np.abs(gamma) * (inv_hi * e_mu + np.abs(x - mean) * np.where(D_lo > 0, inv_hi - inv, np.inf))
+        prop = np.where(np.isfinite(prop) | (D_lo > 0), prop, np.inf)
+        # 3. the elementwise stage over the statistics' boxes
+        ds, first, second = _derivatives(alg.affine, alg.inv_std)
+        u_of = {d: (alg.rsqrt_ulps * 2 * uc if (d.name == "d_sqrt" and alg.inv_std == "rsqrt") else uc) for d in ds}
+        box = {
+            x_s: (x, x),
+            m_s: (mean - e_mu, mean + e_mu),
+            g_s: (gamma, gamma),
+            b_s: (beta, beta),
+            D_s: (np.where(D_lo > 0, D_lo, -np.inf), D + e_v),
+        }
+        zero = {d: (np.asarray(0.0), np.asarray(0.0)) for d in ds}
+        full = {d: (np.asarray(-u_of[d]), np.asarray(u_of[d])) for d in ds}
+        first_order = sum(
+            (_maxabs(f, {**box, **zero}) * u_of[d] for f, d in zip(first, ds, strict=True)),
+            np.zeros(np.broadcast(x, mean).shape),
+        )
+        remainder = np.zeros_like(first_order)
+        for i, j, h in second:
+            weight = 0.5 if i == j else 1.0  # the mixed terms appear twice in 1/2 sum_ij
+            remainder = remainder + weight * _maxabs(h, {**box, **full}) * u_of[ds[i]] * u_of[ds[j]]
+        total = prop + first_order + remainder
+        # the final conversion to the output type, when the stage ran wider
+        if UNIT_ROUNDOFF[out_dtype] > uc:
+            y_abs = np.abs(gamma * (x - mean) * inv + beta)
+            total = total + UNIT_ROUNDOFF[out_dtype] * (y_abs + total)
+        total = np.where(np.isnan(total), np.inf, total)
+    return total
+
+
+def budget_for_batch_norm(
+    alg: Algorithm,
+    x: np.ndarray,
+    weight: Any,
+    bias: Any,
+    eps: float,
+    *,
+    training: bool,
+    running_mean: Any = None,
+    running_var: Any = None,
+    axis: int = 1,
+) -> np.ndarray:
+    """Per-element budget of ``alg`` on a BatchNorm forward (exact statistics from the oracle)."""
+    from fractions import Fraction
+
+    from normspec.oracle import batch_norm
+
+    xa = np.asarray(x)
+    out_dtype = xa.dtype.name
+    c = xa.shape[axis]
+    shape = [1] * xa.ndim
+    shape[axis] = c
+    gamma = (np.ones(c) if weight is None else np.asarray(weight, np.float64)).reshape(shape)
+    beta = (np.zeros(c) if bias is None else np.asarray(bias, np.float64)).reshape(shape)
+    if training:
+        res = batch_norm(xa, weight, bias, training=True, eps=eps, convention="torch_raw", axis=axis)
+        mean = np.array([float(m) for m in res.exact.mean])
+        var = np.array([float(v) for v in res.exact.var])
+        moved = np.moveaxis(xa.astype(np.float64), axis, 0).reshape(c, -1)
+        n = moved.shape[1]
+        mean_abs = np.abs(moved).mean(axis=1) * (1 + 1e-12)
+        mean_sq = np.array(
+            [float(v) for v in (Fraction(0) + res.exact.var[i] + res.exact.mean[i] ** 2 for i in range(c))]
+        ) * (1 + 1e-12)
+        bounds = stat_bounds(alg, n, mean, var, mean_abs, mean_sq)
+    else:
+        mean = np.asarray(running_mean, np.float64)
+        var = np.asarray(running_var, np.float64)
+        bounds = StatBounds(np.zeros(c), np.zeros(c))
+    return element_budget(
+        alg,
+        out_dtype,
+        xa.astype(np.float64),
+        mean.reshape(shape),
+        var.reshape(shape),
+        eps,
+        gamma,
+        beta,
+        StatBounds(bounds.e_mu.reshape(shape), bounds.e_v.reshape(shape)),
+    )
