@@ -233,9 +233,10 @@ def element_budget(
             remainder = remainder + weight * _maxabs(h, {**box, **full}) * u_of[ds[i]] * u_of[ds[j]]
         total = prop + first_order + remainder
         # the final conversion to the output type, when the stage ran wider
-        if UNIT_ROUNDOFF[out_dtype] > uc:
+        if UNIT_ROUNDOFF[out_dtype] > uc:  # half the output's spacing at the largest possible |y|
             y_abs = np.abs(gamma * (x - mean) * inv + beta)
-            total = total + UNIT_ROUNDOFF[out_dtype] * (y_abs + total)
+            top = (y_abs + total) * (1 + 4 * UNIT_ROUNDOFF[out_dtype])
+            total = total + 0.5 * np.spacing(top.astype(out_dtype)).astype(np.float64)
         total = np.where(np.isnan(total), np.inf, total)
     return total
 

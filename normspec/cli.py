@@ -181,11 +181,11 @@ def _parser() -> argparse.ArgumentParser:
         "budget",
         help="judge observed outputs against a rigorous error budget for the algorithm they claim",
         description="Reads x (and weight, bias, running_mean, running_var) and the observed y from an .npz "
-                    "(never unpickled), or runs --target on x; derives the per-element error budget of --algorithm "
-                    "(a preset or a JSON object of Algorithm fields) and classifies every element: correctly "
-                    "rounded, within 1 ULP, within budget, beyond budget, non-finite.",
+        "(never unpickled), or runs --target on x; derives the per-element error budget of --algorithm "
+        "(a preset or a JSON object of Algorithm fields) and classifies every element: correctly "
+        "rounded, within 1 ULP, within budget, beyond budget, non-finite.",
         epilog="algorithm presets: torch_cpu, naive_float32, naive_float32_pairwise, raw_moments_float32, "
-               "flax_fast_variance, float64_inside",
+        "flax_fast_variance, float64_inside",
     )
     bud.add_argument("input", type=Path)
     bud.add_argument("--algorithm", required=True)
@@ -195,8 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     bud.add_argument("--eps", type=float, default=1e-5)
     bud.add_argument("--axis", type=int, default=1)
     bud.add_argument("--observed", default="y", help="name of the observed output in the .npz (default y)")
-    bud.add_argument("--target", default=None,
-                     help="python:module:function to run on x instead of reading observed outputs")
+    bud.add_argument(
+        "--target", default=None, help="python:module:function to run on x instead of reading observed outputs"
+    )
     bud.add_argument("--json", action="store_true")
     bud.add_argument("--plot", type=Path, default=None, help="PNG histogram of error / budget")
 
@@ -594,12 +595,29 @@ def _budget(args: argparse.Namespace) -> int:
         raise InputFileError(f"{str(args.input)!r} has no observed output named {args.observed!r}")
     if observed.shape != x.shape:
         raise InputFileError(f"observed output shape {observed.shape} differs from x.shape={x.shape}")
-    res = batch_norm(x, params[0], params[1], params[2] if not args.training else None,
-                     params[3] if not args.training else None, training=args.training, eps=args.eps,
-                     convention="torch_raw", axis=args.axis)
+    res = batch_norm(
+        x,
+        params[0],
+        params[1],
+        params[2] if not args.training else None,
+        params[3] if not args.training else None,
+        training=args.training,
+        eps=args.eps,
+        convention="torch_raw",
+        axis=args.axis,
+    )
     exact = np.array([float(res.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape)
-    budget = budget_for_batch_norm(alg, x, params[0], params[1], args.eps, training=args.training,
-                                   running_mean=params[2], running_var=params[3], axis=args.axis)
+    budget = budget_for_batch_norm(
+        alg,
+        x,
+        params[0],
+        params[1],
+        args.eps,
+        training=args.training,
+        running_mean=params[2],
+        running_var=params[3],
+        axis=args.axis,
+    )
     c = classify(observed.astype(res.y.dtype), res.y, exact, budget)
     if args.json:
         print(json.dumps({"algorithm": alg.as_dict(), **c.as_dict(), "elements": int(x.size)}, indent=2))
@@ -611,8 +629,10 @@ def _budget(args: argparse.Namespace) -> int:
         _table(rows)
         print(f"worst |observed - exact| / budget: {c.worst_ratio:.3g}   (max {c.max_ulp:.0f} ULP)")
         if c.worst:
-            print(f"worst element {tuple(c.worst['index'])}: observed {c.worst['observed']!r}, exact "
-                  f"{c.worst['exact']!r}, budget {c.worst['budget']:.3g}")
+            print(
+                f"worst element {tuple(c.worst['index'])}: observed {c.worst['observed']!r}, exact "
+                f"{c.worst['exact']!r}, budget {c.worst['budget']:.3g}"
+            )
     if args.plot:
         import matplotlib
 
