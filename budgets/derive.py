@@ -22,6 +22,9 @@ The bound has three parts, for ``y* = gamma (x - mu)/sqrt(v + eps) + beta``:
    evaluation runs in float64 with a 1e-12 relative margin for its own
    rounding.
 
+Underflow is modelled too (``fl(a op b) = (a op b)(1 + d) + e``, ``|e|`` at
+most half the smallest subnormal, ``e = 0`` for additions); overflow is not:
+an implementation that overflows lands beyond its budget, as it should.
 Outputs that may be NaN under the algorithm (a variance bound reaching
 ``-(v + eps)``) get an infinite budget.
 """
@@ -40,6 +43,8 @@ from normspec.budgets.algorithm import UNIT_ROUNDOFF, Algorithm
 __all__ = ["StatBounds", "stat_bounds", "elementwise_model", "element_budget", "gamma_k"]
 
 x_s, m_s, g_s, b_s, D_s = sp.symbols("x m gamma beta D", real=True)
+# Underflow: fl(a op b) = (a op b)(1 + d) + e with |e| <= half the smallest subnormal (e = 0 for + and -).
+UNDERFLOW = {"float16": 2.0**-25, "bfloat16": 2.0**-134, "float32": 2.0**-150, "float64": 2.0**-1075}
 _MARGIN = 1 + 1e-12
 
 
@@ -77,26 +82,27 @@ def stat_bounds(
     ua = UNIT_ROUNDOFF[alg.accumulator]
     s = _depth(n, alg.summation)
     g_s1 = gamma_k(s, ua)
-    e_mu = g_s1 * mean_abs + ua * (np.abs(mean) + g_s1 * mean_abs)  # the sum, then the division
+    ea = UNDERFLOW[alg.accumulator]
+    e_mu = g_s1 * mean_abs + ua * (np.abs(mean) + g_s1 * mean_abs) + ea  # the sum, then the division
     if alg.mean_rounding != "none":
         # the computed mean lies in [mean - e_mu, mean + e_mu]; rounding is monotone, so the rounded
         # mean lies between the roundings of the ends: its error is known exactly when they agree
         e_mu = _rounded_mean_error(mean, e_mu, alg.mean_rounding)
     if alg.mean_rounding == "none" and UNIT_ROUNDOFF[alg.compute] > ua:  # the mean enters the stage in compute
-        e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu)
+        e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu) + UNDERFLOW[alg.compute]
     if alg.variance == "two_pass":
         # sum (x - mu_hat)^2 / n = v + (mu - mu_hat)^2 exactly; each term carries (1+d)^2(1+d'),
         # the positive sum gamma_s, the division u: relative gamma_{s+4} in all.
         shifted = var + e_mu**2
-        e_v = e_mu**2 + gamma_k(s + 4, ua) * shifted
+        e_v = e_mu**2 + gamma_k(s + 4, ua) * shifted + 3 * ea  # squares and the division may underflow
     else:
         # E[x^2] (squares rounded, summed, divided) minus the square of the computed mean
         e_m2 = gamma_k(s + 2, ua) * mean_sq
         mu_hi = np.abs(mean) + e_mu
         e_sq = 2 * np.abs(mean) * e_mu + e_mu**2 + ua * mu_hi**2
-        e_v = e_m2 + e_sq + ua * (mean_sq + e_m2 + mu_hi**2)  # the final subtraction
+        e_v = e_m2 + e_sq + ua * (mean_sq + e_m2 + mu_hi**2) + 4 * ea  # the final subtraction; underflows
     if UNIT_ROUNDOFF[alg.compute] > ua:  # the variance is converted to the compute precision
-        e_v = e_v + UNIT_ROUNDOFF[alg.compute] * (var + e_v)
+        e_v = e_v + UNIT_ROUNDOFF[alg.compute] * (var + e_v) + UNDERFLOW[alg.compute]
     return StatBounds(e_mu * _MARGIN, e_v * _MARGIN)
 
 
@@ -231,7 +237,10 @@ def element_budget(
         for i, j, h in second:
             weight = 0.5 if i == j else 1.0  # the mixed terms appear twice in 1/2 sum_ij
             remainder = remainder + weight * _maxabs(h, {**box, **full}) * u_of[ds[i]] * u_of[ds[j]]
-        total = prop + first_order + remainder
+        # underflow in the stage's products (a = gamma inv, t a, mean a, x a): absolute, each at most
+        # half the smallest subnormal, carried by at most |t| or |x| + |mean| afterwards
+        under = UNDERFLOW[alg.compute] * (3 + (np.abs(x) + np.abs(mean) + e_mu) * (1 + np.abs(gamma) * inv_hi))
+        total = prop + first_order + remainder + np.where(np.isfinite(under), under, np.inf)
         # the final conversion to the output type, when the stage ran wider
         if UNIT_ROUNDOFF[out_dtype] > uc:  # half the output's spacing at the largest possible |y|
             y_abs = np.abs(gamma * (x - mean) * inv + beta)

@@ -619,8 +619,23 @@ def _budget(args: argparse.Namespace) -> int:
         axis=args.axis,
     )
     c = classify(observed.astype(res.y.dtype), res.y, exact, budget)
+    # the budget in ULPs of each output, and in ULPs of the terms' scale |gamma xhat| + |gamma| + |beta|
+    shape = [1] * x.ndim
+    shape[args.axis] = x.shape[args.axis]
+    g = np.abs(np.ones(x.shape[args.axis]) if params[0] is None else params[0].astype(np.float64)).reshape(shape)
+    b = np.abs(np.zeros(x.shape[args.axis]) if params[1] is None else params[1].astype(np.float64)).reshape(shape)
+    with np.errstate(all="ignore"):
+        unit_y = np.spacing(np.abs(res.y)).astype(np.float64)
+        terms = (np.abs(exact - b) + g + b).astype(res.y.dtype)
+        unit_t = np.spacing(terms).astype(np.float64)
+        finite = np.isfinite(budget)
+        in_ulps = {
+            "budget_ulps_of_y_median": float(np.median(budget[finite] / unit_y[finite])) if finite.any() else None,
+            "budget_ulps_of_terms_median": float(np.median(budget[finite] / unit_t[finite])) if finite.any() else None,
+            "infinite_budget_elements": int((~finite).sum()),
+        }
     if args.json:
-        print(json.dumps({"algorithm": alg.as_dict(), **c.as_dict(), "elements": int(x.size)}, indent=2))
+        print(json.dumps({"algorithm": alg.as_dict(), **c.as_dict(), **in_ulps, "elements": int(x.size)}, indent=2))
     else:
         print(f"budget of {args.algorithm}: {json.dumps(alg.as_dict())}")
         rows: list[tuple[str, ...]] = [("class", "elements", "share")]
@@ -628,6 +643,12 @@ def _budget(args: argparse.Namespace) -> int:
             rows.append((k, str(v), f"{100 * v / max(1, x.size):.2f} %"))
         _table(rows)
         print(f"worst |observed - exact| / budget: {c.worst_ratio:.3g}   (max {c.max_ulp:.0f} ULP)")
+        if in_ulps["budget_ulps_of_y_median"] is not None:
+            print(
+                f"budget, median over elements: {in_ulps['budget_ulps_of_y_median']:.3g} ULP of y, "
+                f"{in_ulps['budget_ulps_of_terms_median']:.3g} ULP of |gamma xhat| + |gamma| + |beta|; "
+                f"{in_ulps['infinite_budget_elements']} element(s) with no finite budget (NaN possible)"
+            )
         if c.worst:
             print(
                 f"worst element {tuple(c.worst['index'])}: observed {c.worst['observed']!r}, exact "

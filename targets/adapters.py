@@ -472,3 +472,16 @@ def get_adapter(name: str) -> Adapter:
 def prepare_environment(adapter: Adapter) -> None:
     for key, value in adapter.env:
         os.environ[key] = value
+
+
+# The evaluation order each target is documented to use (../shared/reference/conventions.md, Table 1b),
+# for the audit's budget check.  A recursive-summation budget holds for any summation order.
+DECLARED_ALGORITHMS: dict[str, str] = {
+    "torch": "torch_cpu",
+    "torch_raw": "torch_cpu",
+    "keras_numpy": "raw_moments_float32",
+    "keras_torch": "raw_moments_float32",
+    "flax_linen": "flax_fast_variance",
+    "flax_nnx": "flax_fast_variance",
+    "kernels": "float64_inside",
+}

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
-from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
+from normspec.targets.adapters import ADAPTERS, DECLARED_ALGORITHMS, Adapter, get_adapter
 
 import normspec
 from normspec.errors import NormspecError, TargetUnavailableError, UnknownNameError
@@ -529,6 +529,44 @@ def naive_float32(case: AuditCase, conv: Convention) -> np.ndarray:
     return np.stack(ys)
 
 
+def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Convention) -> tuple[int, float]:
+    """Elements farther from the exact value than the declared algorithm's budget allows."""
+    from normspec.budgets import budget_for_batch_norm, get_algorithm
+
+    alg = get_algorithm(algorithm)
+    rm, rv = case.running_mean, case.running_var
+    beyond, worst = 0, 0.0
+    eps = conv.effective_eps(case.eps)
+    for k, x in enumerate(case.x):
+        r = batch_norm(
+            x,
+            case.weight,
+            case.bias,
+            rm,
+            rv,
+            training=case.training,
+            momentum=case.momentum,
+            eps=eps,
+            convention="torch_raw" if case.training else conv.name,
+        )
+        budget = budget_for_batch_norm(
+            alg, x, case.weight, case.bias, eps, training=case.training, running_mean=rm, running_var=rv
+        )
+        exact = np.array([float(r.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(got_y[k].astype(np.float64) - exact)
+            over = err > budget
+        beyond += int(over.sum())
+        finite = np.isfinite(budget) & (budget > 0)
+        if finite.any():
+            worst = max(worst, float((err[finite] / budget[finite]).max()))
+        rm, rv = (
+            r.running_mean if r.running_mean is not None else rm,
+            r.running_var if r.running_var is not None else rv,
+        )
+    return beyond, worst
+
+
 def claimed_conventions(conv: Convention) -> dict[str, str]:
     return {
         "momentum": f"{'new' if conv.momentum_direction == 'new' else 'old'}-weight (new statistic weight "
@@ -755,6 +793,23 @@ def _judge(
                 "exact_var": exact["running_var"][:, 0].tolist(),
                 "ulps": d[finite_exact].tolist(),
             }
+    declared = DECLARED_ALGORITHMS.get(target)
+    if declared is not None and not bad.any():
+        beyond, worst_ratio = _beyond_budget(case, got_y, declared, conv)
+        row["budget_algorithm"] = declared
+        row["beyond_budget"] = beyond
+        if beyond:
+            _finding(
+                report,
+                "accuracy",
+                case,
+                f"{beyond} element(s) beyond the error budget of its declared algorithm "
+                f"{declared} (worst error/budget {worst_ratio:.3g})",
+                reproducers,
+                target,
+                exact,
+            )
+        return row
     naive = naive_float32(case, conv)
     row["naive_rel_ulp"] = _rel_ulp(naive[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
     if not bad.any() and row["rel_ulp"] > max(2 * row["naive_rel_ulp"], row["naive_rel_ulp"] + 2):

@@ -56,6 +56,9 @@ def inputs(draw):
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 @given(case=inputs())
 @example(case=(np.full((2, 1, 3), 1.2345678e7, F32), np.ones(1, F32), np.zeros(1, F32), 2.0**-17))
+@example(
+    case=(np.array([[[1e-45, 3e-45, -4e-45]], [[2e-45, 0.0, 7e-45]]], F32), np.ones(1, F32), np.zeros(1, F32), 2.0**-17)
+)
 @example(case=((1e4 + np.arange(12) / 16).reshape(4, 1, 3).astype(F32), np.ones(1, F32), np.array([1.0], F32), 0.5))
 def test_emulated_error_never_exceeds_the_bound(name, case):
     x, gamma, beta, eps = case

@@ -35,7 +35,10 @@ def test_torch_folded_affine_cancellation_pytorch_5410():
     assert rep.inferred["momentum"].endswith("as claimed") and rep.inferred["running_var"] == "unbiased"
     assert rep.inferred["one_value"] == "error" and rep.inferred["eps"] == "inside sqrt"
     row = case_row(rep, "constant_channel")
-    assert row["max_ulp"] > 1e8 and "accuracy" in kinds(rep, "constant_channel")
+    # |y| near 70 where the exact value is 0: allowed by the folded algorithm torch declares (torch_cpu budget),
+    assert row["max_ulp"] > 1e8 and row["budget_algorithm"] == "torch_cpu" and row["beyond_budget"] == 0
+    # and the overflow of squares at |x| near 1e30 (pytorch#162489) is beyond any budget
+    assert "accuracy" in kinds(rep, "huge_magnitude")
     assert not rep.failed  # torch follows its own convention
 
 
@@ -58,7 +61,8 @@ def test_flax_fast_variance_inaccuracy():
     need("flax")
     rep = run_audit("flax_linen")
     row = case_row(rep, "flax_trigger")  # google/flax#1491: mean 1e3, std 1e-2
-    assert "accuracy" in kinds(rep, "flax_trigger") and row["rel_ulp"] > 100 * row["naive_rel_ulp"]
+    naive = run_audit("python:" + __file__ + ":_naive_float32", "flax_linen")  # the plain float32 formula, same case
+    assert row["rel_ulp"] > 100 * case_row(naive, "flax_trigger")["rel_ulp"]
 
 
 def test_onnx_reference_bn9_blended_statistics_onnx_5799():
@@ -104,6 +108,16 @@ def test_tensorflow_targets(target, correction):
     need_venv("tf")
     rep = run_audit(target)
     assert rep.inferred["running_var"] == correction and rep.inferred["momentum"].endswith("as claimed")
+
+
+def _naive_float32(x, w, b, rm, rv, training, momentum, eps):
+    """The spec's formula in plain float32 (a peer for the Flax comparison)."""
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = x.mean(axis=axes, dtype=np.float32) if training else rm
+    v = ((x - m.reshape(shape)) ** 2).mean(axis=axes, dtype=np.float32) if training else rv
+    y = (x - m.reshape(shape)) / np.sqrt(v.reshape(shape) + np.float32(eps)) * w.reshape(shape) + b.reshape(shape)
+    return y.astype(np.float32), rm, rv
 
 
 USER = """
