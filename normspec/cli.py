@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     aud = sub.add_parser(
         "audit",
         help="run a real implementation against the oracle: conventions, errors, findings",
-        description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn15, onnxruntime_bn15, "
+        description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn14, onnx_reference_bn15, "
+        "onnxruntime_bn15, "
         "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, or python:module:function "
         "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, running_mean, "
         "running_var)). Each runs in its own process with a timeout. Exit status 1 when there is a "

@@ -360,6 +360,13 @@ ADAPTERS: dict[str, Adapter] = {
             evaluation_only=True,
         ),
         Adapter(
+            "onnx_reference_bn14",
+            "onnx_bn14",
+            "onnx",
+            lambda c: _onnx(c, 14, "reference"),
+            "onnx.reference.ReferenceEvaluator, BatchNormalization-14",
+        ),
+        Adapter(
             "onnx_reference_bn15",
             "onnx_bn15",
             "onnx",

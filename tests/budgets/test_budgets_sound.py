@@ -166,3 +166,18 @@ def test_user_described_algorithm_as_json():
     )
     assert isinstance(alg, Algorithm) and alg.summation == "pairwise"
     assert InputFileError  # the CLI's file errors share the hierarchy (see the CLI test above)
+
+
+def test_torch_cpu_against_folded_and_unfolded_budgets():
+    """PyTorch 2.13 CPU on the two killers: within the folded budget it declares, beyond the unfolded one."""
+    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install 'normspec[torch]'")
+    rng = np.random.default_rng(0)
+    for x in ((1e4 + rng.random((16, 3, 8, 8))).astype(F32), np.full((4, 3, 4, 4), 1.2345678e7, F32)):
+        y = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True).numpy()
+        r = batch_norm(x, training=True, convention="torch_raw")
+        exact = np.array([float(r.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape)
+        err = np.abs(y.astype(np.float64) - exact)
+        folded = budget_for_batch_norm(ALGORITHMS["torch_cpu"], x, None, None, 1e-5, training=True)
+        unfolded = budget_for_batch_norm(ALGORITHMS["two_pass_unfolded_f64acc"], x, None, None, 1e-5, training=True)
+        assert (err <= folded).all()
+        assert (err > unfolded).any()
