@@ -27,7 +27,7 @@ __all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "UNIT_ROUNDOFF"]
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
 
 _CHOICES = {
-    "variance": ("two_pass", "raw_moments", "raw_moments_clamped"),
+    "variance": ("two_pass", "welford", "raw_moments", "raw_moments_clamped"),
     "summation": ("recursive", "pairwise"),
     "accumulator": tuple(UNIT_ROUNDOFF),
     "affine": ("unfolded", "folded"),
@@ -42,8 +42,10 @@ class Algorithm:
     """How a BatchNorm is evaluated.
 
     * ``variance``: ``two_pass`` (sum of squared deviations from the computed
-      mean), ``raw_moments`` (``E[x^2] - E[x]^2``), ``raw_moments_clamped``
-      (the same, clamped at 0).  (Welford's update is not derived yet.)
+      mean), ``welford`` (West's update ``d = x - mean; mean += d/k;
+      M += d (x - mean)``, sequential, so ``summation`` does not apply),
+      ``raw_moments`` (``E[x^2] - E[x]^2``), ``raw_moments_clamped`` (the
+      same, clamped at 0).
     * ``summation``/``accumulator``: recursive or pairwise sums, in that precision.
     * ``mean_rounding``: the precision the mean is rounded to before the
       elementwise stage (PyTorch rounds it to the input type), or ``none``.
@@ -82,6 +84,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     # The same statistics as torch_cpu, but the unfolded affine: what the spec's order would allow.
     "two_pass_unfolded_f64acc": Algorithm(
         "two_pass", "recursive", "float64", "float32", "unfolded", "one_over_sqrt", 2.0, "float32"
+    ),
+    # Welford's one-pass update in float32 (PyTorch CUDA's per-thread statistics, sequentially).
+    "welford_float32": Algorithm(
+        "welford", "recursive", "float32", "none", "unfolded", "one_over_sqrt", 2.0, "float32"
     ),
     # The spec's formula in plain float32.
     "naive_float32": Algorithm("two_pass", "recursive", "float32", "none", "unfolded", "one_over_sqrt", 2.0, "float32"),

@@ -74,23 +74,63 @@ def _rounded_mean_error(mean: np.ndarray, e_mu: np.ndarray, dtype: str) -> np.nd
     return np.maximum(np.abs(r_lo - mean), np.abs(r_hi - mean)) * (1 + 2.0**-50) + 2.0**-1070
 
 
+def _welford_bounds(
+    n: int, ua: float, ea: float, max_abs: np.ndarray, spread: np.ndarray, var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Running error analysis of West's update, step by step (k = 2..n; step 1 is exact).
+
+    With X = max|x| and R = max x - min x (every running mean lies in [min x, max x], so every
+    deviation is at most R), the mean's error E_k obeys
+    E_k <= E_{k-1}(1 - 1/k + g2/k + u(1 + g2)) + X(2 g2/k + u(1 + 2 g2)) + e  (g2 = gamma_2, e: underflow),
+    each increment d (x - mean_k) errs by at most R(Ed + Ee) + Ed Ee + u(R + Ed)(R + Ee) (Ed, Ee: the
+    errors of its two factors), and the increments are summed recursively.
+    """
+    g2 = gamma_k(2, ua)
+    E = np.zeros_like(max_abs)
+    term_err = np.zeros_like(max_abs)
+    for k in range(2, n + 1):
+        e_prev = E
+        E = e_prev * (1 - 1 / k + g2 / k + ua * (1 + g2)) + max_abs * (2 * g2 / k + ua * (1 + 2 * g2)) + ea
+        ed = e_prev + ua * (spread + e_prev)
+        ee = E + ua * (spread + E)
+        term_err = term_err + spread * (ed + ee) + ed * ee + ua * (spread + ed) * (spread + ee) + 2 * ea
+    worst_terms = n * (spread + E + ua * (spread + E)) ** 2  # bounds the sum of |computed increments|
+    e_m = term_err + gamma_k(max(n - 1, 0), ua) * worst_terms
+    e_v = e_m / n + ua * (var + e_m / n) + ea
+    return E * 1.01, e_v * 1.01
+
+
 def stat_bounds(
-    alg: Algorithm, n: int, mean: np.ndarray, var: np.ndarray, mean_abs: np.ndarray, mean_sq: np.ndarray
+    alg: Algorithm,
+    n: int,
+    mean: np.ndarray,
+    var: np.ndarray,
+    mean_abs: np.ndarray,
+    mean_sq: np.ndarray,
+    max_abs: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
 ) -> StatBounds:
     """Error bounds of the computed statistics from the exact per-channel mean, variance,
-    mean |x| and mean x**2 (float64 arrays)."""
+    mean |x| and mean x**2 (float64 arrays); Welford also needs max |x| and max x - min x."""
     ua = UNIT_ROUNDOFF[alg.accumulator]
     s = _depth(n, alg.summation)
     g_s1 = gamma_k(s, ua)
     ea = UNDERFLOW[alg.accumulator]
     e_mu = g_s1 * mean_abs + ua * (np.abs(mean) + g_s1 * mean_abs) + ea  # the sum, then the division
+    e_v_welford = None
+    if alg.variance == "welford":
+        if max_abs is None or spread is None:
+            raise ValueError("Welford's bound needs max |x| and max x - min x per channel")
+        e_mu, e_v_welford = _welford_bounds(n, ua, ea, max_abs, spread, var)
     if alg.mean_rounding != "none":
         # the computed mean lies in [mean - e_mu, mean + e_mu]; rounding is monotone, so the rounded
         # mean lies between the roundings of the ends: its error is known exactly when they agree
         e_mu = _rounded_mean_error(mean, e_mu, alg.mean_rounding)
     if alg.mean_rounding == "none" and UNIT_ROUNDOFF[alg.compute] > ua:  # the mean enters the stage in compute
         e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu) + UNDERFLOW[alg.compute]
-    if alg.variance == "two_pass":
+    if e_v_welford is not None:
+        e_v = e_v_welford
+    elif alg.variance == "two_pass":
         # sum (x - mu_hat)^2 / n = v + (mu - mu_hat)^2 exactly; each term carries (1+d)^2(1+d'),
         # the positive sum gamma_s, the division u: relative gamma_{s+4} in all.
         shifted = var + e_mu**2
@@ -284,7 +324,8 @@ def budget_for_batch_norm(
         mean_sq = np.array(
             [float(v) for v in (Fraction(0) + res.exact.var[i] + res.exact.mean[i] ** 2 for i in range(c))]
         ) * (1 + 1e-12)
-        bounds = stat_bounds(alg, n, mean, var, mean_abs, mean_sq)
+        spread = moved.max(axis=1) - moved.min(axis=1)
+        bounds = stat_bounds(alg, n, mean, var, mean_abs, mean_sq, np.abs(moved).max(axis=1), spread)
     else:
         mean = np.asarray(running_mean, np.float64)
         var = np.asarray(running_var, np.float64)

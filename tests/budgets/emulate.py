@@ -40,10 +40,19 @@ def emulate(
         vals = x[:, ch].ravel().astype(acc)
         n = acc(vals.size)
         with np.errstate(all="ignore"):
-            mu = acc(_sum(vals, alg.summation) / n)
+            if alg.variance == "welford":  # West's update, sequential: mean += d/k, M += d (x - mean)
+                mu, m2 = acc(0), acc(0)
+                for k, xv in enumerate(vals, start=1):
+                    d = acc(xv - mu)
+                    mu = acc(mu + acc(d / acc(k)))
+                    m2 = acc(m2 + acc(d * acc(xv - mu)))
+            else:
+                mu = acc(_sum(vals, alg.summation) / n)
             if alg.mean_rounding != "none":
                 mu = acc(np.dtype(alg.mean_rounding).type(mu))
-            if alg.variance == "two_pass":
+            if alg.variance == "welford":
+                v = acc(m2 / n)
+            elif alg.variance == "two_pass":
                 d = (vals - mu).astype(acc)
                 v = acc(_sum((d * d).astype(acc), alg.summation) / n)
             else:
