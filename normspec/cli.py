@@ -161,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run a real implementation against the oracle: conventions, errors, findings",
         description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn14, onnx_reference_bn15, "
         "onnxruntime_bn15, "
-        "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, or python:module:function "
+        "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, mxnet_cpu, paddle_cpu, "
+        "tf_fused_batch_norm, tf_keras2_fused, tf_keras2_nonfused, keras_tensorflow (these six in venvs of their "
+        "own: bash scripts/setup-target-venvs.sh), or python:module:function "
         "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, running_mean, "
         "running_var)). Each runs in its own process with a timeout. Exit status 1 when there is a "
         "finding of kind convention, non-finite or crash.",

@@ -7,6 +7,7 @@ of rationals), :mod:`~normspec.oracle.sqrtform` (exact decision for
 operators on top (:func:`batch_norm`).
 """
 
+from normspec.oracle.backward import batch_norm_backward
 from normspec.oracle.batchnorm import BatchNormResult, ExactBatchNorm, batch_norm
 from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
 from normspec.oracle.groupnorm import GroupNormResult, group_norm
@@ -14,6 +15,7 @@ from normspec.oracle.ulp import relative_ulp_error, ulp_distance
 
 __all__ = [
     "batch_norm",
+    "batch_norm_backward",
     "BatchNormResult",
     "ExactBatchNorm",
     "group_norm",

@@ -40,6 +40,7 @@ class Adapter:
     env: tuple[tuple[str, str], ...] = ()  # set before the library is imported
     evaluation_only: bool = False  # the library offers no training step we can drive
     venv: str | None = None  # runs in .venvs/<venv> (scripts/setup-target-venvs.sh), not in normspec's own
+    backward: Callable[[Case], Result] | None = None  # gradients (dx, dweight, dbias) of a training forward
 
 
 def _stack(ys: list[Any], rms: list[Any], rvs: list[Any]) -> Result:
@@ -100,6 +101,21 @@ def _torch(case: Case, raw: bool = False) -> Result:
         rms.append(rm.numpy().copy())
         rvs.append(rv.numpy().copy())
     return _stack(ys, rms, rvs)
+
+
+def _grads(dx: Any, dw: Any, db: Any) -> Result:
+    return {"dx": np.asarray(dx)[None], "dweight": np.asarray(dw)[None], "dbias": np.asarray(db)[None]}
+
+
+def _torch_backward(case: Case) -> Result:
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(case["x"][0])).requires_grad_()
+    w = torch.tensor(case["weight"], requires_grad=True)
+    b = torch.tensor(case["bias"], requires_grad=True)
+    y = torch.nn.functional.batch_norm(x, None, None, w, b, training=True, eps=float(case["eps"]))
+    y.backward(torch.from_numpy(np.ascontiguousarray(case["dy"][0])))
+    return _grads(x.grad, w.grad, b.grad)
 
 
 # ---------------------------------------------------------------- ONNX
@@ -334,6 +350,49 @@ def _tf_keras2(case: Case, fused: bool) -> Result:
     return _stack(ys, rms, rvs)
 
 
+def _flax_backward(case: Case) -> Result:
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    layer = nn.BatchNorm(use_running_average=False, axis=1, epsilon=float(case["eps"]))
+    stats = {"mean": jnp.zeros_like(case["weight"]), "var": jnp.ones_like(case["weight"])}
+
+    def f(x: Any, scale: Any, bias: Any) -> Any:
+        y, _ = layer.apply({"params": {"scale": scale, "bias": bias}, "batch_stats": stats}, x, mutable=["batch_stats"])
+        return y
+
+    _, vjp = jax.vjp(f, jnp.asarray(case["x"][0]), jnp.asarray(case["weight"]), jnp.asarray(case["bias"]))
+    return _grads(*vjp(jnp.asarray(case["dy"][0])))
+
+
+def _mxnet_backward(case: Case) -> Result:
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    c = case["x"].shape[2]
+    layer = gluon.nn.BatchNorm(axis=1, epsilon=float(case["eps"]), in_channels=c)
+    layer.initialize()
+    layer.gamma.set_data(mx.nd.array(case["weight"]))
+    layer.beta.set_data(mx.nd.array(case["bias"]))
+    x = mx.nd.array(case["x"][0])
+    x.attach_grad()
+    with autograd.record():
+        y = layer(x)
+    y.backward(mx.nd.array(case["dy"][0]))
+    return _grads(x.grad.asnumpy(), layer.gamma.grad().asnumpy(), layer.beta.grad().asnumpy())
+
+
+def _kernels_backward(case: Case) -> Result:
+    from normspec.kernels import batch_norm_backward
+
+    return _grads(
+        *batch_norm_backward(
+            case["x"][0], case["dy"][0], case["weight"], eps=float(case["eps"]), convention="torch_raw"
+        )
+    )
+
+
 # ---------------------------------------------------------------- normspec's own kernels
 
 
@@ -349,8 +408,15 @@ def _kernels(case: Case, convention: str = "torch") -> Result:
 ADAPTERS: dict[str, Adapter] = {
     a.name: a
     for a in [
-        Adapter("torch", "torch", "torch", _torch, "torch.nn.functional.batch_norm, CPU"),
-        Adapter("torch_raw", "torch_raw", "torch", lambda c: _torch(c, raw=True), "raw torch.batch_norm op, CPU"),
+        Adapter("torch", "torch", "torch", _torch, "torch.nn.functional.batch_norm, CPU", backward=_torch_backward),
+        Adapter(
+            "torch_raw",
+            "torch_raw",
+            "torch",
+            lambda c: _torch(c, raw=True),
+            "raw torch.batch_norm op, CPU",
+            backward=_torch_backward,
+        ),
         Adapter(
             "onnx_reference_bn9",
             "onnx_bn9",
@@ -411,10 +477,19 @@ ADAPTERS: dict[str, Adapter] = {
             _flax_linen,
             "flax.linen.BatchNorm (jax CPU)",
             (("JAX_PLATFORMS", "cpu"),),
+            backward=_flax_backward,
         ),
         Adapter("flax_nnx", "flax_nnx", "flax", _flax_nnx, "flax.nnx.BatchNorm (jax CPU)", (("JAX_PLATFORMS", "cpu"),)),
-        Adapter("kernels", "torch", "numba", _kernels, "normspec.kernels (numba CPU)"),
-        Adapter("mxnet_cpu", "mxnet_cpu", "mxnet", _mxnet, "MXNet 1.9.1 Gluon BatchNorm, CPU", venv="mxnet"),
+        Adapter("kernels", "torch", "numba", _kernels, "normspec.kernels (numba CPU)", backward=_kernels_backward),
+        Adapter(
+            "mxnet_cpu",
+            "mxnet_cpu",
+            "mxnet",
+            _mxnet,
+            "MXNet 1.9.1 Gluon BatchNorm, CPU",
+            venv="mxnet",
+            backward=_mxnet_backward,
+        ),
         Adapter("paddle_cpu", "paddle_cpu", "paddle", _paddle, "PaddlePaddle F.batch_norm, CPU", venv="paddle"),
         Adapter(
             "tf_fused_batch_norm",

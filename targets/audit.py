@@ -63,6 +63,7 @@ class AuditCase:
     eps: float
     note: str = ""
     backward: bool = True  # whether each training step also runs a backward pass (MXNet updates only there)
+    dy: np.ndarray | None = None  # a gradient case: dy for a single training step
 
     def arrays(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class AuditCase:
             "momentum": np.array(self.momentum),
             "eps": np.array(self.eps),
             "backward": np.array(self.backward),
+            **({} if self.dy is None else {"dy": self.dy}),
         }
 
 
@@ -330,6 +332,34 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             note="negative eps must be refused (pytorch#166405)",
         ),
     ]
+    half = _case(
+        "float16_random",
+        "accuracy",
+        rng.standard_normal((8, 3, 5)) * 2 + 0.5,
+        conv,
+        training=True,
+        weight=g3,
+        bias=b3,
+        note="float16 input, float32 parameters (mixed precision)",
+    )
+    half.x = half.x.astype(np.float16)
+    cases.append(half)
+    for name, xb in (
+        ("backward_random", rng.standard_normal((8, 3, 5)) * 2 + 1),
+        ("backward_large_mean", 1e4 + rng.random((8, 3, 5))),
+    ):
+        grad = _case(
+            name,
+            "backward",
+            xb,
+            conv,
+            training=True,
+            weight=g3,
+            bias=b3,
+            note="dx, dgamma, dbeta of a training forward",
+        )
+        grad.dy = rng.standard_normal(grad.x.shape).astype(F32)
+        cases.append(grad)
     from normspec.proofs.witnesses import find_witness
     from normspec.spec.bugzoo import VARIANTS
 
@@ -723,6 +753,13 @@ def _judge(
         "note": case.note,
         "seconds": round(out.seconds, 3),
     }
+    unsupported_dtype = out.status == "refused" and case.x.dtype != F32  # a float16 case the library refuses
+    if (out.status == "refused" and out.message.startswith("NotImplementedError")) or unsupported_dtype:
+        row["status"] = "unsupported"
+        row["message"] = out.message
+        return row
+    if case.dy is not None:
+        return _judge_backward(case, out, conv, report, reproducers, target, row)
     try:
         if conv.refuses_zero_eps_in_training and case.training and case.eps == 0:
             raise NormspecError("the convention refuses eps = 0 in training")
@@ -759,7 +796,7 @@ def _judge(
             )
         return row
     assert out.result is not None
-    got_y = out.result["y"].astype(F32) if out.result["y"].dtype != F32 else out.result["y"]
+    got_y = np.asarray(out.result["y"]).astype(case.x.dtype)
     if got_y.shape != exact["y"].shape:
         _finding(
             report,
@@ -834,6 +871,61 @@ def _judge(
             target,
             exact,
         )
+    return row
+
+
+def _judge_backward(
+    case: AuditCase,
+    out: Outcome,
+    conv: Convention,
+    report: AuditReport,
+    reproducers: Path | None,
+    target: str,
+    row: dict[str, Any],
+) -> dict[str, Any]:
+    from normspec.oracle import batch_norm_backward
+
+    if out.status in ("crash", "timeout"):
+        _finding(report, "crash", case, out.message, reproducers, target, None)
+        return row
+    if out.status != "ok" or out.result is None:
+        row["message"] = out.message
+        _finding(
+            report,
+            "convention",
+            case,
+            f"refused a gradient the convention defines: {out.message}",
+            reproducers,
+            target,
+            None,
+        )
+        return row
+    assert case.dy is not None
+    eps = conv.effective_eps(case.eps)
+    dx, dg, db = batch_norm_backward(case.x[0], case.dy[0], case.weight, eps=eps)
+    for name, want in (("dx", dx), ("dweight", dg), ("dbias", db)):
+        got = np.asarray(out.result[name][0]).astype(want.dtype)
+        if got.shape != want.shape:
+            _finding(
+                report, "crash", case, f"{name} shape {got.shape}, expected {want.shape}", reproducers, target, None
+            )
+            return row
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = ulp_distance(got, want)
+        row[f"{name}_max_ulp"] = float(d[np.isfinite(d)].max()) if np.isfinite(d).any() else math.inf
+        bad = np.isfinite(want.astype(np.float64)) & ~np.isfinite(got.astype(np.float64))
+        if bad.any():
+            i = tuple(int(v) for v in np.argwhere(bad)[0])
+            _finding(
+                report,
+                "non-finite",
+                case,
+                f"{name}{list(i)} = {got[i]!r} where the exact value is {want[i]!r}",
+                reproducers,
+                target,
+                None,
+            )
+    row["max_ulp"] = row["dx_max_ulp"]
     return row
 
 

@@ -37,7 +37,12 @@ def main(argv: list[str]) -> int:
         case["eps"] = float(case["eps"])
         case["backward"] = bool(case.get("backward", True))
         try:
-            result = adapter.run(case)
+            if "dy" in case:  # a backward case
+                if adapter.backward is None:
+                    raise NotImplementedError(f"no backward adapter for {target}")
+                result = adapter.backward(case)
+            else:
+                result = adapter.run(case)
         except Exception as exc:  # the library refused: a result, reported as such
             (Path(outdir) / f"{name}.json").write_text(
                 json.dumps(

@@ -42,6 +42,22 @@ def test_torch_folded_affine_cancellation_pytorch_5410():
     assert not rep.failed  # torch follows its own convention
 
 
+def test_torch_gradients_and_float16_against_the_exact_backward():
+    need("torch")
+    rep = run_audit("torch")
+    grad = case_row(rep, "backward_random")
+    assert grad["status"] == "ok" and 0 <= grad["dx_max_ulp"] < 1e3 and "dweight_max_ulp" in grad
+    assert case_row(rep, "float16_random")["status"] == "ok"
+
+
+def test_our_kernels_have_exact_gradients_and_no_findings():
+    need("numba")
+    rep = run_audit("kernels")
+    assert case_row(rep, "backward_large_mean")["dx_max_ulp"] <= 1
+    assert case_row(rep, "float16_random")["status"] == "unsupported"  # float32 kernels: not a finding
+    assert not rep.failed, rep.findings
+
+
 def test_raw_torch_batch_norm_nan_running_var_at_one_value():
     need("torch")
     rep = run_audit("torch_raw", "torch")  # judged against what nn.BatchNorm promises
@@ -146,7 +162,8 @@ def test_a_correct_user_implementation_has_no_findings(tmp_path):
     impl.write_text(USER)
     rep = run_audit(f"python:{impl}:exact", "keras3")
     assert not rep.failed, rep.findings
-    assert all(c["status"] in ("ok", "refused") for c in rep.cases)
+    assert all(c["status"] in ("ok", "refused", "unsupported") for c in rep.cases)
+    assert case_row(rep, "backward_random")["status"] == "unsupported"  # the protocol has no gradients
 
 
 def test_a_crashing_or_hanging_target_is_a_finding_not_an_auditor_crash(tmp_path):
