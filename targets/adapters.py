@@ -383,6 +383,40 @@ def _mxnet_backward(case: Case) -> Result:
     return _grads(x.grad.asnumpy(), layer.gamma.grad().asnumpy(), layer.beta.grad().asnumpy())
 
 
+def _paddle_backward(case: Case) -> Result:
+    import paddle
+    import paddle.nn.functional as F  # noqa: N812 - Paddle's own spelling
+
+    paddle.set_device("cpu")
+    x0 = case["x"][0]
+    x = paddle.to_tensor(x0.reshape(x0.shape[0], x0.shape[1], -1, 1), stop_gradient=False)
+    w = paddle.to_tensor(case["weight"], stop_gradient=False)
+    b = paddle.to_tensor(case["bias"], stop_gradient=False)
+    rm, rv = paddle.to_tensor(np.zeros_like(case["weight"])), paddle.to_tensor(np.ones_like(case["weight"]))
+    y = F.batch_norm(x, rm, rv, weight=w, bias=b, training=True, epsilon=float(case["eps"]), data_format="NCHW")
+    y.backward(paddle.to_tensor(case["dy"][0].reshape(x.shape)))
+    return _grads(x.grad.numpy().reshape(x0.shape), w.grad.numpy(), b.grad.numpy())
+
+
+def _tf_keras2_backward(case: Case, fused: bool) -> Result:
+    import tensorflow as tf
+    import tf_keras
+
+    x0 = case["x"][0]
+    shape = (x0.shape[0], x0.shape[1], -1, 1) if fused else x0.shape
+    layer = tf_keras.layers.BatchNormalization(axis=1, epsilon=float(case["eps"]), fused=fused)
+    layer.build(x0.reshape(shape).shape)
+    layer.set_weights([case["weight"], case["bias"], np.zeros_like(case["weight"]), np.ones_like(case["weight"])])
+    x = tf.constant(x0.reshape(shape))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    dx, dw, db = tape.gradient(
+        y, [x, layer.gamma, layer.beta], output_gradients=tf.constant(case["dy"][0].reshape(shape))
+    )
+    return _grads(np.asarray(dx).reshape(x0.shape), np.asarray(dw), np.asarray(db))
+
+
 def _kernels_backward(case: Case) -> Result:
     from normspec.kernels import batch_norm_backward
 
@@ -490,7 +524,15 @@ ADAPTERS: dict[str, Adapter] = {
             venv="mxnet",
             backward=_mxnet_backward,
         ),
-        Adapter("paddle_cpu", "paddle_cpu", "paddle", _paddle, "PaddlePaddle F.batch_norm, CPU", venv="paddle"),
+        Adapter(
+            "paddle_cpu",
+            "paddle_cpu",
+            "paddle",
+            _paddle,
+            "PaddlePaddle F.batch_norm, CPU",
+            venv="paddle",
+            backward=_paddle_backward,
+        ),
         Adapter(
             "tf_fused_batch_norm",
             "tf_fused_batch_norm_v3",
@@ -506,6 +548,7 @@ ADAPTERS: dict[str, Adapter] = {
             lambda c: _tf_keras2(c, True),
             "tf_keras (Keras 2) BatchNormalization, fused path",
             venv="tf",
+            backward=lambda c: _tf_keras2_backward(c, True),
         ),
         Adapter(
             "tf_keras2_nonfused",
@@ -514,6 +557,7 @@ ADAPTERS: dict[str, Adapter] = {
             lambda c: _tf_keras2(c, False),
             "tf_keras (Keras 2) BatchNormalization, non-fused path",
             venv="tf",
+            backward=lambda c: _tf_keras2_backward(c, False),
         ),
         Adapter(
             "keras_tensorflow",
