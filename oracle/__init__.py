@@ -9,6 +9,7 @@ operators on top (:func:`batch_norm`).
 
 from normspec.oracle.backward import batch_norm_backward
 from normspec.oracle.batchnorm import BatchNormResult, ExactBatchNorm, batch_norm
+from normspec.oracle.family import instance_norm, layer_norm, rms_norm
 from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
 from normspec.oracle.groupnorm import GroupNormResult, group_norm
 from normspec.oracle.ulp import relative_ulp_error, ulp_distance
@@ -20,6 +21,9 @@ __all__ = [
     "ExactBatchNorm",
     "group_norm",
     "GroupNormResult",
+    "layer_norm",
+    "rms_norm",
+    "instance_norm",
     "ulp_distance",
     "relative_ulp_error",
     "Format",

@@ -385,6 +385,123 @@ def _eps_confirm(rng: np.random.Generator) -> int:
     return 2
 
 
+# 11-15 ------------------------------------------------------------ the family
+def _ln_gn_steps() -> list[Step]:
+    from normspec.spec.family import group_norm, layer_norm
+
+    xs = _xs(4)
+    g0, g1, b0, b1 = sp.symbols("g0 g1 b0 b1", real=True)
+    gn = group_norm([xs[:2], xs[2:]], 1, [g0, g1], [b0, b1], e)
+    ln = layer_norm(xs, [g0, g0, g1, g1], [b0, b0, b1, b1], e)
+    flat = [y for ch in gn for y in ch]
+    return [(f"element {i}: GroupNorm with one group = LayerNorm over the sample", flat[i], ln[i]) for i in range(4)]
+
+
+def _ln_gn_confirm(rng: np.random.Generator) -> int:
+    from normspec.oracle import group_norm, layer_norm
+
+    x = _rand_case(rng, (3, 4, 5))
+    w, b = rng.standard_normal(4).astype(F32), rng.standard_normal(4).astype(F32)
+    gn = group_norm(x, 1, w, b).y
+    ln = layer_norm(x, 2, np.repeat(w[:, None], 5, axis=1), np.repeat(b[:, None], 5, axis=1))
+    _check(gn.tobytes() == ln.tobytes(), "GroupNorm(G=1) and LayerNorm agree bit for bit")
+    return x.size
+
+
+def _in_gn_steps() -> list[Step]:
+    from normspec.spec.family import group_norm, instance_norm
+
+    chans = [_xs(2), sp.symbols("z0:2", real=True)]
+    g0, g1, b0, b1 = sp.symbols("g0 g1 b0 b1", real=True)
+    gn = group_norm(chans, 2, [g0, g1], [b0, b1], e)
+    inn = instance_norm(chans, [g0, g1], [b0, b1], e)
+    return [
+        (f"channel {c}, element {k}: InstanceNorm = GroupNorm with one channel per group", gn[c][k], inn[c][k])
+        for c in range(2)
+        for k in range(2)
+    ]
+
+
+def _in_gn_confirm(rng: np.random.Generator) -> int:
+    from normspec.oracle import instance_norm, layer_norm
+
+    x = _rand_case(rng, (2, 3, 6))
+    inn = instance_norm(x)
+    ln = layer_norm(x.reshape(6, 6), 1).reshape(x.shape)  # a different code path: rows of LayerNorm
+    _check(inn.tobytes() == ln.tobytes(), "InstanceNorm and per-(sample, channel) LayerNorm agree bit for bit")
+    return x.size
+
+
+def _rms_ln_steps() -> list[Step]:
+    from normspec.spec.family import layer_norm, rms_norm
+
+    a, b2, c2 = sp.symbols("a b c", real=True)
+    xs = [a, b2, c2, -(a + b2 + c2)]  # a zero-mean row
+    gs = sp.symbols("g0:4", real=True)
+    return [
+        (
+            f"element {i}: RMSNorm = LayerNorm (beta = 0) on a zero-mean row",
+            rms_norm(xs, gs, e)[i],
+            layer_norm(xs, gs, [0, 0, 0, 0], e)[i],
+        )
+        for i in range(4)
+    ]
+
+
+def _rms_ln_confirm(rng: np.random.Generator) -> int:
+    from normspec.oracle import layer_norm, rms_norm
+
+    half = _rand_case(rng, (3, 3))
+    x = np.concatenate([half, -half], axis=1)  # every row sums to exactly 0
+    _check(rms_norm(x, 1, eps=2.0**-10).tobytes() == layer_norm(x, 1, eps=2.0**-10).tobytes(), "bit for bit")
+    return x.size
+
+
+def _ln_shift_steps() -> list[Step]:
+    from normspec.spec.family import layer_norm
+
+    xs, d = _xs(3), sp.Symbol("d", real=True)
+    gs, bs = sp.symbols("g0:3", real=True), sp.symbols("b0:3", real=True)
+    shifted = layer_norm([x + d for x in xs], gs, bs, e)
+    base = layer_norm(xs, gs, bs, e)
+    return [(f"element {i}: LayerNorm(x + d) = LayerNorm(x)", shifted[i], base[i]) for i in range(3)]
+
+
+def _ln_shift_confirm(rng: np.random.Generator) -> int:
+    from normspec.oracle import layer_norm
+
+    x = _rand_case(rng, (4, 6))
+    _check(layer_norm(x, 1).tobytes() == layer_norm((x + F32(16)).astype(F32), 1).tobytes(), "shift, bit for bit")
+    return x.size
+
+
+def _ln_backward_steps() -> list[Step]:
+    from normspec.spec.family import layer_norm, layer_norm_backward
+
+    xs, dys = _xs(3), sp.symbols("dy0:3", real=True)
+    gs, bs = sp.symbols("g0:3", real=True), sp.symbols("b0:3", real=True)
+    loss = sp.Add(*[d * y for d, y in zip(dys, layer_norm(xs, gs, bs, e), strict=True)])
+    closed = layer_norm_backward(xs, dys, gs, e)
+    return [(f"dx_{i} of LayerNorm equals SymPy's derivative", closed[i], sp.diff(loss, xs[i])) for i in range(3)]
+
+
+def _ln_backward_confirm(rng: np.random.Generator) -> int:
+    from normspec.spec.family import layer_norm, layer_norm_backward
+
+    xs, dys = _xs(3), sp.symbols("dy0:3", real=True)
+    gs = [sp.Rational(3, 2), sp.Rational(-1, 2), sp.Integer(2)]
+    loss = sp.Add(*[d * y for d, y in zip(dys, layer_norm(xs, gs, [0, 0, 0], e), strict=True)])
+    closed = layer_norm_backward(xs, dys, gs, e)
+    point = {
+        **{x: sp.Rational(int(rng.integers(-9, 9)), 4) for x in xs},
+        **{d: sp.Rational(int(rng.integers(-9, 9)), 2) for d in dys},
+        e: sp.Rational(1, 8),
+    }
+    for i in range(3):
+        _check(sp.nsimplify(sp.simplify((closed[i] - sp.diff(loss, xs[i])).subs(point))) == 0, "at a rational point")
+    return 3
+
+
 _FACT_LIST = [
     Fact(
         "eval_affine",
@@ -466,6 +583,46 @@ _FACT_LIST = [
         "eps placement is a different function almost everywhere (bugs.md #32)",
         _eps_steps,
         _eps_confirm,
+    ),
+    Fact(
+        "layer_norm_is_group_norm_one_group",
+        "LayerNorm over a sample = GroupNorm with one group",
+        ("eps > 0",),
+        "one reference serves both layers",
+        _ln_gn_steps,
+        _ln_gn_confirm,
+    ),
+    Fact(
+        "instance_norm_is_group_norm_c_groups",
+        "InstanceNorm = GroupNorm with one channel per group",
+        ("eps > 0",),
+        "one reference serves both layers",
+        _in_gn_steps,
+        _in_gn_confirm,
+    ),
+    Fact(
+        "rms_norm_is_layer_norm_on_zero_mean",
+        "RMSNorm = LayerNorm without centring, on a zero-mean row",
+        ("eps > 0", "sum x = 0"),
+        "where the two agree, and so where a swapped RMS/LN goes unseen",
+        _rms_ln_steps,
+        _rms_ln_confirm,
+    ),
+    Fact(
+        "layer_norm_shift_invariance",
+        "LayerNorm is invariant to a per-row shift",
+        ("eps > 0",),
+        "large-mean rows must give the same output (pytorch#51102)",
+        _ln_shift_steps,
+        _ln_shift_confirm,
+    ),
+    Fact(
+        "layer_norm_backward_closed_form",
+        "LayerNorm's closed-form dx equals SymPy's derivative",
+        ("eps > 0",),
+        "the reference for hand-written LayerNorm backward passes",
+        _ln_backward_steps,
+        _ln_backward_confirm,
     ),
 ]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from normspec.oracle import batch_norm, group_norm, ulp_distance
+from normspec.oracle import batch_norm, group_norm, layer_norm, ulp_distance
 from normspec.spec.bugzoo import Case, Variant, get_variant
 
 from normspec.errors import NormspecError
@@ -28,6 +28,14 @@ from normspec.errors import NormspecError
 __all__ = ["Witness", "find_witness", "candidate_cases", "separation"]
 
 _F32 = np.float32
+F32 = _F32
+
+
+class _Y:
+    """Holds an output array under the name ``y``, as the oracle's results do."""
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.y = y
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,27 @@ def _case(
 
 def candidate_cases(variant: Variant) -> Iterator[Case]:
     """Candidates in the order the search tries them: simple first."""
+    if variant.operator == "layer_norm":
+        rows = [
+            ([[1.0, 2.0, 4.0]], np.float32, 2.0**-10),
+            ([[40000.0, 40001.0, 40002.0, 40003.0]], np.float32, 1e-5),  # onnxruntime#28463, tvm#19592
+            ([[80000.0, 80001.0, 80002.0, 80003.0]], np.float32, 1e-5),
+            ([[0.5, 0.5, 0.5, 0.5]], np.float16, 1e-12),  # TF PR #24979
+        ]
+        for row_values, dtype, eps_row in rows:
+            xa = np.asarray(row_values, dtype=dtype)
+            c = xa.shape[-1]
+            yield {
+                "x": xa,
+                "weight": np.ones(c, F32),
+                "bias": np.zeros(c, F32),
+                "running_mean": np.zeros(c, F32),
+                "running_var": np.ones(c, F32),
+                "training": True,
+                "momentum": 0.25,
+                "eps": eps_row,
+            }
+        return
     if variant.operator == "group_norm":
         for weight in ([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, -1.0, 0.5]):
             case = _case(
@@ -119,6 +148,8 @@ def separation(variant: Variant, case: Case) -> tuple[str, tuple[int, ...], floa
         spec: Any
         if variant.operator == "group_norm":
             spec = group_norm(case["x"], case["groups"], case["weight"], case["bias"], eps=case["eps"])
+        elif variant.operator == "layer_norm":
+            spec = _Y(layer_norm(case["x"], 1, case["weight"], case["bias"], eps=case["eps"]))
         else:
             spec = batch_norm(
                 case["x"],
@@ -135,8 +166,8 @@ def separation(variant: Variant, case: Case) -> tuple[str, tuple[int, ...], floa
         return None
     got = variant.behaviour(case)[variant.output]
     want = getattr(spec, variant.output)
-    with np.errstate(invalid="ignore"):
-        dist = ulp_distance(got.astype(_F32), want.astype(_F32))
+    with np.errstate(invalid="ignore", over="ignore"):
+        dist = ulp_distance(got.astype(want.dtype), want)
     ok = np.isfinite(want.astype(np.float64))
     if variant.witness_wants == "nan":
         ok &= np.isnan(got)

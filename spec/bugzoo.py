@@ -125,7 +125,7 @@ class Variant:
     formulas: Callable[[], tuple[sp.Expr, sp.Expr]] | None = None
     convention: str = "torch_raw"
     witness_wants: Literal["differs", "nan"] = "differs"
-    operator: Literal["batch_norm", "group_norm"] = "batch_norm"
+    operator: Literal["batch_norm", "group_norm", "layer_norm"] = "batch_norm"
 
 
 # ------------------------------------------------------------------ formula variants
@@ -247,6 +247,51 @@ def _groupnorm18_per_group(case: Case) -> Outputs:
                 for k, v in enumerate(vals):
                     out[i, j, k] = np.float32(float(scale * (v - m) / mpmath.sqrt(var + eps) + shift))
     return {"y": out.reshape(x.shape)}
+
+
+def _ln_rows(case: Case) -> tuple[np.ndarray, Any]:
+    x = np.asarray(case["x"])
+    return x.reshape(-1, x.shape[-1]), x.dtype
+
+
+def _keras_rms_scaling(case: Case) -> Outputs:
+    """Keras <= 3.10 LayerNormalization(rms_scaling=True): x * gamma / sqrt(var + eps), the variance
+    where the mean square belongs (keras 764ed95)."""
+    rows, dt = _ln_rows(case)
+    out = np.empty(rows.shape, np.float32)
+    with mpmath.workprec(120):
+        for i, row in enumerate(rows):
+            vals = [mpmath.mpf(float(v)) for v in row]
+            m = mpmath.fsum(vals) / len(vals)
+            var = mpmath.fsum((v - m) ** 2 for v in vals) / len(vals)
+            for j, v in enumerate(vals):
+                out[i, j] = np.float32(
+                    float(v * mpmath.mpf(float(case["weight"][j])) / mpmath.sqrt(var + mpmath.mpf(float(case["eps"]))))
+                )
+    return {"y": out.reshape(case["x"].shape).astype(dt)}
+
+
+def _ln_raw_moments(case: Case) -> Outputs:
+    """LayerNorm with E[x^2] - E[x]^2 in the input's precision (onnxruntime#28463, tvm#19592)."""
+    rows, dt = _ln_rows(case)
+    t = dt.type
+    with np.errstate(all="ignore"):
+        m = rows.mean(axis=1, keepdims=True, dtype=dt)
+        var = (np.square(rows).mean(axis=1, keepdims=True, dtype=dt) - np.square(m)).astype(dt)
+        y = (rows - m) / np.sqrt(var + t(case["eps"])) * case["weight"].astype(dt) + case["bias"].astype(dt)
+    return {"y": y.astype(dt).reshape(case["x"].shape)}
+
+
+def _ln_in_input_precision(case: Case) -> Outputs:
+    """LayerNorm evaluated in the input's precision with eps cast to it: eps = 1e-12 is 0 in float16,
+    so a constant row gives 0/0 (TF PR #24979)."""
+    rows, dt = _ln_rows(case)
+    t = dt.type
+    with np.errstate(all="ignore"):
+        m = rows.mean(axis=1, keepdims=True, dtype=dt)
+        var = np.square(rows - m).mean(axis=1, keepdims=True, dtype=dt)
+        y = (rows - m) / np.sqrt(var + t(case["eps"])) * case["weight"].astype(dt) + case["bias"].astype(dt)
+    return {"y": y.astype(dt).reshape(case["x"].shape)}
 
 
 def _eps_formulas() -> tuple[sp.Expr, sp.Expr]:
@@ -376,6 +421,41 @@ _VARIANTS = [
         True,
         _groupnorm18_per_group,
         operator="group_norm",
+    ),
+    Variant(
+        "keras_rms_scaling_variance",
+        "formula",
+        "LayerNormalization(rms_scaling=True) scaled by the variance, not the mean square (Keras <= 3.10)",
+        ("bugs.md #41 keras commit 764ed95 (PR #21352)",),
+        "a row with nonzero mean",
+        "y",
+        True,
+        _keras_rms_scaling,
+        operator="layer_norm",
+    ),
+    Variant(
+        "layer_norm_raw_moments",
+        "numerical",
+        "LayerNorm with E[x^2] - E[x]^2 in float32: negative variance, NaN",
+        ("bugs.md #50 microsoft/onnxruntime#28463, #21935", "bugs.md #51 apache/tvm#19592"),
+        "|mean| >> std within a row",
+        "y",
+        True,
+        _ln_raw_moments,
+        witness_wants="nan",
+        operator="layer_norm",
+    ),
+    Variant(
+        "layer_norm_fp16_tiny_eps",
+        "numerical",
+        "LayerNorm in float16 with eps = 1e-12, which rounds to 0: a constant row gives 0/0",
+        ("bugs.md #26 tensorflow PR #24979",),
+        "float16, a row of equal values",
+        "y",
+        True,
+        _ln_in_input_precision,
+        witness_wants="nan",
+        operator="layer_norm",
     ),
     Variant(
         "raw_moments_float32",

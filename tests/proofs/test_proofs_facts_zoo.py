@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from normspec.oracle import batch_norm, group_norm, ulp_distance
+from normspec.oracle import batch_norm, group_norm, layer_norm, ulp_distance
 from normspec.proofs import checker
 from normspec.proofs.facts import FACTS, Fact, FactCheckError
 from normspec.proofs.witnesses import find_witness
@@ -51,6 +51,8 @@ def test_every_witness_separates_its_variant_through_the_oracle(name):
     # recompute both sides here, from the case alone
     if variant.operator == "group_norm":
         spec = group_norm(c["x"], c["groups"], c["weight"], c["bias"], eps=c["eps"])
+    elif variant.operator == "layer_norm":
+        spec = type("LN", (), {"y": layer_norm(c["x"], 1, c["weight"], c["bias"], eps=c["eps"])})
     else:
         spec = batch_norm(
             c["x"],
@@ -67,7 +69,7 @@ def test_every_witness_separates_its_variant_through_the_oracle(name):
     got = variant.behaviour(c)[variant.output]
     assert np.isfinite(want.astype(np.float64)).all()
     with np.errstate(invalid="ignore"):
-        dist = ulp_distance(got.astype(np.float32), want.astype(np.float32))
+        dist = ulp_distance(got.astype(want.dtype), want)
     assert dist.max() > 0
     if variant.witness_wants == "nan":
         assert np.isnan(got).any()

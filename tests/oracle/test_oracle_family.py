@@ -1,0 +1,86 @@
+"""LayerNorm, RMSNorm and InstanceNorm on the core, bit for bit against an independent exact computation."""
+
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from independent import round_mpf
+from normspec.oracle import instance_norm, layer_norm, rms_norm
+
+from normspec.errors import DegenerateInputError, ShapeError
+
+F32 = np.float32
+
+
+def exact_rows(rows, gammas, betas, eps, centred, dtype):
+    out = np.empty(rows.shape, dtype)
+    for i, row in enumerate(rows):
+        vals = [Fraction(float(v)) for v in row]
+        n = len(vals)
+        m = sum(vals, Fraction(0)) / n if centred else Fraction(0)
+        D = sum(((v - m) ** 2 for v in vals), Fraction(0)) / n + Fraction(eps)
+        for j, v in enumerate(vals):
+            A, B = (v - m) * Fraction(float(gammas[j])), Fraction(float(betas[j]))
+            if D == 0:
+                out[i, j] = np.nan if A == 0 else np.copysign(np.inf, float(A))
+                continue
+            with mpmath.workprec(600):
+                y = mpmath.mpf(B.numerator) / B.denominator + (mpmath.mpf(A.numerator) / A.denominator) / mpmath.sqrt(
+                    mpmath.mpf(D.numerator) / D.denominator
+                )
+            out[i, j] = round_mpf(y, np.dtype(dtype), (A, B, D))
+    return out
+
+
+def same_bits(a, b):
+    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    nan = np.isnan(a.astype(float)) & np.isnan(b.astype(float))
+    assert ((a.view(u) == b.view(u)) | nan).all()
+
+
+@given(
+    hnp.arrays(F32, st.tuples(st.integers(1, 3), st.integers(2, 6)), elements=st.floats(-3, 3, width=32)),
+    st.sampled_from([0.0, 1e4, -1e3]),
+    st.sampled_from([1e-5, 2.0**-10]),
+)
+@example(np.array([[0.0, 1.0, 2.0, 3.0]], F32), 40000.0, 1e-5)  # onnxruntime#28463's row
+def test_layer_and_rms_norm_match_exact(x, shift, eps):
+    x = (x.astype(np.float64) + shift).astype(F32)
+    rng = np.random.default_rng(x.shape[1])
+    g, b = rng.standard_normal(x.shape[1]).astype(F32), rng.standard_normal(x.shape[1]).astype(F32)
+    same_bits(layer_norm(x, 1, g, b, eps=eps), exact_rows(x, g, b, eps, True, F32))
+    same_bits(rms_norm(x, 1, g, eps=eps), exact_rows(x, g, np.zeros_like(g), eps, False, F32))
+
+
+def test_rms_norm_default_eps_is_machine_epsilon():
+    x = np.array([[1e-4, -1e-4]], np.float16)
+    eps = float(np.finfo(np.float16).eps)
+    same_bits(rms_norm(x, 1), exact_rows(x, np.ones(2), np.zeros(2), eps, False, np.float16))
+
+
+def test_layer_norm_over_two_trailing_axes_and_instance_norm():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((2, 3, 4)) * 5 + 100).astype(F32)
+    w = rng.standard_normal((3, 4)).astype(F32)
+    same_bits(
+        layer_norm(x, 2, w), exact_rows(x.reshape(2, 12), w.ravel(), np.zeros(12), 1e-5, True, F32).reshape(x.shape)
+    )
+    same_bits(instance_norm(x), exact_rows(x.reshape(6, 4), np.ones(4), np.zeros(4), 1e-5, True, F32).reshape(x.shape))
+
+
+@pytest.mark.parametrize(
+    "call,error",
+    [
+        (lambda: layer_norm(np.ones((2, 3), F32), 3), ShapeError),
+        (lambda: layer_norm(np.ones((2, 3), F32), 1, np.ones(4, F32)), ShapeError),
+        (lambda: rms_norm(np.ones((2, 0), F32), 1), DegenerateInputError),
+        (lambda: instance_norm(np.ones((2, 3), F32)), ShapeError),
+    ],
+)
+def test_family_bad_input(call, error):
+    with pytest.raises(error):
+        call()
