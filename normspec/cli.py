@@ -162,8 +162,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn14, onnx_reference_bn15, "
         "onnxruntime_bn15, "
         "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, mxnet_cpu, paddle_cpu, "
-        "tf_fused_batch_norm, tf_keras2_fused, tf_keras2_nonfused, keras_tensorflow (these six in venvs of their "
-        "own: bash scripts/setup-target-venvs.sh), or python:module:function "
+        "tf_fused_batch_norm, tf_keras2_fused, tf_keras2_nonfused, tf_nn_batch_normalization, keras_tensorflow "
+        "(these seven in venvs of their own: bash scripts/setup-target-venvs.sh), or python:module:function "
         "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, running_mean, "
         "running_var)). Each runs in its own process with a timeout. Exit status 1 when there is a "
         "finding of kind convention, non-finite or crash.",
@@ -515,7 +515,7 @@ def _vectors(args: argparse.Namespace) -> int:
             )
         )
     else:
-        rows: list[tuple[str, ...]] = [("case", "status", "max ULP", "y correctly rounded")]
+        rows: list[tuple[str, ...]] = [("case", "status", "max ULP", "y correctly rounded", "beyond ref. budget")]
         for r in results:
             rows.append(
                 (
@@ -523,6 +523,7 @@ def _vectors(args: argparse.Namespace) -> int:
                     r.status,
                     "-" if math.isinf(r.max_ulp) else f"{r.max_ulp:.0f}",
                     f"{100 * r.correctly_rounded:.1f} %",
+                    str(r.beyond_budget),
                 )
             )
         _table(rows)

@@ -331,6 +331,26 @@ def _tf_fused(case: Case) -> Result:
     return _stack(ys, rms, rvs)
 
 
+def _tf_nn(case: Case) -> Result:
+    """tf.nn.batch_normalization, stateless: evaluation with the given statistics."""
+    import tensorflow as tf
+
+    shape = (1, -1) + (1,) * (case["x"].ndim - 3)
+    ys = []
+    for x in case["x"]:
+        y = tf.nn.batch_normalization(
+            x,
+            case["running_mean"].reshape(shape),
+            case["running_var"].reshape(shape),
+            case["bias"].reshape(shape),
+            case["weight"].reshape(shape),
+            float(case["eps"]),
+        )
+        ys.append(np.asarray(y))
+    n = len(ys)
+    return _stack(ys, [case["running_mean"]] * n, [case["running_var"]] * n)
+
+
 def _tf_keras2(case: Case, fused: bool) -> Result:
     import tf_keras
 
@@ -558,6 +578,15 @@ ADAPTERS: dict[str, Adapter] = {
             "tf_keras (Keras 2) BatchNormalization, non-fused path",
             venv="tf",
             backward=lambda c: _tf_keras2_backward(c, False),
+        ),
+        Adapter(
+            "tf_nn_batch_normalization",
+            "tf_keras2_nonfused",
+            "tensorflow",
+            _tf_nn,
+            "tf.nn.batch_normalization (stateless; evaluation with given statistics)",
+            venv="tf",
+            evaluation_only=True,
         ),
         Adapter(
             "keras_tensorflow",

@@ -10,8 +10,11 @@ outputs after every step.
 Each case file (.npz, no pickles) holds ``x`` (steps, ...), ``weight``,
 ``bias``, ``running_mean``, ``running_var`` (the initial state) and the
 expected ``y`` (steps, ...), ``mean``, ``var``, ``running_mean_out``,
-``running_var_out`` (steps, C).  bfloat16 arrays are stored as their uint16
-bit patterns; the manifest records every array's dtype.
+``running_var_out`` (steps, C); float32 cases also carry
+``budget_naive_float32_pairwise`` (steps, ...), the rigorous error bound of
+the spec's formula evaluated plainly in float32 (see ``REFERENCE_ALGORITHM``).
+bfloat16 arrays are stored as their uint16 bit patterns; the manifest records
+every array's dtype.
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ def expected_outputs(case: VectorCase) -> dict[str, np.ndarray]:
     inp = case.inputs
     rm, rv = inp["running_mean"], inp["running_var"]
     ys, means, variances, rms, rvs = [], [], [], [], []
+    budgets: list[np.ndarray] = []
     for k in range(case.steps):
         res = batch_norm(
             inp["x"][k],
@@ -219,6 +223,8 @@ def expected_outputs(case: VectorCase) -> dict[str, np.ndarray]:
             num_batches_tracked=k,
         )
         assert res.running_mean is not None and res.running_var is not None
+        if case.dtype == "float32":
+            budgets.append(_reference_budget(case, k, rm, rv))
         rm, rv = res.running_mean, res.running_var
         ys.append(res.y)
         means.append(res.mean)
@@ -231,7 +237,32 @@ def expected_outputs(case: VectorCase) -> dict[str, np.ndarray]:
         "var": np.stack(variances),
         "running_mean_out": np.stack(rms),
         "running_var_out": np.stack(rvs),
+        **({"budget_" + REFERENCE_ALGORITHM: np.stack(budgets)} if budgets else {}),
     }
+
+
+# The per-element budget shipped with float32 vectors: the spec's formula evaluated plainly in float32
+# with pairwise sums (normspec.budgets); an implementation farther than this from the exact value is
+# less accurate than that simple evaluation order allows.
+REFERENCE_ALGORITHM = "naive_float32_pairwise"
+
+
+def _reference_budget(case: VectorCase, k: int, rm: np.ndarray, rv: np.ndarray) -> np.ndarray:
+    from normspec.budgets import budget_for_batch_norm, get_algorithm
+    from normspec.spec.conventions import get_convention
+
+    eps = get_convention(case.convention).effective_eps(case.eps)
+    return budget_for_batch_norm(
+        get_algorithm(REFERENCE_ALGORITHM),
+        case.inputs["x"][k],
+        case.inputs["weight"],
+        case.inputs["bias"],
+        eps,
+        training=case.training,
+        running_mean=rm,
+        running_var=rv,
+        axis=case.axis,
+    )
 
 
 def generate(

@@ -111,6 +111,12 @@ def test_paddle_cpu_identity_at_one_value_per_channel():
     assert rep.inferred["one_value"] == "identity" and rep.inferred["running_var"] == "none"
 
 
+def test_tf_nn_batch_normalization_evaluation():
+    need_venv("tf")
+    rep = run_audit("tf_nn_batch_normalization")
+    assert rep.inferred["evaluation_uses"] == "running statistics" and rep.inferred["eps"] == "inside sqrt"
+
+
 @pytest.mark.parametrize(
     "target,correction",
     [

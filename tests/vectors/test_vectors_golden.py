@@ -53,6 +53,13 @@ def test_the_oracle_passes_its_own_vectors(vecdir):
     factory = resolve_target("oracle")
     results = [check_case(c, factory(c.convention)) for c in load_cases(vecdir)]
     assert results and all(r.status == "exact" for r in results), [r for r in results if r.status != "exact"][:2]
+    assert all(r.beyond_budget == 0 for r in results)
+
+
+def test_float32_vectors_carry_reference_budgets(vecdir):
+    cases = [c for c in load_cases(vecdir) if c.dtype == "float32"]
+    assert cases and all(c.expected["budget_naive_float32_pairwise"].shape == c.expected["y"].shape for c in cases)
+    assert all("budget_naive_float32_pairwise" not in c.expected for c in load_cases(vecdir) if c.dtype != "float32")
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -161,6 +168,8 @@ def test_torch_target_runs_when_installed(vecdir, capsys):
     statuses = {r["case"]: r["status"] for r in data["results"]}
     # pytorch#5410 lives on in 2.13 CPU: the constant channel is not exact
     assert statuses["torch-float32-constant_channel"] == "differs"
+    beyond = {r["case"]: r["beyond_budget"] for r in data["results"]}
+    assert beyond["torch-float32-huge_magnitude"] > 0  # overflowing squares: worse than plain float32 allows
     crashed = {name for name, status in statuses.items() if status == "crash"}
     # torch refuses one value per channel in training: exactly those cases crash, so the exit status is 1
     assert crashed and all("one_value" in n or "n1_bessel" in n for n in crashed) and code == 1
