@@ -6,5 +6,14 @@ formulas.
 """
 
 from normspec.spec.conventions import CONVENTIONS, Convention, convention_names, get_convention
+from normspec.spec.family_conventions import FAMILY_CONVENTIONS, FamilyConvention, get_family_convention
 
-__all__ = ["CONVENTIONS", "Convention", "convention_names", "get_convention"]
+__all__ = [
+    "CONVENTIONS",
+    "Convention",
+    "convention_names",
+    "get_convention",
+    "FAMILY_CONVENTIONS",
+    "FamilyConvention",
+    "get_family_convention",
+]

@@ -79,3 +79,13 @@ def test_every_profile_is_complete_data(conv):
     assert conv.eps_default > 0
     assert conv.one_value_outcome in ("error", "nan", "finite", "identity")
     assert conv.effective_eps(conv.eps_default) > 0
+
+
+@pytest.mark.parametrize("name", sorted(__import__("normspec.spec", fromlist=["x"]).FAMILY_CONVENTIONS))
+def test_every_family_profile_is_complete_data(name):
+    from normspec.spec import get_family_convention
+
+    f = get_family_convention(name)
+    assert f.sources and f.layer in ("layer_norm", "rms_norm", "group_norm", "instance_norm")
+    assert f.eps_default is None or f.eps_default > 0
+    assert (f.momentum_default is not None) == (f.layer == "instance_norm" and f.name.startswith("torch"))
