@@ -10,5 +10,6 @@ numba is the optional ``kernels`` extra: ``pip install 'normspec[kernels]'``.
 """
 
 from normspec.kernels.batchnorm import KernelStats, batch_norm, batch_norm_backward
+from normspec.kernels.layernorm import layer_norm, rms_norm
 
-__all__ = ["batch_norm", "batch_norm_backward", "KernelStats"]
+__all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "layer_norm", "rms_norm"]

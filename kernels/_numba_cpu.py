@@ -450,3 +450,75 @@ def exact_bins(bits: np.ndarray, bins1: np.ndarray, bins2: np.ndarray) -> None: 
         bins1[idx] += -mant if b < 0 else mant
         bins2[idx, 0] += sq >> 24
         bins2[idx, 1] += sq & 0xFFFFFF
+
+
+# ---------------------------------------------------------------- LayerNorm / RMSNorm (rows x features)
+
+
+@njit(cache=True)
+def _row_plan(row: np.ndarray, centred: bool, eps: float, out: np.ndarray) -> None:  # pragma: no cover
+    """Statistics of one row and the per-row error terms (gamma = 1, beta = 0: the per-element
+    affine is folded in by the caller).  out: plan columns as in plan_finish."""
+    n = row.size
+    shift = np.float64(row[0]) if centred else 0.0
+    s1 = 0.0
+    c1 = 0.0
+    s2 = 0.0
+    c2 = 0.0
+    sa = 0.0
+    for b0 in range(0, n, CHUNK):
+        p1, p2, pa = _chunk_sums(row[b0 : min(n, b0 + CHUNK)], shift)
+        s1, c1 = _neumaier(s1, c1, p1)
+        s2, c2 = _neumaier(s2, c2, p2)
+        sa += pa
+    m = 2 * ((n + CHUNK - 1) // CHUNK + 130)
+    if centred:
+        plan_from_sums(shift, s1 + c1, s2 + c2, sa, n, m, CHUNK, 1.0, 0.0, eps, False, out)
+    else:
+        sq = s2 + c2
+        ds2 = 1.01 * ((CHUNK + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
+        ms = sq / n
+        plan_finish(0.0, ms, 0.0, 1.01 * (ds2 / n + _U * ms), 1.0, 0.0, eps, False, out)
+
+
+@njit(parallel=True, cache=True)
+def rows_norm(
+    x2: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    centred: bool,
+    eps: float,
+    plan: np.ndarray,
+    y2: np.ndarray,
+    uncertified: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """LayerNorm (centred) or RMSNorm of each row with per-element gamma/beta, one row at a time.
+
+    With the row's s = 1/sqrt(D) (relative error k) and mean error cg, the element's scale
+    gamma_j s errs by k + 1.01u relatively, so the certificate of plan_finish becomes
+    |y| >= (k + 1.01u)(1 + u)|beta_j| / den + cg |gamma_j| / den with den = KAPPA - (k + 1.01u)(1 + u) - 2**-52.
+    """
+    R, F = x2.shape
+    for r in prange(R):
+        row = x2[r]
+        _row_plan(row, centred, eps, plan[r])
+        mu = plan[r, 0]
+        s = plan[r, 2]
+        kj = plan[r, 3] + 1.01 * _U
+        den = KAPPA - kj * (1 + _U) - 2.0**-52
+        bad = np.int64(0)
+        if plan[r, 8] > 0 or not den > 0:
+            for j in range(F):
+                y2[r, j] = np.float32(np.nan)
+            uncertified[r] = F
+            continue
+        a = kj * (1 + _U) / den * (1 + 2.0**-40)
+        bcoef = plan[r, 4] / den * (1 + 2.0**-40)
+        out = y2[r]
+        for j in range(F):
+            yv = (np.float64(row[j]) - mu) * (s * gamma[j]) + beta[j]
+            out[j] = np.float32(yv)
+            ay = abs(yv)
+            thr = a * abs(beta[j]) + bcoef * abs(gamma[j])
+            bad += np.int64(ay < thr) + np.int64(ay > _MAX_F32)
+        uncertified[r] = bad

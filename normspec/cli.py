@@ -350,18 +350,18 @@ def _conventions(name: str | None) -> int:
 
     print("\nthe rest of the family:")
     frows: list[tuple[str, ...]] = [("profile", "layer", "eps", "affine", "notes")]
-    for f in FAMILY_CONVENTIONS.values():
-        eps = "finfo(dtype).eps" if f.eps_default is None else f"{f.eps_default:g}"
+    for fam in FAMILY_CONVENTIONS.values():
+        eps = "finfo(dtype).eps" if fam.eps_default is None else f"{fam.eps_default:g}"
         notes = ", ".join(
             n
             for n in (
-                "rms_scaling" if f.rms_scaling else "",
-                "running stats" if f.running_stats else "",
-                f.variance_algorithm if f.variance_algorithm != "unspecified" else "",
+                "rms_scaling" if fam.rms_scaling else "",
+                "running stats" if fam.running_stats else "",
+                fam.variance_algorithm if fam.variance_algorithm != "unspecified" else "",
             )
             if n
         )
-        frows.append((f.name, f.layer, eps, f.affine, notes))
+        frows.append((fam.name, fam.layer, eps, fam.affine, notes))
     _table(frows)
     return 0
 
