@@ -567,8 +567,11 @@ def _audit(args: argparse.Namespace) -> int:
     from normspec._progress import Progress
     from normspec.spec.conventions import get_convention
     from normspec.targets.audit import battery, run_audit
+    from normspec.targets.family import FAMILY_ADAPTERS
     from normspec.targets.report import render_text, write_html
 
+    if args.target in FAMILY_ADAPTERS:
+        return _audit_family(args)
     total = len(battery(get_convention(args.convention or "torch")))
     bar = Progress(total, f"normspec audit {args.target}", mode=args.progress)
     rep = run_audit(
@@ -588,6 +591,42 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"report: {page}")
     return 1 if rep.failed else 0
+
+
+def _audit_family(args: argparse.Namespace) -> int:
+    import json
+
+    from normspec._progress import Progress
+    from normspec.targets.family import run_family_audit
+
+    bar = Progress(5, f"normspec audit {args.target}", mode=args.progress)
+    rep = run_family_audit(args.target, args.convention, timeout=args.timeout, progress=bar)
+    bar.close()
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print(
+            f"normspec audit: {rep['target']} ({rep['description']}); {rep['layer']}, claimed convention "
+            f"{rep['convention']}\n"
+        )
+        rows: list[tuple[str, ...]] = [("case", "status", "max ULP", "correctly rounded", "note")]
+        for c in rep["cases"]:
+            cr = c.get("correctly_rounded")
+            rows.append(
+                (
+                    c["case"],
+                    c["status"],
+                    f"{c['max_ulp']:.3g}" if "max_ulp" in c else "-",
+                    "-" if cr is None else f"{100 * cr:.1f} %",
+                    c["note"],
+                )
+            )
+        _table(rows)
+        print("")
+        for f in rep["findings"]:
+            print(f"  [{f['kind']}] {f['case']}: {f['message'][:200]}")
+        print(f"{len(rep['findings'])} finding(s) ({rep['seconds']} s)")
+    return 1 if any(f["kind"] in ("convention", "non-finite", "crash") for f in rep["findings"]) else 0
 
 
 # ---------------------------------------------------------------- budget

@@ -621,7 +621,11 @@ def _python_target(spec: str) -> Adapter:
 def get_adapter(name: str) -> Adapter:
     if name.startswith("python:"):
         return _python_target(name)
-    return ADAPTERS[name]
+    if name in ADAPTERS:
+        return ADAPTERS[name]
+    from normspec.targets.family import FAMILY_ADAPTERS
+
+    return FAMILY_ADAPTERS[name]
 
 
 def prepare_environment(adapter: Adapter) -> None:

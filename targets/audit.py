@@ -64,6 +64,7 @@ class AuditCase:
     note: str = ""
     backward: bool = True  # whether each training step also runs a backward pass (MXNet updates only there)
     dy: np.ndarray | None = None  # a gradient case: dy for a single training step
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more arrays for the worker (GroupNorm's groups)
 
     def arrays(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class AuditCase:
             "eps": np.array(self.eps),
             "backward": np.array(self.backward),
             **({} if self.dy is None else {"dy": self.dy}),
+            **self.extra,
         }
 
 

@@ -1,0 +1,349 @@
+"""Audit targets for the rest of the family: LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
+
+Each family adapter runs one forward of one layer on a case (``x``, ``weight``,
+``bias``, ``eps``, and ``groups`` for GroupNorm) in the same worker processes
+as the BatchNorm targets (:mod:`normspec.targets.worker`), and returns ``y``.
+:func:`run_family_audit` compares with the oracle (``layer_norm``,
+``rms_norm``, ``group_norm``, ``instance_norm``) under the profile the target
+claims (:mod:`normspec.spec.family_conventions`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm, ulp_distance
+from normspec.spec.family_conventions import FamilyConvention, get_family_convention
+from normspec.targets.adapters import Adapter
+
+__all__ = ["FAMILY_ADAPTERS", "family_battery", "run_family_audit"]
+
+F32 = np.float32
+Case = dict[str, Any]
+
+
+def _y(y: Any) -> dict[str, np.ndarray]:
+    arr = np.asarray(y)[None]
+    return {"y": arr, "running_mean": np.zeros((1, 1), F32), "running_var": np.ones((1, 1), F32)}
+
+
+def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import torch
+        import torch.nn.functional as F  # noqa: N812 - torch's spelling
+
+        x = torch.from_numpy(np.ascontiguousarray(case["x"][0]))
+        w, b, eps = torch.from_numpy(case["weight"]), torch.from_numpy(case["bias"]), float(case["eps"])
+        if layer == "layer_norm":
+            y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
+        elif layer == "rms_norm":
+            y = F.rms_norm(x, (x.shape[-1],), w, None if np.isnan(eps) else eps)
+        elif layer == "group_norm":
+            y = F.group_norm(x, int(case["groups"]), w, b, eps)
+        else:
+            y = F.instance_norm(x, eps=eps)
+        return _y(y.numpy())
+
+    return run
+
+
+def _keras(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import keras
+
+        x = case["x"][0]
+        if layer == "layer_norm":
+            lay = keras.layers.LayerNormalization(axis=-1, epsilon=float(case["eps"]))
+            lay.build(x.shape)
+            lay.set_weights([case["weight"], case["bias"]])
+        else:
+            lay = keras.layers.GroupNormalization(groups=int(case["groups"]), axis=1, epsilon=float(case["eps"]))
+            lay.build(x.shape)
+            lay.set_weights([case["weight"], case["bias"]])
+        return _y(keras.ops.convert_to_numpy(lay(x)))
+
+    return run
+
+
+def _flax(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import jax.numpy as jnp
+        from flax import linen as nn
+
+        x = jnp.asarray(case["x"][0])
+        eps = float(case["eps"])
+        mod: Any
+        if layer == "layer_norm":
+            mod = nn.LayerNorm(epsilon=eps)
+            params = {"params": {"scale": jnp.asarray(case["weight"]), "bias": jnp.asarray(case["bias"])}}
+        else:
+            mod = nn.RMSNorm(epsilon=eps)
+            params = {"params": {"scale": jnp.asarray(case["weight"])}}
+        return _y(np.asarray(mod.apply(params, x)))
+
+    return run
+
+
+def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        from onnx import TensorProto, helper
+
+        x = case["x"][0]
+        f = TensorProto.FLOAT
+        if layer == "layer_norm":
+            node = helper.make_node(
+                "LayerNormalization", ["X", "scale", "B"], ["Y"], axis=-1, epsilon=float(case["eps"])
+            )
+            opset, pshape = 17, [x.shape[-1]]
+        else:
+            node = helper.make_node(
+                "GroupNormalization",
+                ["X", "scale", "B"],
+                ["Y"],
+                num_groups=int(case["groups"]),
+                epsilon=float(case["eps"]),
+            )
+            opset, pshape = 21, [x.shape[1]]
+        graph = helper.make_graph(
+            [node],
+            "family",
+            [
+                helper.make_tensor_value_info("X", f, list(x.shape)),
+                helper.make_tensor_value_info("scale", f, pshape),
+                helper.make_tensor_value_info("B", f, pshape),
+            ],
+            [helper.make_tensor_value_info("Y", f, list(x.shape))],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 10
+        feeds = {"X": x, "scale": case["weight"], "B": case["bias"]}
+        if runtime == "reference":
+            from onnx.reference import ReferenceEvaluator
+
+            out: Any = list(ReferenceEvaluator(model).run(None, feeds))[0]
+        else:
+            import onnxruntime as ort
+
+            out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[
+                0
+            ]
+        return _y(np.asarray(out))
+
+    return run
+
+
+def _kernels(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        from normspec.kernels import layer_norm as k_ln
+        from normspec.kernels import rms_norm as k_rms
+
+        x = case["x"][0]
+        if layer == "layer_norm":
+            return _y(k_ln(x, 1, case["weight"], case["bias"], eps=float(case["eps"])))
+        eps = float(case["eps"])
+        return _y(k_rms(x, 1, case["weight"], eps=None if np.isnan(eps) else eps))
+
+    return run
+
+
+def _a(
+    name: str,
+    convention: str,
+    library: str,
+    run: Callable[[Case], Any],
+    description: str,
+    env: tuple[tuple[str, str], ...] = (),
+) -> Adapter:
+    return Adapter(name, convention, library, run, description, env)
+
+
+FAMILY_ADAPTERS: dict[str, Adapter] = {
+    a.name: a
+    for a in [
+        _a("torch_layer_norm", "torch_layer_norm", "torch", _torch("layer_norm"), "torch F.layer_norm, CPU"),
+        _a("torch_rms_norm", "torch_rms_norm", "torch", _torch("rms_norm"), "torch F.rms_norm, CPU"),
+        _a("torch_group_norm", "torch_group_norm", "torch", _torch("group_norm"), "torch F.group_norm, CPU"),
+        _a(
+            "torch_instance_norm", "torch_instance_norm", "torch", _torch("instance_norm"), "torch F.instance_norm, CPU"
+        ),
+        _a(
+            "keras_layer_norm",
+            "keras3_layer_norm",
+            "keras",
+            _keras("layer_norm"),
+            "Keras 3 LayerNormalization, NumPy",
+            (("KERAS_BACKEND", "numpy"),),
+        ),
+        _a(
+            "keras_group_norm",
+            "keras3_group_norm",
+            "keras",
+            _keras("group_norm"),
+            "Keras 3 GroupNormalization, NumPy",
+            (("KERAS_BACKEND", "numpy"),),
+        ),
+        _a(
+            "flax_layer_norm",
+            "flax_layer_norm",
+            "flax",
+            _flax("layer_norm"),
+            "flax.linen.LayerNorm (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+        ),
+        _a(
+            "flax_rms_norm",
+            "flax_rms_norm",
+            "flax",
+            _flax("rms_norm"),
+            "flax.linen.RMSNorm (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+        ),
+        _a(
+            "onnx_reference_layer_norm17",
+            "onnx_layer_norm17",
+            "onnx",
+            _onnx("layer_norm", "reference"),
+            "onnx.reference LayerNormalization-17",
+        ),
+        _a(
+            "onnxruntime_layer_norm17",
+            "onnx_layer_norm17",
+            "onnxruntime",
+            _onnx("layer_norm", "ort"),
+            "onnxruntime LayerNormalization-17",
+        ),
+        _a(
+            "onnx_reference_group_norm21",
+            "onnx_group_norm21",
+            "onnx",
+            _onnx("group_norm", "reference"),
+            "onnx.reference GroupNormalization-21",
+        ),
+        _a("kernels_layer_norm", "torch_layer_norm", "numba", _kernels("layer_norm"), "normspec.kernels.layer_norm"),
+        _a("kernels_rms_norm", "torch_rms_norm", "numba", _kernels("rms_norm"), "normspec.kernels.rms_norm"),
+    ]
+}
+
+
+def _exact(conv: FamilyConvention, case: Case) -> np.ndarray:
+    x, w, b = case["x"][0], case["weight"], case["bias"]
+    eps = float(case["eps"])
+    if conv.eps_cast == "float32":
+        eps = float(F32(eps))
+    if conv.layer == "layer_norm":
+        return layer_norm(x, 1, w, b, eps=eps)
+    if conv.layer == "rms_norm":
+        return rms_norm(x, 1, w, eps=None if np.isnan(eps) else eps)
+    if conv.layer == "group_norm":
+        return group_norm(x, int(case["groups"]), w, b, eps=eps).y
+    return instance_norm(x, eps=eps)
+
+
+def family_battery(conv: FamilyConvention, seed: int = 0) -> list[tuple[str, Case, str]]:
+    """(name, case, note) for a family layer."""
+    rng = np.random.default_rng(seed)
+    eps = float("nan") if conv.eps_default is None else conv.eps_default  # NaN stands for "eps=None"
+    nd = conv.layer in ("group_norm", "instance_norm")
+    shape = (4, 6, 5) if nd else (6, 8)
+    feat = shape[1] if nd else shape[-1]
+    rows: list[tuple[str, np.ndarray, str]] = [
+        ("random", rng.standard_normal(shape), "standard normal"),
+        ("large_mean_rows", rng.standard_normal(shape) + 2000, "pytorch#51102: mean 2000"),
+        (
+            "raw_moments_trigger",
+            np.broadcast_to(40000 + np.arange(shape[-1]) % 4, shape).astype(np.float64),
+            "onnxruntime#28463, tvm#19592: [40000, 40001, 40002, 40003]",
+        ),
+        ("constant", np.full(shape, 1.2345678e7), "exact output beta"),
+        ("huge_magnitude", rng.choice([-1.0, 1.0], shape) * 1e30 * (1 + rng.random(shape)), "squares overflow float32"),
+    ]
+    out = []
+    for name, x, note in rows:
+        case = {
+            "x": x.astype(F32)[None],
+            "weight": (1 + 0.5 * rng.standard_normal(feat)).astype(F32),
+            "bias": rng.standard_normal(feat).astype(F32),
+            "eps": np.array(eps),
+            "training": np.array(True),
+            "momentum": np.array(0.0),
+            "running_mean": np.zeros(feat, F32),
+            "running_var": np.ones(feat, F32),
+            "groups": np.array(2 if conv.layer == "group_norm" else 1),
+        }
+        if conv.layer == "instance_norm":
+            case["weight"], case["bias"] = np.ones(feat, F32), np.zeros(feat, F32)
+        out.append((name, case, note))
+    return out
+
+
+def run_family_audit(
+    target: str, convention: str | None = None, *, timeout: float = 120.0, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Run the family battery on ``target``; returns the report as a dict (same shape as the BatchNorm audit's)."""
+    from normspec.targets.audit import AuditCase, run_cases
+
+    adapter = FAMILY_ADAPTERS[target]
+    conv = get_family_convention(convention or adapter.convention)
+    t0 = time.perf_counter()
+    battery = family_battery(conv)
+    cases = []
+    for name, case, note in battery:
+        ac = AuditCase(
+            name,
+            "family",
+            case["x"],
+            case["weight"],
+            case["bias"],
+            case["running_mean"],
+            case["running_var"],
+            True,
+            0.0,
+            float(case["eps"]),
+            note,
+            extra={"groups": case["groups"]},
+        )
+        cases.append(ac)
+    with tempfile.TemporaryDirectory(prefix="normspec-family-") as tmp:
+        outcomes = run_cases(target, cases, timeout, Path(tmp), progress)
+    rows, findings = [], []
+    for (name, case, note), ac in zip(battery, cases, strict=True):
+        out = outcomes[ac.name]
+        row: dict[str, Any] = {"case": name, "status": out.status, "note": note}
+        if out.status in ("crash", "timeout"):
+            findings.append({"kind": "crash", "case": name, "message": out.message})
+        elif out.status == "refused":
+            row["message"] = out.message
+            findings.append({"kind": "convention", "case": name, "message": f"refused: {out.message[:200]}"})
+        elif out.result is not None:
+            want = _exact(conv, case)
+            got = np.asarray(out.result["y"][0]).astype(want.dtype)
+            with np.errstate(invalid="ignore", over="ignore"):
+                d = ulp_distance(got, want)
+            finite = np.isfinite(want)
+            row["max_ulp"] = float(d[finite].max()) if finite.any() else 0.0
+            row["correctly_rounded"] = float(np.mean(d == 0))
+            bad = finite & ~np.isfinite(got)
+            if bad.any():
+                i = tuple(int(v) for v in np.argwhere(bad)[0])
+                findings.append(
+                    {
+                        "kind": "non-finite",
+                        "case": name,
+                        "message": f"y{list(i)} = {got[i]!r} where the exact value is {want[i]!r}",
+                    }
+                )
+        rows.append(row)
+    return {
+        "target": target,
+        "convention": conv.name,
+        "layer": conv.layer,
+        "description": adapter.description,
+        "cases": rows,
+        "findings": findings,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

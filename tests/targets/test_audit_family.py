@@ -1,0 +1,57 @@
+"""The family audit against real libraries: LayerNorm, RMSNorm, GroupNorm, InstanceNorm."""
+
+import importlib.util
+
+import pytest
+from normspec.targets.family import FAMILY_ADAPTERS, run_family_audit
+
+from normspec.cli import main
+
+
+def need(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install 'normspec[audit]')")
+
+
+def findings(rep, case):
+    return {f["kind"] for f in rep["findings"] if f["case"] == case}
+
+
+def test_keras_layer_norm_raw_moments_nan():
+    """Keras 3's NumPy backend computes E[x^2]-E[x]^2: NaN on [40000, 40001, 40002, 40003]."""
+    need("keras")
+    rep = run_family_audit("keras_layer_norm")
+    assert "non-finite" in findings(rep, "raw_moments_trigger")
+
+
+def test_torch_family_on_normal_rows_and_group_norm():
+    need("torch")
+    for target in ("torch_layer_norm", "torch_rms_norm", "torch_group_norm", "torch_instance_norm"):
+        rep = run_family_audit(target)
+        row = next(c for c in rep["cases"] if c["case"] == "random")
+        assert row["status"] == "ok" and row["max_ulp"] < 1e4, (target, row)
+
+
+def test_our_kernels_are_correctly_rounded_on_the_family_battery():
+    need("numba")
+    for target in ("kernels_layer_norm", "kernels_rms_norm"):
+        rep = run_family_audit(target)
+        assert not rep["findings"], rep["findings"]
+        assert all(c["max_ulp"] <= 1 for c in rep["cases"])
+
+
+def test_onnx_layer_norm17_matches_and_cli(capsys):
+    need("onnx")
+    rep = run_family_audit("onnx_reference_layer_norm17")
+    assert rep["layer"] == "layer_norm" and {c["case"] for c in rep["cases"]} >= {"random", "raw_moments_trigger"}
+    failing = any(f["kind"] in ("convention", "non-finite", "crash") for f in rep["findings"])
+    assert main(["audit", "onnx_reference_layer_norm17"]) == int(failing)
+    assert "normspec audit: onnx_reference_layer_norm17" in capsys.readouterr().out
+
+
+def test_every_family_target_claims_a_known_profile():
+    from normspec.spec import get_family_convention
+
+    for name, adapter in FAMILY_ADAPTERS.items():
+        layer = get_family_convention(adapter.convention).layer
+        assert layer.split("_")[0] in name, (name, layer)  # layer, rms, group, instance
