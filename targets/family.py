@@ -125,7 +125,8 @@ def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
         if runtime == "reference":
             from onnx.reference import ReferenceEvaluator
 
-            out: Any = list(ReferenceEvaluator(model).run(None, feeds))[0]
+            outputs: Any = ReferenceEvaluator(model).run(None, feeds)
+            out = outputs[0]
         else:
             import onnxruntime as ort
 
