@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        metavar="PROFILE",
+        help="also cases for a family profile (repeatable), e.g. torch_layer_norm, onnx_group_norm21",
+    )
+    gen.add_argument(
         "--onnx",
         action="store_true",
         help="also write the ONNX backend node-test layout (for onnx_bn14/onnx_bn15 evaluation cases)",
@@ -506,6 +513,7 @@ def _vectors(args: argparse.Namespace) -> int:
             tuple(args.dtype or ["float32"]),
             args.seed,
             onnx=args.onnx,
+            family=tuple(args.family),
         )
         extra = f" and {len(manifest['onnx'])} ONNX node tests" if args.onnx else ""
         print(

@@ -53,7 +53,9 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
         try:
             data = {k: decode(v, kinds.get(k, v.dtype.name)) for k, v in arrays.items()}
             inputs = {k: data[k] for k in _INPUTS}
-            expected = {k: data[k] for k in _EXPECTED}
+            if "groups" in data:
+                inputs["groups"] = data["groups"]
+            expected = {k: data[k] for k in _EXPECTED if k in data or k == "y"}
         except KeyError as exc:
             raise InputFileError(f"case {entry['name']!r} lacks array {exc}") from None
         expected.update({k: v for k, v in data.items() if k.startswith("budget_")})
@@ -116,10 +118,17 @@ def _torch_target(x: Any, w: Any, b: Any, rm: Any, rv: Any, training: bool, mome
     return _from_torch(y, x), rmt.numpy(), rvt.numpy()
 
 
+def _family_or(convention: str) -> Target | None:
+    from normspec.spec.family_conventions import FAMILY_CONVENTIONS
+
+    fam = FAMILY_CONVENTIONS.get(convention)
+    return family_oracle_target(fam.layer) if fam is not None else None
+
+
 def resolve_target(spec: str) -> Callable[[str], Target]:
     """A factory: convention name -> callable following the protocol."""
     if spec == "oracle":
-        return _oracle_target
+        return lambda convention: _family_or(convention) or _oracle_target(convention)
     if spec == "torch":
         try:
             import torch  # noqa: F401
@@ -166,7 +175,55 @@ class CaseResult:
         return self.status in ("non-finite", "crash", "malformed")
 
 
+def _check_family(case: VectorCase, target: Target) -> CaseResult:
+    """A family case: the target is called as f(x, weight, bias, eps, groups) -> y (eps NaN means None)."""
+    inp, want = case.inputs, case.expected["y"][0]
+    try:
+        got = np.asarray(
+            target(
+                inp["x"][0].copy(),
+                inp["weight"].copy(),
+                inp["bias"].copy(),
+                case.eps,
+                int(np.asarray(inp["groups"]).ravel()[0]),
+            )
+        )
+    except Exception as exc:  # a crashing implementation is a result, not our crash
+        return CaseResult(
+            case.name, "crash", math.inf, 0.0, traceback.format_exception_only(type(exc), exc)[-1].strip()
+        )
+    if got.shape != want.shape:
+        return CaseResult(case.name, "malformed", math.inf, 0.0, f"y shape {got.shape}, expected {want.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = ulp_distance(got.astype(want.dtype), want)
+    finite = np.isfinite(want.astype(np.float64))
+    bad = finite & ~np.isfinite(got.astype(np.float64))
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        return CaseResult(case.name, "non-finite", math.inf, float(np.mean(d == 0)), f"y{list(i)}: got {got[i]!r}")
+    worst = float(d[finite].max()) if finite.any() else 0.0
+    return CaseResult(case.name, "exact" if worst == 0 else "differs", worst, float(np.mean(d == 0)))
+
+
+def family_oracle_target(layer: str) -> Target:
+    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
+
+    def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
+        e = None if np.isnan(eps) else eps
+        if layer == "layer_norm":
+            return layer_norm(x, 1, w, b, eps=e or 0.0)
+        if layer == "rms_norm":
+            return rms_norm(x, 1, w, eps=e)
+        if layer == "group_norm":
+            return group_norm(x, groups, w, b, eps=e or 0.0).y
+        return instance_norm(x, eps=e or 0.0)
+
+    return run
+
+
 def check_case(case: VectorCase, target: Target) -> CaseResult:
+    if case.kind in ("layer_norm", "rms_norm", "group_norm", "instance_norm"):
+        return _check_family(case, target)
     inp, exp = case.inputs, case.expected
     worst_ulp, shares, worst = 0.0, [], ""
     beyond = 0

@@ -265,6 +265,55 @@ def _reference_budget(case: VectorCase, k: int, rm: np.ndarray, rv: np.ndarray) 
     )
 
 
+def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
+    """Golden cases for a family layer (LayerNorm, RMSNorm, GroupNorm, InstanceNorm) under ``profile``.
+
+    Only ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
+    """
+    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
+    from normspec.spec.family_conventions import get_family_convention
+    from normspec.targets.family import family_battery
+
+    conv = get_family_convention(profile)
+    out = []
+    for name, case, note in family_battery(conv, seed):
+        x, w, b, eps = case["x"], case["weight"], case["bias"], float(case["eps"])
+        e = None if np.isnan(eps) else (float(np.float32(eps)) if conv.eps_cast == "float32" else eps)
+        if conv.layer == "layer_norm":
+            y = layer_norm(x[0], 1, w, b, eps=e if e is not None else 0.0)
+        elif conv.layer == "rms_norm":
+            y = rms_norm(x[0], 1, w, eps=e)
+        elif conv.layer == "group_norm":
+            y = group_norm(x[0], int(case["groups"]), w, b, eps=e if e is not None else 0.0).y
+        else:
+            y = instance_norm(x[0], eps=e if e is not None else 0.0)
+        inputs = {
+            "x": x,
+            "weight": w,
+            "bias": b,
+            "running_mean": case["running_mean"],
+            "running_var": case["running_var"],
+            "groups": np.asarray(case["groups"]),
+        }
+        out.append(
+            VectorCase(
+                f"{profile}-float32-{name}",
+                profile,
+                conv.layer,
+                seed,
+                "float32",
+                True,
+                0.0,
+                eps,
+                1,
+                inputs,
+                {"y": y[None]},
+                note,
+            )
+        )
+    return out
+
+
 def generate(
     directory: Path,
     conventions: tuple[str, ...] = ("torch",),
@@ -272,6 +321,7 @@ def generate(
     seed: int = 0,
     *,
     onnx: bool = False,
+    family: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write every case's .npz and the manifest into ``directory``; returns the manifest."""
@@ -281,8 +331,10 @@ def generate(
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     all_cases = []
-    for convention in conventions:
-        for case in build_cases(convention, dtypes, seed):
+    batches = [build_cases(convention, dtypes, seed) for convention in conventions]
+    batches += [build_family_cases(profile, seed) for profile in family]
+    for cases_of_one in batches:
+        for case in cases_of_one:
             arrays, dtypes_of = {}, {}
             for key, arr in {**case.inputs, **case.expected}.items():
                 arrays[key], dtypes_of[key] = encode(arr)
@@ -299,6 +351,7 @@ def generate(
             "numpy": np.__version__,
             "seed": seed,
             "conventions": list(conventions),
+            "family": list(family),
             "dtypes": list(dtypes),
             "command": "normspec vectors generate "
             + json.dumps({"conventions": list(conventions), "dtypes": list(dtypes), "seed": seed}),

@@ -173,3 +173,21 @@ def test_torch_target_runs_when_installed(vecdir, capsys):
     crashed = {name for name, status in statuses.items() if status == "crash"}
     # torch refuses one value per channel in training: exactly those cases crash, so the exit status is 1
     assert crashed and all("one_value" in n or "n1_bessel" in n for n in crashed) and code == 1
+
+
+def test_family_vectors_regenerate_identically_and_check(tmp_path):
+    profiles = ("torch_layer_norm", "torch_rms_norm", "onnx_group_norm21", "torch_instance_norm")
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(a, (), ("float32",), seed=1, family=profiles)
+    generate(b, (), ("float32",), seed=1, family=profiles)
+    assert _tree(a) == _tree(b)
+    factory = resolve_target("oracle")
+    results = [check_case(c, factory(c.convention)) for c in load_cases(a)]
+    assert len(results) == 20 and all(r.status == "exact" for r in results)
+
+    def wrong(x, w, b_, eps, groups):  # eps outside the square root: a different function
+        m, v = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        return ((x - m) / (np.sqrt(v) + eps) * w + b_).astype(np.float32)
+
+    ln = [c for c in load_cases(a) if c.convention == "torch_layer_norm"]
+    assert any(check_case(c, wrong).status != "exact" for c in ln)
