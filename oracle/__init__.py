@@ -9,7 +9,7 @@ operators on top (:func:`batch_norm`).
 
 from normspec.oracle.backward import batch_norm_backward
 from normspec.oracle.batchnorm import BatchNormResult, ExactBatchNorm, batch_norm
-from normspec.oracle.family import instance_norm, layer_norm, rms_norm
+from normspec.oracle.family import instance_norm, instance_norm_tracked, layer_norm, rms_norm
 from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
 from normspec.oracle.groupnorm import GroupNormResult, group_norm
 from normspec.oracle.ulp import relative_ulp_error, ulp_distance
@@ -24,6 +24,7 @@ __all__ = [
     "layer_norm",
     "rms_norm",
     "instance_norm",
+    "instance_norm_tracked",
     "ulp_distance",
     "relative_ulp_error",
     "Format",

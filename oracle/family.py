@@ -36,7 +36,7 @@ from normspec.spec.conventions import check_eps
 
 from normspec.errors import DegenerateInputError, ShapeError, expected
 
-__all__ = ["layer_norm", "rms_norm", "instance_norm"]
+__all__ = ["layer_norm", "rms_norm", "instance_norm", "instance_norm_tracked"]
 
 
 def _rows(x: np.ndarray, normalized_ndim: int) -> tuple[np.ndarray, int, tuple[int, ...]]:
@@ -108,3 +108,49 @@ def instance_norm(x: Any, weight: Any = None, bias: Any = None, *, eps: float = 
     if xa.ndim < 3:
         raise ShapeError(expected("an array (N, C, spatial...)", "x.shape", xa.shape))
     return group_norm(xa, xa.shape[1], weight, bias, eps=eps).y
+
+
+def instance_norm_tracked(
+    x: Any,
+    running_mean: Any,
+    running_var: Any,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """InstanceNorm with running statistics (PyTorch ``track_running_stats=True``): ``(y, running_mean,
+    running_var)``.
+
+    Training normalizes each (sample, channel) by its own statistics and moves the running
+    statistics (new-weight momentum) towards the *batch average* of the per-instance mean and
+    unbiased variance; evaluation normalizes every instance with the running statistics.
+    Running statistics are exact, then rounded once to their dtype.
+    """
+    from normspec.oracle.batchnorm import batch_norm
+    from normspec.oracle.sqrtform import round_fraction
+
+    xa = np.asarray(x)
+    if xa.ndim < 3:
+        raise ShapeError(expected("an array (N, C, spatial...)", "x.shape", xa.shape))
+    rm, rv = np.asarray(running_mean), np.asarray(running_var)
+    n, c = xa.shape[:2]
+    if not training:
+        res = batch_norm(xa, None, None, rm, rv, training=False, eps=eps, convention="torch_raw")
+        return res.y, rm.copy(), rv.copy()
+    y = instance_norm(xa, eps=eps)
+    length = math.prod(xa.shape[2:])
+    if length < 2:
+        raise DegenerateInputError(expected("more than 1 value per instance", "x.shape", xa.shape))
+    x3 = xa.reshape(1, n * c, length)
+    fmt = format_of(xa.dtype, "x")
+    s1, s2, _ = exact_sums(x3, fmt_bits=fmt.p)
+    m = Fraction(float(momentum))
+    sfmt = format_of(rm.dtype, "running_mean")
+    new_m, new_v = np.empty(c), np.empty(c)
+    for ch in range(c):
+        means = [s1[i * c + ch] / length for i in range(n)]
+        unbiased = [(s2[i * c + ch] / length - means[i] ** 2) * Fraction(length, length - 1) for i in range(n)]
+        new_m[ch] = round_fraction((1 - m) * Fraction(float(rm[ch])) + m * sum(means, Fraction(0)) / n, sfmt)
+        new_v[ch] = round_fraction((1 - m) * Fraction(float(rv[ch])) + m * sum(unbiased, Fraction(0)) / n, sfmt)
+    return y, new_m.astype(rm.dtype), new_v.astype(rv.dtype)

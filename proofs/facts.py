@@ -482,7 +482,15 @@ def _ln_backward_steps() -> list[Step]:
     gs, bs = sp.symbols("g0:3", real=True), sp.symbols("b0:3", real=True)
     loss = sp.Add(*[d * y for d, y in zip(dys, layer_norm(xs, gs, bs, e), strict=True)])
     closed = layer_norm_backward(xs, dys, gs, e)
-    return [(f"dx_{i} of LayerNorm equals SymPy's derivative", closed[i], sp.diff(loss, xs[i])) for i in range(3)]
+    steps = [(f"dx_{i} of LayerNorm equals SymPy's derivative", closed[i], sp.diff(loss, xs[i])) for i in range(3)]
+    from normspec.spec.family import rms_norm, rms_norm_backward
+
+    rms_loss = sp.Add(*[d * y for d, y in zip(dys, rms_norm(xs, gs, e), strict=True)])
+    rms_closed = rms_norm_backward(xs, dys, gs, e)
+    steps += [
+        (f"dx_{i} of RMSNorm equals SymPy's derivative", rms_closed[i], sp.diff(rms_loss, xs[i])) for i in range(3)
+    ]
+    return steps
 
 
 def _ln_backward_confirm(rng: np.random.Generator) -> int:
@@ -618,7 +626,7 @@ _FACT_LIST = [
     ),
     Fact(
         "layer_norm_backward_closed_form",
-        "LayerNorm's closed-form dx equals SymPy's derivative",
+        "LayerNorm's and RMSNorm's closed-form dx equal SymPy's derivatives",
         ("eps > 0",),
         "the reference for hand-written LayerNorm backward passes",
         _ln_backward_steps,

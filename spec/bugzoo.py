@@ -282,6 +282,18 @@ def _ln_raw_moments(case: Case) -> Outputs:
     return {"y": y.astype(dt).reshape(case["x"].shape)}
 
 
+def _ln_raw_moments_clamped(case: Case) -> Outputs:
+    """LayerNorm with max(0, E[x^2] - E[x]^2) in float32: no NaN, but a variance cancelled to ~0
+    blows the output up by 1/sqrt(eps) (pytorch#51102: output variance ~3e4 for rows of mean 2000)."""
+    rows, dt = _ln_rows(case)
+    t = dt.type
+    with np.errstate(all="ignore"):
+        m = rows.mean(axis=1, keepdims=True, dtype=dt)
+        var = np.maximum(np.square(rows).mean(axis=1, keepdims=True, dtype=dt) - np.square(m), t(0)).astype(dt)
+        y = (rows - m) / np.sqrt(var + t(case["eps"])) * case["weight"].astype(dt) + case["bias"].astype(dt)
+    return {"y": y.astype(dt).reshape(case["x"].shape)}
+
+
 def _ln_in_input_precision(case: Case) -> Outputs:
     """LayerNorm evaluated in the input's precision with eps cast to it: eps = 1e-12 is 0 in float16,
     so a constant row gives 0/0 (TF PR #24979)."""
@@ -443,6 +455,17 @@ _VARIANTS = [
         True,
         _ln_raw_moments,
         witness_wants="nan",
+        operator="layer_norm",
+    ),
+    Variant(
+        "layer_norm_large_mean_clamped",
+        "numerical",
+        "LayerNorm with max(0, E[x^2] - E[x]^2) in float32: rows of large mean come out scaled by 1/sqrt(eps)",
+        ("bugs.md #14 pytorch#51102",),
+        "|mean| >> std within a row",
+        "y",
+        True,
+        _ln_raw_moments_clamped,
         operator="layer_norm",
     ),
     Variant(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sympy as sp
 from normspec.spec.core import affine, biased_var, mean, normalize
 
-__all__ = ["layer_norm", "rms_norm", "group_norm", "instance_norm", "layer_norm_backward"]
+__all__ = ["layer_norm", "rms_norm", "group_norm", "instance_norm", "layer_norm_backward", "rms_norm_backward"]
 
 
 def layer_norm(
@@ -85,3 +85,15 @@ def layer_norm_backward(
     gs = [g * d for g, d in zip(gammas, dys, strict=True)]
     sg, sgx = sp.Add(*gs), sp.Add(*[g * h for g, h in zip(gs, xhat, strict=True)])
     return [(n * g - sg - h * sgx) / (n * sigma) for g, h in zip(gs, xhat, strict=True)]
+
+
+def rms_norm_backward(
+    xs: Sequence[sp.Expr], dys: Sequence[sp.Expr], gammas: Sequence[sp.Expr], eps: sp.Expr
+) -> list[sp.Expr]:
+    """Closed-form dx of one RMSNorm row: with ``g_i = gamma_i dy_i`` and ``r = sqrt(mean(x^2) + eps)``,
+    ``dx_i = g_i / r - x_i sum(g x) / (n r^3)``."""
+    n = len(xs)
+    r = sp.sqrt(sp.Add(*[x * x for x in xs]) / n + eps)
+    gs = [g * d for g, d in zip(gammas, dys, strict=True)]
+    sgx = sp.Add(*[g * x for g, x in zip(gs, xs, strict=True)])
+    return [g / r - x * sgx / (n * r**3) for g, x in zip(gs, xs, strict=True)]

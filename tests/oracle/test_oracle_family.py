@@ -84,3 +84,23 @@ def test_layer_norm_over_two_trailing_axes_and_instance_norm():
 def test_family_bad_input(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_instance_norm_tracked_running_statistics_exactly():
+    from normspec.oracle import instance_norm_tracked
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 2, 5)) * 2 + 1).astype(F32)
+    rm, rv = np.array([0.5, -1.0], F32), np.array([2.0, 1.0], F32)
+    y, nm, nv = instance_norm_tracked(x, rm, rv, training=True, momentum=0.25)
+    same_bits(y, instance_norm(x))
+    m = Fraction(0.25)
+    for c in range(2):
+        inst = [[Fraction(float(v)) for v in x[i, c]] for i in range(3)]
+        means = [sum(r, Fraction(0)) / 5 for r in inst]
+        unb = [sum(((v - mu) ** 2 for v in r), Fraction(0)) / 4 for r, mu in zip(inst, means, strict=True)]
+        want_m = (1 - m) * Fraction(float(rm[c])) + m * sum(means, Fraction(0)) / 3
+        want_v = (1 - m) * Fraction(float(rv[c])) + m * sum(unb, Fraction(0)) / 3
+        assert nm[c] == np.float32(float(want_m)) and nv[c] == np.float32(float(want_v))
+    y_eval, rm2, _ = instance_norm_tracked(x, nm, nv, training=False)
+    assert y_eval.dtype == F32 and (rm2 == nm).all()
