@@ -33,6 +33,22 @@ examples:
 """
 
 
+def _audit_description() -> str:
+    from normspec.targets.adapters import ADAPTERS
+    from normspec.targets.family import FAMILY_ADAPTERS
+
+    def names(table: dict[str, Any]) -> str:
+        return ", ".join(f"{k}*" if v.venv else k for k, v in table.items())
+
+    return (
+        f"BatchNorm targets: {names(ADAPTERS)}. Family targets (LayerNorm, RMSNorm, GroupNorm, InstanceNorm): "
+        f"{names(FAMILY_ADAPTERS)}. Starred targets run in venvs of their own (bash scripts/setup-target-venvs.sh). "
+        "Or python:module:function (f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
+        "(y, running_mean, running_var)). Each runs in its own process with a timeout. Exit status 1 when there "
+        "is a finding of kind convention, non-finite or crash."
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="normspec",
@@ -166,14 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     aud = sub.add_parser(
         "audit",
         help="run a real implementation against the oracle: conventions, errors, findings",
-        description="Targets: torch, torch_raw, onnx_reference_bn9, onnx_reference_bn14, onnx_reference_bn15, "
-        "onnxruntime_bn15, "
-        "keras_numpy, keras_jax, keras_torch, flax_linen, flax_nnx, kernels, mxnet_cpu, paddle_cpu, "
-        "tf_fused_batch_norm, tf_keras2_fused, tf_keras2_nonfused, tf_nn_batch_normalization, keras_tensorflow "
-        "(these seven in venvs of their own: bash scripts/setup-target-venvs.sh), or python:module:function "
-        "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, running_mean, "
-        "running_var)). Each runs in its own process with a timeout. Exit status 1 when there is a "
-        "finding of kind convention, non-finite or crash.",
+        description=_audit_description(),
     )
     aud.add_argument("target")
     aud.add_argument("--convention", default=None, help="the profile the target claims (default: the target's own)")

@@ -426,8 +426,12 @@ _VARIANTS = [
     Variant(
         "groupnorm18_per_group_affine",
         "formula",
-        "GroupNorm with scale and bias per group instead of per channel (ONNX GroupNormalization-18, deprecated in 21)",
-        ("bugs.md #49 ONNX GroupNormalization-18",),
+        "GroupNorm with scale and bias per group instead of per channel (ONNX GroupNormalization-18, deprecated in 21;"
+        " MXNet <= 1.9 GroupNorm)",
+        (
+            "bugs.md #49 ONNX GroupNormalization-18",
+            "apache/mxnet#17139 (fixed by #18199 on master only; reproduced on mxnet 1.9.1)",
+        ),
         "C/G > 1 and gamma varying within a group",
         "y",
         True,

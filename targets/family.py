@@ -14,12 +14,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm, ulp_distance
-from normspec.spec.family_conventions import FamilyConvention, get_family_convention
 from normspec.targets.adapters import Adapter
+
+if TYPE_CHECKING:  # the workers in the targets' own venvs import this module without SymPy or mpmath
+    from normspec.spec.family_conventions import FamilyConvention
 
 __all__ = ["FAMILY_ADAPTERS", "family_battery", "run_family_audit"]
 
@@ -100,6 +101,9 @@ def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
                 "LayerNormalization", ["X", "scale", "B"], ["Y"], axis=-1, epsilon=float(case["eps"])
             )
             opset, pshape = 17, [x.shape[-1]]
+        elif layer == "instance_norm":
+            node = helper.make_node("InstanceNormalization", ["X", "scale", "B"], ["Y"], epsilon=float(case["eps"]))
+            opset, pshape = 17, [x.shape[1]]  # InstanceNormalization-6 is current at opset 17
         else:
             node = helper.make_node(
                 "GroupNormalization",
@@ -138,6 +142,70 @@ def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
     return run
 
 
+def _flax_group_norm(case: Case) -> dict[str, np.ndarray]:
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    x = jnp.asarray(np.moveaxis(case["x"][0], 1, -1))  # Flax normalizes channels-last
+    mod = nn.GroupNorm(num_groups=int(case["groups"]), epsilon=float(case["eps"]))
+    params = {"params": {"scale": jnp.asarray(case["weight"]), "bias": jnp.asarray(case["bias"])}}
+    return _y(np.moveaxis(np.asarray(mod.apply(params, x)), -1, 1))
+
+
+def _tf_keras(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import tf_keras
+
+        x = case["x"][0]
+        eps = float(case["eps"])
+        lay: Any
+        if layer == "layer_norm":
+            lay = tf_keras.layers.LayerNormalization(axis=-1, epsilon=eps)
+        else:
+            lay = tf_keras.layers.GroupNormalization(groups=int(case["groups"]), axis=1, epsilon=eps)
+        lay.build(x.shape)
+        lay.set_weights([case["weight"], case["bias"]])
+        return _y(np.asarray(lay(x)))
+
+    return run
+
+
+def _paddle(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import paddle
+        import paddle.nn.functional as F  # noqa: N812 - Paddle's own spelling
+
+        paddle.set_device("cpu")
+        x = paddle.to_tensor(case["x"][0])
+        w, b, eps = paddle.to_tensor(case["weight"]), paddle.to_tensor(case["bias"]), float(case["eps"])
+        if layer == "layer_norm":
+            y = F.layer_norm(x, [x.shape[-1]], w, b, epsilon=eps)
+        elif layer == "group_norm":
+            y = F.group_norm(x, int(case["groups"]), epsilon=eps, weight=w, bias=b, data_format="NCL")
+        else:
+            y = F.instance_norm(x, weight=w, bias=b, eps=eps, data_format="NCL")
+        return _y(y.numpy())
+
+    return run
+
+
+def _mxnet(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import mxnet as mx
+
+        x, w, b = (mx.nd.array(case[k][0] if k == "x" else case[k]) for k in ("x", "weight", "bias"))
+        eps = float(case["eps"])
+        if layer == "layer_norm":
+            y = mx.nd.LayerNorm(x, w, b, axis=-1, eps=eps)
+        elif layer == "group_norm":
+            y = mx.nd.GroupNorm(x, w, b, num_groups=int(case["groups"]), eps=eps)
+        else:
+            y = mx.nd.InstanceNorm(x, w, b, eps=eps)
+        return _y(y.asnumpy())
+
+    return run
+
+
 def _kernels(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     def run(case: Case) -> dict[str, np.ndarray]:
         from normspec.kernels import layer_norm as k_ln
@@ -159,8 +227,9 @@ def _a(
     run: Callable[[Case], Any],
     description: str,
     env: tuple[tuple[str, str], ...] = (),
+    venv: str | None = None,
 ) -> Adapter:
-    return Adapter(name, convention, library, run, description, env)
+    return Adapter(name, convention, library, run, description, env, venv=venv)
 
 
 FAMILY_ADAPTERS: dict[str, Adapter] = {
@@ -225,6 +294,99 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _onnx("group_norm", "reference"),
             "onnx.reference GroupNormalization-21",
         ),
+        _a(
+            "flax_group_norm",
+            "flax_group_norm",
+            "flax",
+            _flax_group_norm,
+            "flax.linen.GroupNorm (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+        ),
+        _a(
+            "onnx_reference_instance_norm",
+            "onnx_instance_norm",
+            "onnx",
+            _onnx("instance_norm", "reference"),
+            "onnx.reference InstanceNormalization-6",
+        ),
+        _a(
+            "onnxruntime_instance_norm",
+            "onnx_instance_norm",
+            "onnxruntime",
+            _onnx("instance_norm", "ort"),
+            "onnxruntime InstanceNormalization-6",
+        ),
+        _a(
+            "onnxruntime_group_norm21",
+            "onnx_group_norm21",
+            "onnxruntime",
+            _onnx("group_norm", "ort"),
+            "onnxruntime GroupNormalization-21",
+        ),
+        _a(
+            "tf_keras_layer_norm",
+            "tf_keras2_layer_norm",
+            "tf_keras",
+            _tf_keras("layer_norm"),
+            "tf_keras 2 LayerNormalization (TensorFlow CPU, own venv)",
+            venv="tf",
+        ),
+        _a(
+            "tf_keras_group_norm",
+            "tf_keras2_group_norm",
+            "tf_keras",
+            _tf_keras("group_norm"),
+            "tf_keras 2 GroupNormalization (TensorFlow CPU, own venv)",
+            venv="tf",
+        ),
+        _a(
+            "paddle_layer_norm",
+            "paddle_layer_norm",
+            "paddle",
+            _paddle("layer_norm"),
+            "paddle F.layer_norm, CPU (own venv)",
+            venv="paddle",
+        ),
+        _a(
+            "paddle_group_norm",
+            "paddle_group_norm",
+            "paddle",
+            _paddle("group_norm"),
+            "paddle F.group_norm, CPU (own venv)",
+            venv="paddle",
+        ),
+        _a(
+            "paddle_instance_norm",
+            "paddle_instance_norm",
+            "paddle",
+            _paddle("instance_norm"),
+            "paddle F.instance_norm, CPU (own venv)",
+            venv="paddle",
+        ),
+        _a(
+            "mxnet_layer_norm",
+            "mxnet_layer_norm",
+            "mxnet",
+            _mxnet("layer_norm"),
+            "mxnet.nd.LayerNorm 1.9.1, CPU (own venv)",
+            venv="mxnet",
+        ),
+        _a(
+            "mxnet_group_norm",
+            "mxnet_group_norm",
+            "mxnet",
+            _mxnet("group_norm"),
+            "mxnet.nd.GroupNorm 1.9.1, CPU (own venv)",
+            venv="mxnet",
+        ),
+        _a(
+            "mxnet_instance_norm",
+            "mxnet_instance_norm",
+            "mxnet",
+            _mxnet("instance_norm"),
+            "mxnet.nd.InstanceNorm 1.9.1, CPU (own venv)",
+            venv="mxnet",
+        ),
         _a("kernels_layer_norm", "torch_layer_norm", "numba", _kernels("layer_norm"), "normspec.kernels.layer_norm"),
         _a("kernels_rms_norm", "torch_rms_norm", "numba", _kernels("rms_norm"), "normspec.kernels.rms_norm"),
     ]
@@ -232,6 +394,8 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
 
 
 def _exact(conv: FamilyConvention, case: Case) -> np.ndarray:
+    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
+
     x, w, b = case["x"][0], case["weight"], case["bias"]
     eps = float(case["eps"])
     if conv.eps_cast == "float32":
@@ -240,8 +404,11 @@ def _exact(conv: FamilyConvention, case: Case) -> np.ndarray:
         return layer_norm(x, 1, w, b, eps=eps)
     if conv.layer == "rms_norm":
         return rms_norm(x, 1, w, eps=None if np.isnan(eps) else eps)
-    if conv.layer == "group_norm":
-        return group_norm(x, int(case["groups"]), w, b, eps=eps).y
+    groups = int(case["groups"]) if conv.layer == "group_norm" else x.shape[1]
+    if conv.affine == "per_group":  # one scale per group: the same formula with it repeated over the group's channels
+        w, b = np.repeat(w, x.shape[1] // groups), np.repeat(b, x.shape[1] // groups)
+    if conv.layer == "group_norm" or conv.affine == "per_channel":  # InstanceNorm is GroupNorm with C groups
+        return group_norm(x, groups, w, b, eps=eps).y
     return instance_norm(x, eps=eps)
 
 
@@ -276,8 +443,10 @@ def family_battery(conv: FamilyConvention, seed: int = 0) -> list[tuple[str, Cas
             "running_var": np.ones(feat, F32),
             "groups": np.array(2 if conv.layer == "group_norm" else 1),
         }
-        if conv.layer == "instance_norm":
+        if conv.affine == "none":
             case["weight"], case["bias"] = np.ones(feat, F32), np.zeros(feat, F32)
+        elif conv.affine == "per_group":
+            case["weight"], case["bias"] = case["weight"][: int(case["groups"])], case["bias"][: int(case["groups"])]
         out.append((name, case, note))
     return out
 
@@ -286,6 +455,8 @@ def run_family_audit(
     target: str, convention: str | None = None, *, timeout: float = 120.0, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Run the family battery on ``target``; returns the report as a dict (same shape as the BatchNorm audit's)."""
+    from normspec.oracle import ulp_distance
+    from normspec.spec.family_conventions import get_family_convention
     from normspec.targets.audit import AuditCase, run_cases
 
     adapter = FAMILY_ADAPTERS[target]

@@ -55,3 +55,53 @@ def test_every_family_target_claims_a_known_profile():
     for name, adapter in FAMILY_ADAPTERS.items():
         layer = get_family_convention(adapter.convention).layer
         assert layer.split("_")[0] in name, (name, layer)  # layer, rms, group, instance
+
+
+def need_venv(name: str) -> None:
+    from normspec.targets.audit import venv_root
+
+    if not (venv_root() / name / "bin" / "python").exists():
+        pytest.skip(f"the {name} target's virtual environment is missing: bash scripts/setup-target-venvs.sh {name}")
+
+
+def test_mxnet_group_norm_takes_scale_and_bias_per_group():
+    """apache/mxnet#17139 on MXNet 1.9.1: gamma and beta have one entry per group, not per channel."""
+    need_venv("mxnet")
+    own = run_family_audit("mxnet_group_norm")  # its own (per-group) profile: the values agree
+    row = next(c for c in own["cases"] if c["case"] == "random")
+    assert row["status"] == "ok" and row["max_ulp"] < 1e3, row
+    per_channel = run_family_audit("mxnet_group_norm", "torch_group_norm")  # per-channel weights: refused
+    assert "convention" in findings(per_channel, "random")
+
+
+@pytest.mark.parametrize(
+    ("venv", "targets"),
+    [
+        ("tf", ("tf_keras_layer_norm", "tf_keras_group_norm")),
+        ("paddle", ("paddle_layer_norm", "paddle_group_norm", "paddle_instance_norm")),
+        ("mxnet", ("mxnet_layer_norm", "mxnet_instance_norm")),
+    ],
+)
+def test_venv_family_targets_agree_on_normal_rows(venv, targets):
+    need_venv(venv)
+    for target in targets:
+        rep = run_family_audit(target)
+        row = next(c for c in rep["cases"] if c["case"] == "random")
+        assert row["status"] == "ok" and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
+
+
+def test_onnx_instance_and_group_norm_targets():
+    need("onnxruntime")
+    for target in ("onnx_reference_instance_norm", "onnxruntime_instance_norm", "onnxruntime_group_norm21"):
+        rep = run_family_audit(target)
+        row = next(c for c in rep["cases"] if c["case"] == "random")
+        assert row["status"] == "ok" and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
+        assert {c["case"] for c in rep["cases"] if c["status"] == "ok"} == {c["case"] for c in rep["cases"]}
+
+
+def test_flax_group_norm_raw_moments_overflow_at_huge_magnitude():
+    """flax.linen.GroupNorm's fast variance squares in float32: NaN at |x| ~ 1e30 where the exact y is finite."""
+    need("flax")
+    rep = run_family_audit("flax_group_norm")
+    assert not findings(rep, "random")
+    assert "non-finite" in findings(rep, "huge_magnitude")
