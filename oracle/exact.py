@@ -100,7 +100,7 @@ class _PieceSum:
             lowest = exp0 - self.w * (len(self.acc) - 1)
             for j, acc in enumerate(self.acc):
                 total += int(acc[g]) << (self.w * (len(self.acc) - 1 - j))
-            out.append(Fraction(total) * Fraction(2) ** lowest)
+            out.append(Fraction(total << lowest) if lowest >= 0 else Fraction(total, 1 << -lowest))
         return out
 
 

@@ -72,11 +72,15 @@ def _run(
             denom.append(Fraction(1))
             special.append("nan")
             continue
-        mean = s1[g] / n if centred else Fraction(0)
-        second = s2[g] / n - (mean * mean if centred else 0)
-        means.append(mean)
-        denom.append(second + e)
-        special.append("" if second + e != 0 else "div0")
+        # One normalization per Fraction: s1 = p1/q1 and s2 = p2/q2 (q powers of two), e = pe/qe;
+        # var + eps = (n p2 q1^2 - p1^2 q2) / (n^2 q1^2 q2) + pe/qe.
+        p1, q1 = (s1[g].numerator, s1[g].denominator) if centred else (0, 1)
+        p2, q2 = s2[g].numerator, s2[g].denominator
+        den = n * n * q1 * q1 * q2
+        d = Fraction((n * p2 * q1 * q1 - p1 * p1 * q2) * e.denominator + e.numerator * den, den * e.denominator)
+        means.append(Fraction(p1, q1 * n))
+        denom.append(d)
+        special.append("" if d != 0 else "div0")
     y3, _ = normalize(x3, fmt, GroupPlan(means, denom, special), w3, b3)
     return y3.reshape(xa.shape)
 
