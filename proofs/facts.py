@@ -490,6 +490,20 @@ def _ln_backward_steps() -> list[Step]:
     steps += [
         (f"dx_{i} of RMSNorm equals SymPy's derivative", rms_closed[i], sp.diff(rms_loss, xs[i])) for i in range(3)
     ]
+    from normspec.spec.family import group_norm, group_norm_backward
+
+    # GroupNorm: one group of two channels with two values each and a gamma per channel
+    # (InstanceNorm is the same formula with one channel per group).
+    gx = sp.symbols("x0:4", real=True)
+    gd = sp.symbols("dy0:4", real=True)
+    chans, dchans = [list(gx[:2]), list(gx[2:])], [list(gd[:2]), list(gd[2:])]
+    gn = group_norm(chans, 1, gs[:2], bs[:2], e)
+    gn_loss = sp.Add(*[d * y for dc, yc in zip(dchans, gn, strict=True) for d, y in zip(dc, yc, strict=True)])
+    gn_closed = [v for row in group_norm_backward(chans, dchans, 1, gs[:2], e) for v in row]
+    steps += [
+        (f"dx_{i} of GroupNorm (per-channel gamma) equals SymPy's derivative", gn_closed[i], sp.diff(gn_loss, gx[i]))
+        for i in range(4)
+    ]
     return steps
 
 
@@ -507,7 +521,22 @@ def _ln_backward_confirm(rng: np.random.Generator) -> int:
     }
     for i in range(3):
         _check(sp.nsimplify(sp.simplify((closed[i] - sp.diff(loss, xs[i])).subs(point))) == 0, "at a rational point")
-    return 3
+    from normspec.spec.family import group_norm, group_norm_backward
+
+    gx, gd = sp.symbols("x0:4", real=True), sp.symbols("dy0:4", real=True)
+    chans, dchans = [list(gx[:2]), list(gx[2:])], [list(gd[:2]), list(gd[2:])]
+    gn = group_norm(chans, 1, gs[:2], [0, 0], e)
+    gn_loss = sp.Add(*[d * y for dc, yc in zip(dchans, gn, strict=True) for d, y in zip(dc, yc, strict=True)])
+    gn_closed = [v for row in group_norm_backward(chans, dchans, 1, gs[:2], e) for v in row]
+    gpoint = {
+        **{x: sp.Rational(int(rng.integers(-9, 9)), 4) for x in gx},
+        **{d: sp.Rational(int(rng.integers(-9, 9)), 2) for d in gd},
+        e: sp.Rational(1, 8),
+    }
+    for i in range(4):
+        diff = (gn_closed[i] - sp.diff(gn_loss, gx[i])).subs(gpoint)
+        _check(sp.nsimplify(sp.simplify(diff)) == 0, "GroupNorm at a rational point")
+    return 7
 
 
 _FACT_LIST = [
@@ -626,7 +655,7 @@ _FACT_LIST = [
     ),
     Fact(
         "layer_norm_backward_closed_form",
-        "LayerNorm's and RMSNorm's closed-form dx equal SymPy's derivatives",
+        "LayerNorm's, RMSNorm's and GroupNorm's closed-form dx equal SymPy's derivatives",
         ("eps > 0",),
         "the reference for hand-written LayerNorm backward passes",
         _ln_backward_steps,

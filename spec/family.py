@@ -87,6 +87,31 @@ def layer_norm_backward(
     return [(n * g - sg - h * sgx) / (n * sigma) for g, h in zip(gs, xhat, strict=True)]
 
 
+def group_norm_backward(
+    channels: Sequence[Sequence[sp.Expr]],
+    dys: Sequence[Sequence[sp.Expr]],
+    groups: int,
+    gammas: Sequence[sp.Expr],
+    eps: sp.Expr,
+) -> list[list[sp.Expr]]:
+    """Closed-form dx of one GroupNorm sample: each group is one LayerNorm row over its values,
+    with each channel's gamma repeated over that channel's values.  InstanceNorm is the case
+    ``groups == len(channels)``."""
+    per = len(channels) // groups
+    out: list[list[sp.Expr]] = []
+    for g in range(groups):
+        chans = range(g * per, (g + 1) * per)
+        xs = [x for c in chans for x in channels[c]]
+        ds = [d for c in chans for d in dys[c]]
+        gs = [gammas[c] for c in chans for _ in channels[c]]
+        flat = layer_norm_backward(xs, ds, gs, eps)
+        k = 0
+        for c in chans:
+            out.append(flat[k : k + len(channels[c])])
+            k += len(channels[c])
+    return out
+
+
 def rms_norm_backward(
     xs: Sequence[sp.Expr], dys: Sequence[sp.Expr], gammas: Sequence[sp.Expr], eps: sp.Expr
 ) -> list[sp.Expr]:
