@@ -154,12 +154,7 @@ def normalize(
             per_group.append((*_split_fraction(m), 0.0 if kind == "guard" else math.inf, 0.0))
     mu_hi, mu_lo, mu_err, rs, rs_lo = np.array(per_group, dtype=np.float64).reshape(g_n, 5).T.copy()
     r3 = rs.reshape(1, -1, 1)
-    with np.errstate(invalid="ignore"):
-        s3 = gamma3 * r3  # s = gamma / sqrt(D) within 2**-51 relative
-        # The per-group part of the error bound (see _fast_block).
-        c3 = 2.0 * np.abs(s3) * (mu_err + 2.0**-52 * np.abs(mu_lo)).reshape(1, -1, 1)
-        c3 = c3 + 2.0**-49 * np.abs(beta3) + 2.0**-1060
-    c3 = np.where(np.isnan(c3), np.inf, c3)  # infinite scale (D == 0): no bound, the exact path decides
+    e3 = (mu_err + 2.0**-52 * np.abs(mu_lo)).reshape(1, -1, 1)
     mu_hi3, mu_lo3 = mu_hi.reshape(1, -1, 1), mu_lo.reshape(1, -1, 1)
     if out_fmt is FLOAT64:  # s = gamma / sqrt(D) as a double-double, and its own error bound
         with np.errstate(invalid="ignore", over="ignore"):
@@ -184,9 +179,14 @@ def normalize(
                 xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
             )
         else:
-            yb, undecided = _fast_block(
-                xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], _bslice(s3, sl), _bslice(beta3, sl), _bslice(c3, sl)
-            )
+            # Per block (cache-sized, and no full-size temporaries when gamma varies within a group):
+            # s = gamma / sqrt(D) within 2**-51 relative, and the per-group part c of the bound.
+            beta_b = _bslice(beta3, sl)
+            with np.errstate(invalid="ignore"):
+                s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
+                c_b = 2.0 * np.abs(s_b) * e3[:, sl[1]] + (2.0**-49 * np.abs(beta_b) + 2.0**-1060)
+            c_b[np.isnan(c_b)] = np.inf  # infinite scale (D == 0): no bound, the exact path decides
+            yb, undecided = _fast_block(xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_b, beta_b, c_b)
         nan_here = nan_groups[sl[1]]
         if nan_here.any():  # non-finite statistics: the whole group is NaN
             yb[:, nan_here, :] = math.nan

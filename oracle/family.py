@@ -63,7 +63,7 @@ def _run(
     x3: np.ndarray, xa: np.ndarray, n: int, centred: bool, eps: float, w3: np.ndarray, b3: np.ndarray
 ) -> np.ndarray:
     fmt = format_of(xa.dtype, "x")
-    s1, s2, nonfinite = exact_sums(x3, fmt_bits=fmt.p)
+    s1, s2, nonfinite = exact_sums(x3, fmt_bits=fmt.p, first=centred)
     e = Fraction(float(eps))
     means, denom, special = [], [], []
     for g in range(x3.shape[1]):
