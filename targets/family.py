@@ -22,7 +22,7 @@ from normspec.targets.adapters import Adapter
 if TYPE_CHECKING:  # the workers in the targets' own venvs import this module without SymPy or mpmath
     from normspec.spec.family_conventions import FamilyConvention
 
-__all__ = ["FAMILY_ADAPTERS", "family_battery", "run_family_audit"]
+__all__ = ["FAMILY_ADAPTERS", "exact_family_output", "family_battery", "run_family_audit"]
 
 F32 = np.float32
 Case = dict[str, Any]
@@ -393,7 +393,8 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
 }
 
 
-def _exact(conv: FamilyConvention, case: Case) -> np.ndarray:
+def exact_family_output(conv: FamilyConvention, case: Case) -> np.ndarray:
+    """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
     from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
 
     x, w, b = case["x"][0], case["weight"], case["bias"]
@@ -492,7 +493,7 @@ def run_family_audit(
             row["message"] = out.message
             findings.append({"kind": "convention", "case": name, "message": f"refused: {out.message[:200]}"})
         elif out.result is not None:
-            want = _exact(conv, case)
+            want = exact_family_output(conv, case)
             got = np.asarray(out.result["y"][0]).astype(want.dtype)
             with np.errstate(invalid="ignore", over="ignore"):
                 d = ulp_distance(got, want)

@@ -206,7 +206,7 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
 
 
 def family_oracle_target(layer: str) -> Target:
-    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
+    from normspec.oracle import group_norm, layer_norm, rms_norm
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
         e = None if np.isnan(eps) else eps
@@ -214,9 +214,12 @@ def family_oracle_target(layer: str) -> Target:
             return layer_norm(x, 1, w, b, eps=e or 0.0)
         if layer == "rms_norm":
             return rms_norm(x, 1, w, eps=e)
-        if layer == "group_norm":
-            return group_norm(x, groups, w, b, eps=e or 0.0).y
-        return instance_norm(x, eps=e or 0.0)
+        channels = np.shape(x)[1]
+        if layer == "instance_norm":  # GroupNorm with one channel per group, per-channel affine
+            groups = channels
+        if np.shape(w)[0] != channels:  # one scale per group (ONNX GroupNormalization-18, MXNet 1.9)
+            w, b = np.repeat(w, channels // groups), np.repeat(b, channels // groups)
+        return group_norm(x, groups, w, b, eps=e or 0.0).y
 
     return run
 

@@ -270,23 +270,16 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
 
     Only ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
     """
-    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
     from normspec.spec.family_conventions import get_family_convention
-    from normspec.targets.family import family_battery
+    from normspec.targets.family import exact_family_output, family_battery
 
     conv = get_family_convention(profile)
     out = []
     for name, case, note in family_battery(conv, seed):
         x, w, b, eps = case["x"], case["weight"], case["bias"], float(case["eps"])
-        e = None if np.isnan(eps) else (float(np.float32(eps)) if conv.eps_cast == "float32" else eps)
-        if conv.layer == "layer_norm":
-            y = layer_norm(x[0], 1, w, b, eps=e if e is not None else 0.0)
-        elif conv.layer == "rms_norm":
-            y = rms_norm(x[0], 1, w, eps=e)
-        elif conv.layer == "group_norm":
-            y = group_norm(x[0], int(case["groups"]), w, b, eps=e if e is not None else 0.0).y
-        else:
-            y = instance_norm(x[0], eps=e if e is not None else 0.0)
+        y = exact_family_output(conv, case)  # the profile's eps precision and affine form (per group, per channel)
+        if conv.eps_cast == "float32" and not np.isnan(eps):
+            eps = float(np.float32(eps))  # the eps the expected y was computed with, exactly
         inputs = {
             "x": x,
             "weight": w,
