@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=None,
-        help="write report.html with plots, and a reproducer (case.npz + repro.py) per finding",
+        help="write report.html with plots (family targets: report.json), and a reproducer (case.npz + repro.py) "
+        "per finding",
     )
     aud.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
 
@@ -591,13 +592,7 @@ def _audit(args: argparse.Namespace) -> int:
         return _audit_family(args)
     total = len(battery(get_convention(args.convention or "torch")))
     bar = Progress(total, f"normspec audit {args.target}", mode=args.progress)
-    rep = run_audit(
-        args.target,
-        args.convention,
-        timeout=args.timeout,
-        progress=bar,
-        reproducers=args.report / "reproducers" if args.report else None,
-    )
+    rep = run_audit(args.target, args.convention, **_run_options(args, bar))
     bar.close()
     if args.json:
         print(json.dumps(rep.as_dict(), indent=2))
@@ -610,6 +605,15 @@ def _audit(args: argparse.Namespace) -> int:
     return 1 if rep.failed else 0
 
 
+def _run_options(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
+    """What both audits take from the command line: the timeout, the progress bar, the reproducers' folder."""
+    return {
+        "timeout": args.timeout,
+        "progress": bar,
+        "reproducers": args.report / "reproducers" if args.report else None,
+    }
+
+
 def _audit_family(args: argparse.Namespace) -> int:
     import json
 
@@ -617,8 +621,11 @@ def _audit_family(args: argparse.Namespace) -> int:
     from normspec.targets.family import run_family_audit
 
     bar = Progress(5, f"normspec audit {args.target}", mode=args.progress)
-    rep = run_family_audit(args.target, args.convention, timeout=args.timeout, progress=bar)
+    rep = run_family_audit(args.target, args.convention, **_run_options(args, bar))
     bar.close()
+    if args.report:  # the family report is the JSON and the reproducers (no plots yet)
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "report.json").write_text(json.dumps(rep, indent=2))
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
@@ -642,7 +649,11 @@ def _audit_family(args: argparse.Namespace) -> int:
         print("")
         for f in rep["findings"]:
             print(f"  [{f['kind']}] {f['case']}: {f['message'][:200]}")
+            if "reproducer" in f:
+                print(f"      reproducer: {f['reproducer']}/repro.py")
         print(f"{len(rep['findings'])} finding(s) ({rep['seconds']} s)")
+        if args.report:
+            print(f"report: {args.report / 'report.json'}")
     return 1 if any(f["kind"] in ("convention", "non-finite", "crash") for f in rep["findings"]) else 0
 
 

@@ -22,7 +22,7 @@ from normspec.targets.adapters import Adapter
 if TYPE_CHECKING:  # the workers in the targets' own venvs import this module without SymPy or mpmath
     from normspec.spec.family_conventions import FamilyConvention
 
-__all__ = ["FAMILY_ADAPTERS", "exact_family_output", "family_battery", "run_family_audit"]
+__all__ = ["FAMILY_ADAPTERS", "exact_family_output", "family_battery", "reproduce_family_case", "run_family_audit"]
 
 F32 = np.float32
 Case = dict[str, Any]
@@ -452,21 +452,19 @@ def family_battery(conv: FamilyConvention, seed: int = 0) -> list[tuple[str, Cas
     return out
 
 
-def run_family_audit(
-    target: str, convention: str | None = None, *, timeout: float = 120.0, progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
-    """Run the family battery on ``target``; returns the report as a dict (same shape as the BatchNorm audit's)."""
+def _judge(
+    target: str,
+    conv: FamilyConvention,
+    battery: list[tuple[str, Case, str]],
+    timeout: float,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """Run ``battery`` on ``target`` (in its worker process) and compare with the oracle: rows, findings, cases."""
     from normspec.oracle import ulp_distance
-    from normspec.spec.family_conventions import get_family_convention
     from normspec.targets.audit import AuditCase, run_cases
 
-    adapter = FAMILY_ADAPTERS[target]
-    conv = get_family_convention(convention or adapter.convention)
-    t0 = time.perf_counter()
-    battery = family_battery(conv)
-    cases = []
-    for name, case, note in battery:
-        ac = AuditCase(
+    cases = [
+        AuditCase(
             name,
             "family",
             case["x"],
@@ -480,7 +478,8 @@ def run_family_audit(
             note,
             extra={"groups": case["groups"]},
         )
-        cases.append(ac)
+        for name, case, note in battery
+    ]
     with tempfile.TemporaryDirectory(prefix="normspec-family-") as tmp:
         outcomes = run_cases(target, cases, timeout, Path(tmp), progress)
     rows, findings = [], []
@@ -500,6 +499,15 @@ def run_family_audit(
             finite = np.isfinite(want)
             row["max_ulp"] = float(d[finite].max()) if finite.any() else 0.0
             row["correctly_rounded"] = float(np.mean(d == 0))
+            if finite.any():
+                w = np.unravel_index(int(np.argmax(np.where(finite, np.nan_to_num(d, nan=np.inf), -1))), d.shape)
+                x0 = case["x"][0]
+                row["worst"] = {
+                    "index": [int(v) for v in w],
+                    "x": float(x0[w]),
+                    "exact": float(want[w]),
+                    "observed": float(got[w]),
+                }
             bad = finite & ~np.isfinite(got)
             if bad.any():
                 i = tuple(int(v) for v in np.argwhere(bad)[0])
@@ -511,6 +519,62 @@ def run_family_audit(
                     }
                 )
         rows.append(row)
+    return rows, findings, cases
+
+
+_REPRO = '''"""Reproducer for normspec audit finding: {case} on {target} (convention {convention}).
+
+Run from this folder: python repro.py
+"""
+from normspec.targets.family import reproduce_family_case
+
+reproduce_family_case("case.npz", {target!r}, {convention!r})
+'''
+
+
+def reproduce_family_case(path: str | Path, target: str, convention: str) -> dict[str, Any]:
+    """Run one saved family case (a reproducer's ``case.npz``) on ``target``; print and return its row."""
+    from normspec.spec.family_conventions import get_family_convention
+
+    with np.load(path, allow_pickle=False) as data:
+        case = {k: data[k] for k in data.files}
+    rows, findings, _ = _judge(target, get_family_convention(convention), [("case", case, "")], 120.0, None)
+    row = rows[0]
+    print(f"{target} under {convention}: {row['status']}, max {row.get('max_ulp', float('nan')):.3g} ULP")
+    if "worst" in row:
+        w = row["worst"]
+        print(f"worst element {tuple(w['index'])}: x = {w['x']!r}, exact {w['exact']!r}, observed {w['observed']!r}")
+    for f in findings:
+        print(f"[{f['kind']}] {f['message']}")
+    return row
+
+
+def run_family_audit(
+    target: str,
+    convention: str | None = None,
+    *,
+    timeout: float = 120.0,
+    progress: Callable[[int], None] | None = None,
+    reproducers: Path | None = None,
+) -> dict[str, Any]:
+    """Run the family battery on ``target``; returns the report as a dict (same shape as the BatchNorm audit's).
+
+    With ``reproducers``, each finding gets a folder there (``case.npz`` and ``repro.py``)."""
+    from normspec.spec.family_conventions import get_family_convention
+
+    adapter = FAMILY_ADAPTERS[target]
+    conv = get_family_convention(convention or adapter.convention)
+    t0 = time.perf_counter()
+    rows, findings, cases = _judge(target, conv, family_battery(conv), timeout, progress)
+    if reproducers is not None:
+        by_name = {c.name: c for c in cases}
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in target)
+        for f in findings:
+            folder = Path(reproducers) / safe / f["case"]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / "case.npz", **by_name[f["case"]].arrays())
+            (folder / "repro.py").write_text(_REPRO.format(case=f["case"], target=target, convention=conv.name))
+            f["reproducer"] = str(folder)
     return {
         "target": target,
         "convention": conv.name,

@@ -105,3 +105,18 @@ def test_flax_group_norm_raw_moments_overflow_at_huge_magnitude():
     rep = run_family_audit("flax_group_norm")
     assert not findings(rep, "random")
     assert "non-finite" in findings(rep, "huge_magnitude")
+
+
+def test_family_report_writes_reproducers_that_rerun_the_finding(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    need("keras")
+    code = main(["audit", "keras_layer_norm", "--report", str(tmp_path), "--progress", "never"])
+    assert code == 1  # the NaN on [40000..40003]
+    rep = json.loads((tmp_path / "report.json").read_text())
+    folder = next(f["reproducer"] for f in rep["findings"] if f["case"] == "raw_moments_trigger")
+    out = subprocess.run([sys.executable, "repro.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[non-finite]" in out.stdout and "observed nan" in out.stdout
