@@ -20,19 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
-
-
-def best(fn, repeat: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
+from _timing import best_of
 
 
 def compile_time() -> float:
@@ -86,25 +76,25 @@ def main() -> None:
             flat, dst = x.ravel(), np.empty(x.size, np.float32)
             # the copy reference: the faster of numpy's copy and a numba copy on the same threads
             t_copy = min(
-                best(lambda flat=flat, dst=dst: copy(flat, dst), args.repeat),
-                best(lambda flat=flat, dst=dst: np.copyto(dst, flat), args.repeat),
+                best_of(lambda flat=flat, dst=dst: copy(flat, dst), args.repeat),
+                best_of(lambda flat=flat, dst=dst: np.copyto(dst, flat), args.repeat),
             )
             bw = 2 * x.nbytes / t_copy
             xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
             rmt, rvt = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
             yt, sm, si = torch.empty_like(xt), torch.empty(c), torch.empty(c)
-            t_torch_train = best(
+            t_torch_train = best_of(
                 lambda: torch.nn.functional.batch_norm(xt, rmt, rvt, wt, bt, training=True), args.repeat
             )
-            t_torch_eval = best(
+            t_torch_eval = best_of(
                 lambda: torch.ops.aten.native_batch_norm.out(
                     xt, wt, bt, rmt, rvt, False, 0.1, 1e-5, out=yt, save_mean=sm, save_invstd=si
                 ),
                 args.repeat,
             )
-            t_train = best(lambda: batch_norm(x, w, b, rm, rv, True, out=y), args.repeat)
+            t_train = best_of(lambda: batch_norm(x, w, b, rm, rv, True, out=y), args.repeat)
             fallbacks = kb.last_run.fallback_elements
-            t_eval = best(lambda: batch_norm(x, w, b, rm, rv, False, out=y), args.repeat)
+            t_eval = best_of(lambda: batch_norm(x, w, b, rm, rv, False, out=y), args.repeat)
             rows.append(
                 {
                     "shape": spec,

@@ -9,19 +9,9 @@ Reported: time, speed-up over torch, share of the copy bandwidth, and accuracy a
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-
-
-def best(fn, repeat: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
+from _timing import best_of
 
 
 def main() -> None:
@@ -52,12 +42,12 @@ def main() -> None:
             x = rng.standard_normal((r, f)).astype(np.float32)
             g, b = rng.standard_normal(f).astype(np.float32), rng.standard_normal(f).astype(np.float32)
             dst = np.empty_like(x)
-            bw = 2 * x.nbytes / best(lambda x=x, dst=dst: np.copyto(dst, x), args.repeat)
+            bw = 2 * x.nbytes / best_of(lambda x=x, dst=dst: np.copyto(dst, x), args.repeat)
             xt, gt, bt = torch.from_numpy(x), torch.from_numpy(g), torch.from_numpy(b)
-            t_ln = best(lambda: layer_norm(x, 1, g, b), args.repeat)
-            t_tln = best(lambda: torch.nn.functional.layer_norm(xt, (f,), gt, bt), args.repeat)
-            t_rms = best(lambda: rms_norm(x, 1, g), args.repeat)
-            t_trms = best(lambda: torch.nn.functional.rms_norm(xt, (f,), gt), args.repeat)
+            t_ln = best_of(lambda: layer_norm(x, 1, g, b), args.repeat)
+            t_tln = best_of(lambda: torch.nn.functional.layer_norm(xt, (f,), gt, bt), args.repeat)
+            t_rms = best_of(lambda: rms_norm(x, 1, g), args.repeat)
+            t_trms = best_of(lambda: torch.nn.functional.rms_norm(xt, (f,), gt), args.repeat)
             print(
                 f"{spec:11} {threads:3d} {bw / 1e9:9.1f} | {1e3 * t_ln:6.2f} {1e3 * t_tln:6.2f} {t_tln / t_ln:7.2f} "
                 f"{100 * 2 * x.nbytes / t_ln / bw:4.0f} | {1e3 * t_rms:6.2f} {1e3 * t_trms:6.2f} "

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import numpy as np
+from _timing import best_of
 from normspec.oracle import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 
 from normspec import __version__
@@ -61,16 +61,6 @@ def oracle_family(layer: str, x: np.ndarray, groups: int, eps: float = 1e-5) -> 
     if layer == "group_norm":
         return group_norm(x, groups, eps=eps).y
     return instance_norm(x, eps=eps)
-
-
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

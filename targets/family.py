@@ -393,9 +393,15 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
 }
 
 
+def per_channel_affine(weight: Any, bias: Any, channels: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and bias given one per group (ONNX GroupNormalization-18, MXNet 1.9) repeated over each
+    group's channels: the same formula in the per-channel form the oracle takes."""
+    return np.repeat(weight, channels // groups), np.repeat(bias, channels // groups)
+
+
 def exact_family_output(conv: FamilyConvention, case: Case) -> np.ndarray:
     """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
-    from normspec.oracle import group_norm, instance_norm, layer_norm, rms_norm
+    from normspec.oracle import group_norm, layer_norm, rms_norm
 
     x, w, b = case["x"][0], case["weight"], case["bias"]
     eps = float(case["eps"])
@@ -405,12 +411,10 @@ def exact_family_output(conv: FamilyConvention, case: Case) -> np.ndarray:
         return layer_norm(x, 1, w, b, eps=eps)
     if conv.layer == "rms_norm":
         return rms_norm(x, 1, w, eps=None if np.isnan(eps) else eps)
-    groups = int(case["groups"]) if conv.layer == "group_norm" else x.shape[1]
-    if conv.affine == "per_group":  # one scale per group: the same formula with it repeated over the group's channels
-        w, b = np.repeat(w, x.shape[1] // groups), np.repeat(b, x.shape[1] // groups)
-    if conv.layer == "group_norm" or conv.affine == "per_channel":  # InstanceNorm is GroupNorm with C groups
-        return group_norm(x, groups, w, b, eps=eps).y
-    return instance_norm(x, eps=eps)
+    groups = int(case["groups"]) if conv.layer == "group_norm" else x.shape[1]  # InstanceNorm: C groups
+    if conv.affine == "per_group":
+        w, b = per_channel_affine(w, b, x.shape[1], groups)
+    return group_norm(x, groups, w, b, eps=eps).y  # affine "none" cases carry weight 1 and bias 0
 
 
 def family_battery(conv: FamilyConvention, seed: int = 0) -> list[tuple[str, Case, str]]:

@@ -207,6 +207,7 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
 
 def family_oracle_target(layer: str) -> Target:
     from normspec.oracle import group_norm, layer_norm, rms_norm
+    from normspec.targets.family import per_channel_affine
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
         e = None if np.isnan(eps) else eps
@@ -217,8 +218,8 @@ def family_oracle_target(layer: str) -> Target:
         channels = np.shape(x)[1]
         if layer == "instance_norm":  # GroupNorm with one channel per group, per-channel affine
             groups = channels
-        if np.shape(w)[0] != channels:  # one scale per group (ONNX GroupNormalization-18, MXNet 1.9)
-            w, b = np.repeat(w, channels // groups), np.repeat(b, channels // groups)
+        if np.shape(w)[0] != channels:  # given one per group
+            w, b = per_channel_affine(w, b, channels, groups)
         return group_norm(x, groups, w, b, eps=e or 0.0).y
 
     return run
