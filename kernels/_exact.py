@@ -15,18 +15,21 @@ import numpy as np
 _F32_P, _F32_EMIN, _F32_EMAX = 24, -126, 127
 
 
-def channel_stats(values: np.ndarray) -> tuple[Fraction, Fraction]:
-    """Exact mean and biased variance of finite float32 values (exponent-binned integer sums)."""
+def channel_stats(x3: np.ndarray, c: int = 0) -> tuple[Fraction, Fraction]:
+    """Exact mean and biased variance of channel c of finite float32 values viewed (A, C, B)
+    (a 1-D array is one channel), by exponent-binned integer sums; no copy is taken."""
     from normspec.kernels._numba_cpu import exact_bins
 
-    vals = np.ascontiguousarray(values, dtype=np.float32)
+    vals = np.ascontiguousarray(x3, dtype=np.float32)
+    if vals.ndim == 1:
+        vals = vals.reshape(1, 1, -1)
     bins1 = np.zeros(254, np.int64)
     bins2 = np.zeros((254, 2), np.int64)
-    exact_bins(vals.view(np.int32), bins1, bins2)
+    exact_bins(vals.view(np.int32), c, bins1, bins2)
     # bin i holds multiples of 2**(i - 149) (S1) and of 2**(2i - 298) (S2): scale to 2**-149 / 2**-298
     s1 = sum(int(v) << i for i, v in enumerate(bins1.tolist()) if v)
     s2 = sum(((int(hi) << 24) + int(lo)) << (2 * i) for i, (hi, lo) in enumerate(bins2.tolist()) if hi or lo)
-    n = vals.size
+    n = vals.shape[0] * vals.shape[2]
     mean = Fraction(s1, n << 149)
     return mean, Fraction(s2, n << 298) - mean * mean
 

@@ -28,7 +28,7 @@ class KernelStats:
     fallback_elements: int = 0  # elements decided by exact arithmetic (tier 3)
     fallback_channels: int = 0  # channels whose exact statistics were computed
     running_fallbacks: int = 0
-    refined_channels: int = 0  # channels whose sums were recomputed with error-free transformations
+    refined_channels: int = 0  # channels whose plan was rebuilt from exact statistics (tier 2)
 
 
 last_run = KernelStats()
@@ -61,13 +61,21 @@ def _view3(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
     return x.reshape(math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1 :])), axis
 
 
-def _stats(x3: np.ndarray, backend: Any) -> np.ndarray:
-    out = np.empty((x3.shape[1], 4))
-    if x3.shape[2] == 1:
-        backend.stats_rows(x3[:, :, 0], out, _row_chunks(x3.shape[0]))
-    else:
+def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int]:
+    """Per channel [shift, S1, S2, bound on sum|d|] and the m of their error bound."""
+    a_n, c_n, b_n = x3.shape
+    out = np.empty((c_n, 4))
+    if b_n == 1:
+        chunks = _row_chunks(a_n)
+        backend.stats_rows(x3[:, :, 0], out, chunks)
+        return out, 2 * (a_n // backend.CHUNK + chunks + 130)
+    tasks = min(a_n, 64)
+    if a_n >= 2 * backend.threads():  # stream x in memory order
+        backend.stats_linear(x3, tasks, out)
+    else:  # few outer rows: one channel per task
+        tasks = 1
         backend.stats_inner(x3, out)
-    return out
+    return out, backend.neumaier_terms(a_n, b_n, tasks)
 
 
 def _row_chunks(a_n: int) -> int:
@@ -80,7 +88,7 @@ class _Plan:
 
     table: np.ndarray
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
-    refined: set[int] = field(default_factory=set)  # channels whose sums were recomputed (tier 2)
+    refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 2)
 
     mu = property(lambda self: self.table[:, 0])
     var = property(lambda self: self.table[:, 1])
@@ -166,12 +174,8 @@ def batch_norm(
         if n == 1 and prof.one_value == "identity":
             last_run = stats
             return xa.copy(), None if rm is None else rm.copy(), None if rv is None else rv.copy()
-        if b_n == 1:
-            st = _stats(x3, backend)
-            m = 2 * (a_n // backend.CHUNK + _row_chunks(a_n) + 130)
-            backend.plans_from_stats(st, n, m, backend.CHUNK, gamma, beta, eps_v, prof.zero_var_guard, plan.table)
-        else:
-            backend.train_fused(x3, gamma, beta, eps_v, prof.zero_var_guard, plan.table, y3, flags)
+        st, m = _stats(x3, backend)
+        backend.plans_from_stats(st, n, m, backend.CHUNK, gamma, beta, eps_v, prof.zero_var_guard, plan.table)
     else:
         if rm is None or rv is None:
             raise ShapeError("evaluation needs running_mean and running_var")
@@ -181,7 +185,7 @@ def batch_norm(
     if b_n == 1:
         backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
-    elif not training:
+    else:
         backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags)
     flags[:, plan.uncertain] = 1
     if flags.any():
@@ -198,38 +202,26 @@ def batch_norm(
     return y, new_rm, new_rv
 
 
-def _certify(row: np.ndarray, plan: _Plan, c: int, beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """float32 results of a row under ``plan`` and the mask of finite-x elements not certified."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = (row - plan.mu[c]) * plan.s[c]
-        yv = p + beta
-        r = yv.astype(np.float32)
-        lim = np.maximum(np.abs(r.astype(np.float64)) * 2.0**-26, 2.0**-150)
-        ok = (plan.k[c] * np.abs(p) + plan.cg[c] + 2.0**-52 * np.abs(yv) <= lim) & np.isfinite(r)
-    return r, ~ok & np.isfinite(row) & ~plan.uncertain[c]
+def _certify(x3: np.ndarray, y3: np.ndarray, a: int, c: int, plan: _Plan, beta: float, backend: Any) -> np.ndarray:
+    """Write row (a, c) of y under ``plan``; the mask of its finite-x elements not certified."""
+    row = x3[a, c]
+    bad = np.empty(row.shape, np.bool_)
+    t = plan.table[c]
+    backend.certify_row(row, t[0], t[2], beta, t[3], t[4], y3[a, c], bad)
+    return np.isfinite(row) if plan.uncertain[c] else bad
 
 
 def _refine(
     x3: np.ndarray, c: int, plan: _Plan, gamma: np.ndarray, beta: np.ndarray, eps: float, guard: bool, backend: Any
 ) -> None:
-    """Tier 2: channel c's sums again with error-free transformations; tightens the plan in place."""
-    vals = np.ascontiguousarray(x3[:, c, :])
-    out = np.empty(4)
-    backend.stats_compensated(vals, float(vals.flat[0]), out)
-    backend.plan_from_sums(
-        float(vals.flat[0]),
-        out[0],
-        out[1],
-        out[2],
-        vals.size,
-        2 * vals.size,
-        0,
-        float(gamma[c]),
-        float(beta[c]),
-        eps,
-        guard,
-        plan.table[c],
-    )
+    """Tier 2: channel c's exact mean and variance (integer exponent bins, about 2 ns a value);
+    the plan is rebuilt from their float64 roundings, whose errors are known exactly."""
+    mean, var = _exact.channel_stats(x3, c)
+    plan.exact[c] = (mean, var)
+    mu, v = float(mean), float(var)  # int / int: correctly rounded
+    mu_err = float(abs(Fraction(mu) - mean)) * (1 + 2.0**-50)
+    var_err = float(abs(Fraction(v) - var)) * (1 + 2.0**-50)
+    backend.plan_finish(mu, v, mu_err, var_err, float(gamma[c]), float(beta[c]), eps, guard, plan.table[c])
     plan.refined.add(c)
 
 
@@ -251,16 +243,11 @@ def _fallback(
     """Rows with uncertified elements: recheck with the full bound; in training refine the channel's
     statistics (tier 2) and recheck; what is still uncertified goes exact (tier 3)."""
     for a, c in zip(*np.nonzero(flags), strict=True):
-        row = x3[a, c].astype(np.float64)
-        r, bad = _certify(row, plan, c, beta[c])
-        if plan.uncertain[c]:
-            bad = np.isfinite(row)
+        bad = _certify(x3, y3, a, c, plan, beta[c], backend)
         if bad.any() and training and c not in plan.refined and np.isfinite(x3[:, c, :]).all():
             _refine(x3, c, plan, gamma, beta, eps, prof.zero_var_guard, backend)
-            r, bad = _certify(row, plan, c, beta[c])
-            if plan.uncertain[c]:
-                bad = np.isfinite(row)
-        y3[a, c] = r  # certified elements (possibly improved by refinement)
+            stats.fallback_channels += 1
+            bad = _certify(x3, y3, a, c, plan, beta[c], backend)  # certified elements improve too
         if not bad.any():
             continue
         if c not in plan.exact:
@@ -268,7 +255,7 @@ def _fallback(
                 vals = x3[:, c, :]
                 if not np.isfinite(vals).all():
                     continue  # a non-finite channel: the float result (NaN) is the defined one
-                plan.exact[c] = _exact.channel_stats(vals)
+                plan.exact[c] = _exact.channel_stats(x3, c)
                 stats.fallback_channels += 1
             else:
                 assert rm is not None and rv is not None
@@ -276,7 +263,7 @@ def _fallback(
         mean, var = plan.exact[c]
         for b in np.flatnonzero(bad):
             y3[a, c, b] = _exact.y_within_one_ulp(
-                float(row[b]), mean, var + Fraction(eps), float(gamma[c]), float(beta[c]), prof.zero_var_guard
+                float(x3[a, c, b]), mean, var + Fraction(eps), float(gamma[c]), float(beta[c]), prof.zero_var_guard
             )
             stats.fallback_elements += 1
 
@@ -305,8 +292,7 @@ def _update(
         lim = np.maximum(np.abs(res.astype(np.float64)) * 2.0**-26, 2.0**-150)
         redo = np.flatnonzero(~(d <= lim) & np.isfinite(q))
         for c in redo:
-            vals = x3[:, c, :]
-            exact = plan.exact.get(int(c)) or _exact.channel_stats(vals)
+            exact = plan.exact.get(int(c)) or _exact.channel_stats(x3, int(c))
             if res is new_m:
                 res[c] = _exact.update_within_one_ulp(float(rm[c]), exact[0], mom, prof.new_weight)
             else:
@@ -353,7 +339,7 @@ def batch_norm_backward(
     if training:
         if n < 2 and prof.one_value == "error":
             raise DegenerateInputError(expected("more than 1 value per channel when training", "x.shape", xa.shape))
-        st = _stats(x3, backend)
+        st, _ = _stats(x3, backend)
         mean1 = st[:, 1] / n
         mu = st[:, 0] + mean1
         var = np.maximum(st[:, 2] / n - mean1 * mean1, 0.0)
