@@ -26,10 +26,14 @@ def channel_stats(x3: np.ndarray, c: int = 0) -> tuple[Fraction, Fraction]:
     bins1 = np.zeros(254, np.int64)
     bins2 = np.zeros((254, 2), np.int64)
     exact_bins(vals.view(np.int32), c, bins1, bins2)
+    return stats_from_bins(bins1, bins2, vals.shape[0] * vals.shape[2])
+
+
+def stats_from_bins(bins1: np.ndarray, bins2: np.ndarray, n: int) -> tuple[Fraction, Fraction]:
+    """Exact mean and biased variance of n values from their exponent bins (see exact_bins)."""
     # bin i holds multiples of 2**(i - 149) (S1) and of 2**(2i - 298) (S2): scale to 2**-149 / 2**-298
     s1 = sum(int(v) << i for i, v in enumerate(bins1.tolist()) if v)
     s2 = sum(((int(hi) << 24) + int(lo)) << (2 * i) for i, (hi, lo) in enumerate(bins2.tolist()) if hi or lo)
-    n = vals.shape[0] * vals.shape[2]
     mean = Fraction(s1, n << 149)
     return mean, Fraction(s2, n << 298) - mean * mean
 

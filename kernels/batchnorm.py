@@ -52,15 +52,6 @@ def _as_f32(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarr
     return np.ascontiguousarray(arr)
 
 
-def _view3(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
-    if x.ndim < 2:
-        raise ShapeError(expected("an array of at least 2 dimensions (N, C, ...)", "x.shape", x.shape))
-    if not -x.ndim <= axis < x.ndim:
-        raise ShapeError(expected(f"an axis in [-{x.ndim}, {x.ndim})", "axis", axis))
-    axis %= x.ndim
-    return x.reshape(math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1 :])), axis
-
-
 def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int]:
     """Per channel [shift, S1, S2, bound on sum|d|] and the m of their error bound."""
     a_n, c_n, b_n = x3.shape
@@ -89,6 +80,7 @@ class _Plan:
     table: np.ndarray
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
     refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 2)
+    finite: np.ndarray | None = None  # training: channels holding only finite values (from their sums)
 
     mu = property(lambda self: self.table[:, 0])
     var = property(lambda self: self.table[:, 1])
@@ -99,6 +91,124 @@ class _Plan:
     mu_err = property(lambda self: self.table[:, 6])
     var_err = property(lambda self: self.table[:, 7])
     uncertain = property(lambda self: self.table[:, 8] > 0)
+
+
+class _HostData:
+    """How the driver reaches x and y for its rare per-row work: here, host arrays viewed (A, C, B)."""
+
+    def __init__(self, x3: np.ndarray, y3: np.ndarray) -> None:
+        self.x3, self.y3 = x3, y3
+
+    def row(self, a: int, c: int) -> np.ndarray:
+        return self.x3[a, c]
+
+    def out_row(self, a: int, c: int) -> np.ndarray:
+        return self.y3[a, c]
+
+    def store_row(self, a: int, c: int, r: np.ndarray) -> None:
+        pass  # out_row is a view: already stored
+
+    def channel_finite(self, c: int) -> bool:
+        return bool(np.isfinite(self.x3[:, c, :]).all())
+
+    def channel_stats(self, c: int) -> tuple[Fraction, Fraction]:
+        return _exact.channel_stats(self.x3, c)
+
+
+@dataclass
+class _Setup:
+    """A call's validated arguments (shared by the CPU and CUDA drivers)."""
+
+    prof: KernelProfile
+    shape3: tuple[int, int, int]
+    gamma: np.ndarray
+    beta: np.ndarray
+    rm: np.ndarray | None
+    rv: np.ndarray | None
+    eps: float
+    momentum: float
+    identity: bool  # n = 1 in training under a convention that returns x unchanged
+
+    @property
+    def n(self) -> int:
+        return self.shape3[0] * self.shape3[2]
+
+
+def _shape3(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    if len(shape) < 2:
+        raise ShapeError(expected("an array of at least 2 dimensions (N, C, ...)", "x.shape", shape))
+    if not -len(shape) <= axis < len(shape):
+        raise ShapeError(expected(f"an axis in [-{len(shape)}, {len(shape)})", "axis", axis))
+    axis %= len(shape)
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+
+
+def _setup(
+    x_shape: tuple[int, ...],
+    x_dtype: Any,
+    axis: int,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float | None,
+    eps: float | None,
+    convention: str,
+) -> _Setup:
+    prof = _profile(convention)
+    if np.dtype(x_dtype) != np.float32:
+        raise DTypeError(expected("float32 (the kernels' dtype)", "x.dtype", np.dtype(x_dtype).name))
+    a_n, c_n, b_n = _shape3(x_shape, axis)
+    n = a_n * b_n
+    gamma = _as_f32(np.ones(c_n, np.float32) if weight is None else weight, "weight", (c_n,)).astype(np.float64)
+    beta = _as_f32(np.zeros(c_n, np.float32) if bias is None else bias, "bias", (c_n,)).astype(np.float64)
+    tracked = running_mean is not None
+    rm = _as_f32(running_mean, "running_mean", (c_n,)) if tracked else None
+    rv = _as_f32(running_var, "running_var", (c_n,)) if running_var is not None else None
+    if tracked != (rv is not None):
+        raise ShapeError("running_mean and running_var must be given together")
+    if rv is not None and (rv < 0).any():
+        raise DomainError(expected("running_var >= 0", "running_var element", float(rv[rv < 0][0])))
+    eps_v = prof.eps if eps is None else float(eps)
+    if not (math.isfinite(eps_v) and eps_v >= 0):
+        raise DomainError(expected("a finite eps >= 0", "eps", eps))
+    eps_v = prof.effective_eps(eps_v)
+    mom = prof.effective_momentum(prof.momentum if momentum is None else float(momentum))
+    identity = False
+    if training:
+        if n == 0:
+            raise DegenerateInputError(expected("at least one value per channel in training", "x.shape", x_shape))
+        if eps_v == 0 and prof.eps_zero_refused:
+            raise DomainError(expected(f"eps > 0 in training (convention {convention!r})", "eps", eps))
+        if n == 1 and prof.one_value == "error":
+            raise DegenerateInputError(expected("more than 1 value per channel when training", "x.shape", x_shape))
+        identity = n == 1 and prof.one_value == "identity"
+    elif rm is None or rv is None:
+        raise ShapeError("evaluation needs running_mean and running_var")
+    return _Setup(prof, (a_n, c_n, b_n), gamma, beta, rm, rv, eps_v, mom, identity)
+
+
+def _finish(
+    data: Any,
+    flags: np.ndarray,
+    plan: _Plan,
+    setup: _Setup,
+    training: bool,
+    stats: KernelStats,
+    backend: Any,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """After the bulk pass: the flagged rows (tiers 1-3), then the running statistics."""
+    flags[:, plan.uncertain] = 1
+    if flags.any():
+        _fallback(data, flags, plan, setup, training, stats, backend)
+    stats.refined_channels = len(plan.refined)
+    rm, rv = setup.rm, setup.rv
+    if rm is None or rv is None:
+        return None, None
+    if not training:
+        return rm.copy(), rv.copy()
+    return _update(data, plan, rm, rv, setup.momentum, setup.prof, setup.n, stats)
 
 
 def batch_norm(
@@ -136,140 +246,109 @@ def batch_norm(
     """
     global last_run
     stats = KernelStats()
-    prof = _profile(convention)
     if backend is None:
         from normspec.kernels import _numba_cpu as backend
-    xa = _as_f32(x, "x")
-    x3, axis = _view3(xa, axis)
+    xa = np.ascontiguousarray(np.asarray(x))
+    setup = _setup(
+        xa.shape, xa.dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention
+    )
+    x3 = xa.reshape(setup.shape3)
     a_n, c_n, b_n = x3.shape
-    n = a_n * b_n
-    gamma = _as_f32(np.ones(c_n, np.float32) if weight is None else weight, "weight", (c_n,)).astype(np.float64)
-    beta = _as_f32(np.zeros(c_n, np.float32) if bias is None else bias, "bias", (c_n,)).astype(np.float64)
-    tracked = running_mean is not None
-    rm = _as_f32(running_mean, "running_mean", (c_n,)) if tracked else None
-    rv = _as_f32(running_var, "running_var", (c_n,)) if running_var is not None else None
-    if tracked != (rv is not None):
-        raise ShapeError("running_mean and running_var must be given together")
-    if rv is not None and (rv < 0).any():
-        raise DomainError(expected("running_var >= 0", "running_var element", float(rv[rv < 0][0])))
-    eps_v = prof.eps if eps is None else float(eps)
-    if not (math.isfinite(eps_v) and eps_v >= 0):
-        raise DomainError(expected("a finite eps >= 0", "eps", eps))
-    eps_v = prof.effective_eps(eps_v)
-    mom = prof.effective_momentum(prof.momentum if momentum is None else float(momentum))
-
+    if setup.identity:
+        last_run = stats
+        rm, rv = setup.rm, setup.rv
+        return xa.copy(), None if rm is None else rm.copy(), None if rv is None else rv.copy()
     y = out if out is not None else np.empty(xa.shape, np.float32)
     if y.shape != xa.shape or y.dtype != np.float32 or not y.flags.c_contiguous:
         raise ShapeError(expected(f"out of shape {xa.shape}, float32, contiguous", "out", (y.shape, y.dtype.name)))
     y3 = y.reshape(x3.shape)
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
-    if training:
-        if n == 0:
-            raise DegenerateInputError(expected("at least one value per channel in training", "x.shape", xa.shape))
-        if eps_v == 0 and prof.eps_zero_refused:
-            raise DomainError(expected(f"eps > 0 in training (convention {convention!r})", "eps", eps))
-        if n == 1 and prof.one_value == "error":
-            raise DegenerateInputError(expected("more than 1 value per channel when training", "x.shape", xa.shape))
-        if n == 1 and prof.one_value == "identity":
-            last_run = stats
-            return xa.copy(), None if rm is None else rm.copy(), None if rv is None else rv.copy()
-        st, m = _stats(x3, backend)
-        backend.plans_from_stats(st, n, m, backend.CHUNK, gamma, beta, eps_v, prof.zero_var_guard, plan.table)
-    else:
-        if rm is None or rv is None:
-            raise ShapeError("evaluation needs running_mean and running_var")
-        backend.plans_finish(
-            rm.astype(np.float64), rv.astype(np.float64), gamma, beta, eps_v, prof.zero_var_guard, plan.table
-        )
+    _plan(x3, plan, setup, training, backend)
+    beta = setup.beta
     if b_n == 1:
         backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
     else:
         backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags)
-    flags[:, plan.uncertain] = 1
-    if flags.any():
-        _fallback(x3, y3, flags, plan, gamma, beta, eps_v, training, rm, rv, prof, stats, backend)
-
-    stats.refined_channels = len(plan.refined)
-    new_rm = new_rv = None
-    if tracked and rm is not None and rv is not None:
-        if training:
-            new_rm, new_rv = _update(x3, plan, rm, rv, mom, prof, n, stats)
-        else:
-            new_rm, new_rv = rm.copy(), rv.copy()
+    new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
     return y, new_rm, new_rv
 
 
-def _certify(x3: np.ndarray, y3: np.ndarray, a: int, c: int, plan: _Plan, beta: float, backend: Any) -> np.ndarray:
-    """Write row (a, c) of y under ``plan``; the mask of its finite-x elements not certified."""
-    row = x3[a, c]
+def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, stats: Any = None) -> None:
+    """Fill the per-channel plan: from the batch statistics (training; ``stats(x3)`` gives them,
+    with the m of their bound, by default the CPU's) or from the running ones."""
+    guard = setup.prof.zero_var_guard
+    if training:
+        st, m = _stats(x3, backend) if stats is None else stats(x3)
+        backend.plans_from_stats(st, setup.n, m, backend.CHUNK, setup.gamma, setup.beta, setup.eps, guard, plan.table)
+        plan.finite = np.isfinite(st[:, 1:3]).all(axis=1)
+    else:
+        assert setup.rm is not None and setup.rv is not None
+        rm, rv = setup.rm.astype(np.float64), setup.rv.astype(np.float64)
+        backend.plans_finish(rm, rv, setup.gamma, setup.beta, setup.eps, guard, plan.table)
+
+
+def _certify(data: Any, a: int, c: int, plan: _Plan, beta: float, backend: Any) -> np.ndarray:
+    """Row (a, c) of y again under ``plan``, stored; the mask of its finite-x elements not certified."""
+    row, out = data.row(a, c), data.out_row(a, c)
     bad = np.empty(row.shape, np.bool_)
     t = plan.table[c]
-    backend.certify_row(row, t[0], t[2], beta, t[3], t[4], y3[a, c], bad)
+    backend.certify_row(row, t[0], t[2], beta, t[3], t[4], out, bad)
+    data.store_row(a, c, out)
     return np.isfinite(row) if plan.uncertain[c] else bad
 
 
-def _refine(
-    x3: np.ndarray, c: int, plan: _Plan, gamma: np.ndarray, beta: np.ndarray, eps: float, guard: bool, backend: Any
-) -> None:
+def _refine(data: Any, c: int, plan: _Plan, setup: _Setup, backend: Any) -> None:
     """Tier 2: channel c's exact mean and variance (integer exponent bins, about 2 ns a value);
     the plan is rebuilt from their float64 roundings, whose errors are known exactly."""
-    mean, var = _exact.channel_stats(x3, c)
+    mean, var = data.channel_stats(c)
     plan.exact[c] = (mean, var)
     mu, v = float(mean), float(var)  # int / int: correctly rounded
     mu_err = float(abs(Fraction(mu) - mean)) * (1 + 2.0**-50)
     var_err = float(abs(Fraction(v) - var)) * (1 + 2.0**-50)
-    backend.plan_finish(mu, v, mu_err, var_err, float(gamma[c]), float(beta[c]), eps, guard, plan.table[c])
+    gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
+    backend.plan_finish(mu, v, mu_err, var_err, gamma, beta, setup.eps, setup.prof.zero_var_guard, plan.table[c])
     plan.refined.add(c)
 
 
 def _fallback(
-    x3: np.ndarray,
-    y3: np.ndarray,
-    flags: np.ndarray,
-    plan: _Plan,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    eps: float,
-    training: bool,
-    rm: np.ndarray | None,
-    rv: np.ndarray | None,
-    prof: KernelProfile,
-    stats: KernelStats,
-    backend: Any,
+    data: Any, flags: np.ndarray, plan: _Plan, setup: _Setup, training: bool, stats: KernelStats, backend: Any
 ) -> None:
     """Rows with uncertified elements: recheck with the full bound; in training refine the channel's
-    statistics (tier 2) and recheck; what is still uncertified goes exact (tier 3)."""
+    statistics (tier 2) and recheck; what is still uncertified goes exact (tier 3).  A channel
+    holding inf or NaN is left as computed: its float result (NaN) is the defined one."""
+    beta = setup.beta
     for a, c in zip(*np.nonzero(flags), strict=True):
-        bad = _certify(x3, y3, a, c, plan, beta[c], backend)
-        if bad.any() and training and c not in plan.refined and np.isfinite(x3[:, c, :]).all():
-            _refine(x3, c, plan, gamma, beta, eps, prof.zero_var_guard, backend)
+        bad = _certify(data, a, c, plan, beta[c], backend)
+        finite = not training or plan.finite is None or bool(plan.finite[c])
+        if bad.any() and training and finite and c not in plan.refined:
+            _refine(data, c, plan, setup, backend)
             stats.fallback_channels += 1
-            bad = _certify(x3, y3, a, c, plan, beta[c], backend)  # certified elements improve too
-        if not bad.any():
+            bad = _certify(data, a, c, plan, beta[c], backend)  # certified elements improve too
+        if not bad.any() or not finite:
             continue
-        if c not in plan.exact:
-            if training:
-                vals = x3[:, c, :]
-                if not np.isfinite(vals).all():
-                    continue  # a non-finite channel: the float result (NaN) is the defined one
-                plan.exact[c] = _exact.channel_stats(x3, c)
-                stats.fallback_channels += 1
-            else:
-                assert rm is not None and rv is not None
-                plan.exact[c] = (Fraction(float(rm[c])), Fraction(float(rv[c])))
+        if c not in plan.exact:  # evaluation: the running statistics, exactly
+            assert setup.rm is not None and setup.rv is not None
+            plan.exact[c] = (Fraction(float(setup.rm[c])), Fraction(float(setup.rv[c])))
         mean, var = plan.exact[c]
+        row, out = data.row(a, c), data.out_row(a, c)
         for b in np.flatnonzero(bad):
-            y3[a, c, b] = _exact.y_within_one_ulp(
-                float(x3[a, c, b]), mean, var + Fraction(eps), float(gamma[c]), float(beta[c]), prof.zero_var_guard
+            out[b] = _exact.y_within_one_ulp(
+                float(row[b]),
+                mean,
+                var + Fraction(setup.eps),
+                float(setup.gamma[c]),
+                float(beta[c]),
+                setup.prof.zero_var_guard,
             )
             stats.fallback_elements += 1
+        data.store_row(a, c, out)
 
 
 def _update(
-    x3: np.ndarray,
+    data: Any,
     plan: _Plan,
     rm: np.ndarray,
     rv: np.ndarray,
@@ -292,11 +371,13 @@ def _update(
         lim = np.maximum(np.abs(res.astype(np.float64)) * 2.0**-26, 2.0**-150)
         redo = np.flatnonzero(~(d <= lim) & np.isfinite(q))
         for c in redo:
-            exact = plan.exact.get(int(c)) or _exact.channel_stats(x3, int(c))
+            if int(c) not in plan.exact:
+                plan.exact[int(c)] = data.channel_stats(int(c))
+            mean, var = plan.exact[int(c)]
             if res is new_m:
-                res[c] = _exact.update_within_one_ulp(float(rm[c]), exact[0], mom, prof.new_weight)
+                res[c] = _exact.update_within_one_ulp(float(rm[c]), mean, mom, prof.new_weight)
             else:
-                res[c] = _exact.update_within_one_ulp(float(rv[c]), exact[1] * Fraction(bessel), mom, prof.new_weight)
+                res[c] = _exact.update_within_one_ulp(float(rv[c]), var * Fraction(bessel), mom, prof.new_weight)
             stats.running_fallbacks += 1
     return new_m, new_v
 
@@ -330,7 +411,7 @@ def batch_norm_backward(
         from normspec.kernels import _numba_cpu as backend
     xa = _as_f32(x, "x")
     dya = _as_f32(dy, "dy", xa.shape)
-    x3, _ = _view3(xa, axis)
+    x3 = xa.reshape(_shape3(xa.shape, axis))
     dy3 = dya.reshape(x3.shape)
     a_n, c_n, b_n = x3.shape
     n = a_n * b_n

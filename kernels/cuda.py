@@ -1,0 +1,179 @@
+"""Float32 BatchNorm on an NVIDIA GPU (numba.cuda), within 1 ULP of the exact result.
+
+Why numba.cuda and not CuPy: the kernels stay in Python beside the CPU kernels they mirror
+(the same blocked, compensated sums, the same certificate), they run unchanged under numba's
+CUDA simulator, so CI checks their logic without a GPU, and no second toolchain is needed.
+
+:func:`batch_norm` takes host (numpy) arrays or device arrays (anything with
+``__cuda_array_interface__``: numba device arrays, CuPy arrays, PyTorch CUDA tensors).  The bulk
+work stays on the device: statistics (per-thread blocked sums, compensated combination),
+per-channel plans (a few numbers a channel, computed on the host by the CPU kernels' code, so
+both share one error analysis) and the normalization with its one-compare certificate.  The
+rare rows that the certificate leaves open go through the CPU driver's tiers: the row is copied
+to the host and rechecked with the full bound; in training the channel's exact statistics come
+from an integer exponent-bin kernel on the device; what is still open is decided exactly.
+
+Forward only (training and evaluation); the backward runs on the CPU
+(:func:`normspec.kernels.batch_norm_backward`).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from normspec.kernels import _exact
+from normspec.kernels.batchnorm import KernelStats, _finish, _Plan, _plan, _setup
+
+from normspec.errors import ShapeError, expected
+
+__all__ = ["batch_norm", "available", "last_run"]
+
+last_run = KernelStats()
+
+
+def available() -> tuple[bool, str]:
+    """Whether the CUDA kernels can run here, and if not, why (the reason tests print on skip)."""
+    try:
+        from numba import cuda
+    except Exception as exc:  # pragma: no cover - numba is a dependency of the kernels extra
+        return False, f"numba.cuda cannot be imported: {exc}"
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return True, "numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correct but slow, small shapes only"
+    try:
+        if cuda.is_available():
+            return True, f"GPU: {cuda.get_current_device().name}"
+    except Exception as exc:  # pragma: no cover - depends on the machine's driver
+        return False, f"no usable CUDA driver: {exc}"
+    return False, "no CUDA GPU on this machine (set NUMBA_ENABLE_CUDASIM=1 for the simulator)"
+
+
+class _DeviceData:
+    """The driver's per-row access to device arrays: rows copied to the host, channels' exact
+    statistics from the device's exponent-bin kernel."""
+
+    def __init__(self, x3: Any, y3: Any, kern: Any) -> None:
+        self.x3, self.y3, self.kern = x3, y3, kern
+        self._rows: dict[tuple[int, int], np.ndarray] = {}
+        self._outs: dict[tuple[int, int], np.ndarray] = {}
+
+    def row(self, a: int, c: int) -> np.ndarray:
+        if (a, c) not in self._rows:
+            self._rows[a, c] = self.x3[a, c].copy_to_host()
+        return self._rows[a, c]
+
+    def out_row(self, a: int, c: int) -> np.ndarray:
+        if (a, c) not in self._outs:
+            self._outs[a, c] = self.y3[a, c].copy_to_host()
+        return self._outs[a, c]
+
+    def store_row(self, a: int, c: int, r: np.ndarray) -> None:
+        self.y3[a, c].copy_to_device(np.ascontiguousarray(r))
+
+    def channel_stats(self, c: int) -> tuple[Fraction, Fraction]:
+        from numba import cuda
+
+        k = self.kern
+        bins1 = cuda.to_device(np.zeros(254, np.int64))
+        bins2 = cuda.to_device(np.zeros((254, 2), np.int64))
+        a_n, _, b_n = self.x3.shape
+        k.exact_bins_kernel[k.blocks_for(a_n * b_n), k.THREADS](self.x3.view(np.int32), c, bins1, bins2)
+        return _exact.stats_from_bins(bins1.copy_to_host(), bins2.copy_to_host(), a_n * b_n)
+
+
+def _is_device_array(x: Any) -> bool:
+    # the simulator's device arrays carry no __cuda_array_interface__
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
+def _device_stats(x3: Any, kern: Any) -> tuple[np.ndarray, int]:
+    """Per channel [shift, S1, S2, bound on sum|d|] on the device, and the m of the bound."""
+    from numba import cuda
+
+    a_n, c_n, b_n = x3.shape
+    n = a_n * b_n
+    shift = cuda.device_array(c_n, np.float64)
+    kern.shifts_kernel[kern.blocks_for(c_n), kern.THREADS](x3, shift)
+    # slabs per channel: each thread sums at least about 4 blocks; about 2048 blocks in all
+    slabs = max(1, min(-(-n // (kern.THREADS * 4 * kern.CHUNK)), max(1, 2048 // c_n)))
+    parts = cuda.device_array((c_n, slabs, 4), np.float64)
+    kern.partial_sums_kernel[(slabs, c_n), kern.THREADS](x3, shift, parts)
+    out = cuda.device_array((c_n, 4), np.float64)
+    kern.combine_kernel[kern.blocks_for(c_n), kern.THREADS](parts, shift, n, out)
+    terms = n // kern.CHUNK + 6 * kern.THREADS * slabs + 130
+    return out.copy_to_host(), 2 * terms
+
+
+def batch_norm(
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    training: bool = True,
+    momentum: float | None = None,
+    eps: float | None = None,
+    convention: str = "torch",
+    *,
+    axis: int = 1,
+) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+    """Float32 BatchNorm on the GPU; returns ``(y, new_running_mean, new_running_var)``.
+
+    Same contract, semantics and accuracy as :func:`normspec.kernels.batch_norm`: every element
+    of ``y`` whose exact value is finite is within 1 ULP of the correctly rounded exact value,
+    and so are the running statistics.  ``y`` is a device array when ``x`` is one (which must
+    be C-contiguous), a numpy array otherwise; the running statistics are numpy arrays.
+    ``weight``, ``bias`` and the running statistics are host arrays (C values each).
+
+    >>> import numpy as np
+    >>> from normspec.kernels import cuda as kc
+    >>> ok, why = kc.available()
+    >>> x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    >>> y, _, _ = kc.batch_norm(x, training=True) if ok else (np.zeros(1), None, None)
+    """
+    global last_run
+    from normspec.kernels import _numba_cpu as cpu
+    from normspec.kernels import _numba_cuda as kern
+    from numba import cuda
+
+    stats = KernelStats()
+    on_device = _is_device_array(x)
+    if on_device:
+        xd = x if type(x).__name__ == "FakeCUDAArray" else cuda.as_cuda_array(x)
+        if not xd.is_c_contiguous():
+            raise ShapeError(expected("a C-contiguous device array", "x (device)", "non-contiguous"))
+        shape, dtype = tuple(xd.shape), xd.dtype
+    else:
+        xa = np.ascontiguousarray(np.asarray(x))
+        shape, dtype = xa.shape, xa.dtype
+    setup = _setup(shape, dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention)
+    if not on_device:
+        xd = cuda.to_device(xa)
+    x3 = xd.reshape(setup.shape3)
+    a_n, c_n, b_n = setup.shape3
+    rm, rv = setup.rm, setup.rv
+    if setup.identity:
+        last_run = stats
+        y_id = x3.copy_to_host().reshape(shape)
+        return (cuda.to_device(y_id) if on_device else y_id), *(None if v is None else v.copy() for v in (rm, rv))
+    y3 = cuda.device_array(setup.shape3, np.float32)
+    plan = _Plan(np.empty((c_n, cpu.PLAN_COLUMNS)))
+    _plan(x3, plan, setup, training, cpu, stats=lambda x3: _device_stats(x3, kern))
+    flags_d = cuda.to_device(np.zeros((a_n, c_n), np.int32))
+    if a_n * c_n * b_n:
+        kern.normalize_kernel[kern.blocks_for(a_n * c_n * b_n, cap=8192), kern.THREADS](
+            x3,
+            cuda.to_device(np.ascontiguousarray(plan.mu)),
+            cuda.to_device(np.ascontiguousarray(plan.s)),
+            cuda.to_device(setup.beta),
+            cuda.to_device(np.ascontiguousarray(plan.thr)),
+            y3,
+            flags_d,
+        )
+    flags = flags_d.copy_to_host().astype(np.int64)
+    new_rm, new_rv = _finish(_DeviceData(x3, y3, kern), flags, plan, setup, training, stats, cpu)
+    last_run = stats
+    y = y3.reshape(shape)
+    return (y if on_device else y.copy_to_host()), new_rm, new_rv

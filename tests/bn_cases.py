@@ -1,0 +1,74 @@
+"""BatchNorm cases shared by the CPU and CUDA kernel tests: the hypothesis strategy, the
+adversarial-case builder and the check against the oracle (within 1 ULP, NaN where it is NaN)."""
+
+import numpy as np
+from hypothesis import example
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from normspec.oracle import batch_norm as oracle
+from normspec.oracle import ulp_distance
+
+F32 = np.float32
+
+
+def check(impl, x, w, b, rm, rv, training, convention="torch_raw", axis=1, eps=None, momentum=None):
+    """Run ``impl`` (the kernels' batch_norm protocol) and the oracle; returns (y, ULP distances)."""
+    y, nrm, nrv = impl(x, w, b, rm, rv, training, momentum, eps, convention, axis=axis)
+    o = oracle(x, w, b, rm, rv, training=training, eps=eps, momentum=momentum, convention=convention, axis=axis)
+    finite = np.isfinite(o.y)
+    d = ulp_distance(y, o.y)
+    assert d[finite].max(initial=0) <= 1, f"y: {d.max()} ULP"
+    assert (np.isnan(y) == np.isnan(o.y)).all()
+    if rm is not None:
+        assert ulp_distance(nrm, o.running_mean).max() <= 1
+        dv = ulp_distance(nrv, o.running_var)
+        assert dv[np.isfinite(o.running_var)].max(initial=0) <= 1
+    return y, d
+
+
+@st.composite
+def cases(draw, max_n=4, max_len=6):
+    n, c, length = draw(st.integers(1, max_n)), draw(st.integers(1, 3)), draw(st.integers(1, max_len))
+    scale = draw(st.sampled_from([1.0, 1e-3, 1e4, 1e-30, 1e30]))
+    shift = draw(st.sampled_from([0.0, 1e4, -1e3, 1.2345678e7]))
+    x = draw(hnp.arrays(F32, (n, c, length), elements=st.floats(-4, 4, width=32)))
+    x = (x.astype(np.float64) * scale + shift).astype(F32)
+    w = draw(hnp.arrays(F32, (c,), elements=st.floats(-3, 3, width=32)))
+    b = draw(hnp.arrays(F32, (c,), elements=st.floats(-3, 3, width=32)))
+    rm = draw(hnp.arrays(F32, (c,), elements=st.floats(-5, 5, width=32)))
+    rv = draw(hnp.arrays(F32, (c,), elements=st.floats(0, 5, width=32)))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.0, 2.0**-40]))
+    return x, w, b, rm, rv, eps
+
+
+def case(x, w=None, b=None, eps=1e-5):
+    """An explicit case in the strategy's form (unit gamma, zero beta unless given)."""
+    x = np.asarray(x, F32)
+    c = x.shape[1]
+    return (
+        x,
+        np.ones(c, F32) if w is None else np.asarray(w, F32),
+        np.zeros(c, F32) if b is None else np.asarray(b, F32),
+        np.zeros(c, F32),
+        np.ones(c, F32),
+        eps,
+    )
+
+
+_rng = np.random.default_rng(0)
+ADVERSARIAL = [
+    case(np.full((2, 3, 4), 1.2345678e7)),  # constant channel
+    case(1e4 + _rng.random((4, 2, 8))),  # large mean, small spread
+    case(np.array([[[1e30, -1e30, 3e30, 2e30]]])),  # squares overflow float32
+    case(np.array([[[1e-45, 3e-45, -2e-45]]]), eps=0.0),  # subnormals
+    case(np.full((1, 1, 3), 7.0), b=[1.25], eps=0.0),  # the 0/0 guard
+    case(np.array([[[1.0, 3.0]]]), w=[2.0], b=[-2.0 / np.sqrt(1 + 1e-5)]),  # y cancels to ~0
+    case(np.array([[[1.0, np.nan, 2.0], [1.0, 2.0, 4.0]]])),  # NaN stays in its channel
+]
+
+
+def adversarial_examples(test):
+    """Pin the ADVERSARIAL cases (in training) as explicit examples of a (case, training) test."""
+    for c in reversed(ADVERSARIAL):
+        test = example(c, True)(test)
+    return test
