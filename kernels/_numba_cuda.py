@@ -22,6 +22,7 @@ from numba.core import config
 # logic does not depend on the count, and small blocks exercise the multi-block paths)
 THREADS = 32 if config.ENABLE_CUDASIM else 256
 _MAX_F32 = 3.4028234663852886e38
+_OVERFLOW = 3.4028235677973366e38  # the largest float32 plus half its ULP: from here on, rounds to inf
 
 
 @cuda.jit(device=True)
@@ -137,10 +138,12 @@ def normalize_kernel(x3, mu, s, beta, thr, y3, flags):  # pragma: no cover - dev
         a = ac // C
         c = ac - a * C
         yv = (float64(x3[a, c, b]) - mu[c]) * s[c] + beta[c]
-        y3[a, c, b] = float32(yv)
         ay = abs(yv)
         if ay < thr[c] or ay > _MAX_F32:
             cuda.atomic.add(flags, (a, c), 1)
+            if ay >= _OVERFLOW:  # what the cast gives, spelled out (the simulator's cast warns)
+                yv = math.copysign(math.inf, yv)
+        y3[a, c, b] = float32(yv)
         i += stride
 
 

@@ -19,6 +19,7 @@ from normspec.errors import DegenerateInputError, DomainError, DTypeError, Shape
 __all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "last_run"]
 
 _U = 2.0**-53
+_MAX_F32 = 3.4028234663852886e38
 
 
 @dataclass
@@ -81,6 +82,7 @@ class _Plan:
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
     refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 2)
     finite: np.ndarray | None = None  # training: channels holding only finite values (from their sums)
+    overflow: bool = True  # whether some |y| may exceed the largest float32 (from a bound on |y|)
 
     mu = property(lambda self: self.table[:, 0])
     var = property(lambda self: self.table[:, 1])
@@ -270,7 +272,7 @@ def batch_norm(
         backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
     else:
-        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags)
+        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow)
     new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
     return y, new_rm, new_rv
@@ -284,10 +286,17 @@ def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, sta
         st, m = _stats(x3, backend) if stats is None else stats(x3)
         backend.plans_from_stats(st, setup.n, m, backend.CHUNK, setup.gamma, setup.beta, setup.eps, guard, plan.table)
         plan.finite = np.isfinite(st[:, 1:3]).all(axis=1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # max|x - shift| <= sqrt(S2) (S2 known to far better than 2**-20)
+            x_dev = np.sqrt(st[:, 2]) * (1 + 2.0**-20) + np.abs(st[:, 0] - plan.mu)
     else:
         assert setup.rm is not None and setup.rv is not None
         rm, rv = setup.rm.astype(np.float64), setup.rv.astype(np.float64)
         backend.plans_finish(rm, rv, setup.gamma, setup.beta, setup.eps, guard, plan.table)
+        x_dev = _MAX_F32 + np.abs(plan.mu)  # any finite float32 x
+    with np.errstate(invalid="ignore", over="ignore"):
+        y_max = (np.abs(plan.s) * x_dev + np.abs(setup.beta)) * (1 + 2.0**-40)
+    plan.overflow = not bool((y_max < _MAX_F32).all())  # NaN bounds count as possible overflow
 
 
 def _certify(data: Any, a: int, c: int, plan: _Plan, beta: float, backend: Any) -> np.ndarray:

@@ -64,6 +64,8 @@ ADVERSARIAL = [
     case(np.full((1, 1, 3), 7.0), b=[1.25], eps=0.0),  # the 0/0 guard
     case(np.array([[[1.0, 3.0]]]), w=[2.0], b=[-2.0 / np.sqrt(1 + 1e-5)]),  # y cancels to ~0
     case(np.array([[[1.0, np.nan, 2.0], [1.0, 2.0, 4.0]]])),  # NaN stays in its channel
+    case(np.array([[[0.0, 1.0]]]), w=[3.4e38], b=[3e37], eps=0.0),  # y = 3.7e38 overflows to inf
+    case(np.array([[[0.0, 1.0]]]), w=[3.4e38], b=[-1e37], eps=0.0),  # y near the largest float32
 ]
 
 
