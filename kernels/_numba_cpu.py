@@ -300,22 +300,26 @@ def stats_rows(x2: np.ndarray, out: np.ndarray, chunks: int) -> None:  # pragma:
         out[c, 3] = sa
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _normalize_row(
     x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, thr: float, overflow: bool
-) -> np.int64:  # pragma: no cover - compiled
-    bad = np.int64(0)
+) -> np.bool_:  # pragma: no cover - compiled
+    """One row of y; True when some element needs the host's recheck.  ``contract`` lets
+    the multiply and add fuse (one rounding where the bound counts two).  Measured on in-cache
+    rows: the fused form, a boolean OR instead of a count, and dropping the overflow compare
+    where ruled out each saved a tenth to a fifth of the loop's time."""
+    bad: np.bool_ = np.bool_(False)
     if overflow:
         for b in range(x.size):
             yv = (np.float64(x[b]) - mu) * sc + bt
             y[b] = np.float32(yv)
             ay = abs(yv)
-            bad += np.int64(ay < thr) + np.int64(ay > _MAX_F32)
-    else:  # the same loop less the overflow compare (about a sixth faster where compute-bound)
+            bad = bad | (ay < thr) | (ay > _MAX_F32)
+    else:
         for b in range(x.size):
             yv = (np.float64(x[b]) - mu) * sc + bt
             y[b] = np.float32(yv)
-            bad += np.int64(abs(yv) < thr)
+            bad = bad | (abs(yv) < thr)
     return bad
 
 
@@ -333,9 +337,9 @@ def normalize(
     """y = (x - mu) * s + beta in float64, rounded to float32, with a one-compare certificate.
 
     The host derives ``thr[c]`` so that |y64| >= thr[c] (and finite) implies the float32
-    result is within 1 ULP of the correctly rounded value; ``uncertified[a, c]`` counts
-    the elements of row (a, c) that the host must look at again.  ``overflow``: whether some
-    |y64| may exceed the largest float32 (those elements are counted too); the host passes
+    result is within 1 ULP of the correctly rounded value; ``uncertified[a, c]`` is nonzero
+    when row (a, c) has elements the host must look at again.  ``overflow``: whether some
+    |y64| may exceed the largest float32 (such elements are flagged too); the host passes
     False only when its bound on |y| rules that out.
     """
     A, C = x3.shape[0], x3.shape[1]
@@ -376,18 +380,22 @@ def normalize_rows(
     y2: np.ndarray,
     uncertified: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """:func:`normalize` for (A, C) rows (channels last); ``uncertified[a]`` counts per row."""
-    A, C = x2.shape
-    for a in prange(A):
-        row = x2[a]
-        out = y2[a]
-        bad = np.int64(0)
-        for c in range(C):
-            yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c]
-            out[c] = np.float32(yv)
-            ay = abs(yv)
-            bad += np.int64(ay < thr[c]) + np.int64(ay > _MAX_F32)
-        uncertified[a] = bad
+    """:func:`normalize` for (A, C) rows (channels last); ``uncertified[a]`` flags row a."""
+    for a in prange(x2.shape[0]):
+        uncertified[a] = _normalize_across(x2[a], y2[a], mu, s, beta, thr)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _normalize_across(
+    row: np.ndarray, out: np.ndarray, mu: np.ndarray, s: np.ndarray, beta: np.ndarray, thr: np.ndarray
+) -> np.bool_:  # pragma: no cover - compiled
+    bad: np.bool_ = np.bool_(False)
+    for c in range(row.size):
+        yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c]
+        out[c] = np.float32(yv)
+        ay = abs(yv)
+        bad = bad | (ay < thr[c]) | (ay > _MAX_F32)
+    return bad
 
 
 @njit(parallel=True, cache=True)
