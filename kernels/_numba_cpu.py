@@ -466,6 +466,13 @@ def exact_bins(bits3: np.ndarray, c: int, bins1: np.ndarray, bins2: np.ndarray) 
             bins2[idx, 1] += sq & 0xFFFFFF
 
 
+@njit(parallel=True, cache=True)
+def exact_bins_many(bits3: np.ndarray, chans: np.ndarray, bins1: np.ndarray, bins2: np.ndarray) -> None:
+    """:func:`exact_bins` of channels ``chans`` (one task each) into bins1[k], bins2[k]."""  # pragma: no cover
+    for k in prange(chans.size):
+        exact_bins(bits3, chans[k], bins1[k], bins2[k])
+
+
 # ---------------------------------------------------------------- LayerNorm / RMSNorm (rows x features)
 
 

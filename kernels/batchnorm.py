@@ -116,6 +116,9 @@ class _HostData:
     def channel_stats(self, c: int) -> tuple[Fraction, Fraction]:
         return _exact.channel_stats(self.x3, c)
 
+    def channel_stats_many(self, channels: list[int]) -> list[tuple[Fraction, Fraction]]:
+        return _exact.channel_stats_many(self.x3, channels)
+
 
 @dataclass
 class _Setup:
@@ -309,34 +312,43 @@ def _certify(data: Any, a: int, c: int, plan: _Plan, beta: float, backend: Any) 
     return np.isfinite(row) if plan.uncertain[c] else bad
 
 
-def _refine(data: Any, c: int, plan: _Plan, setup: _Setup, backend: Any) -> None:
-    """Tier 2: channel c's exact mean and variance (integer exponent bins, about 2 ns a value);
-    the plan is rebuilt from their float64 roundings, whose errors are known exactly."""
-    mean, var = data.channel_stats(c)
-    plan.exact[c] = (mean, var)
-    mu, v = float(mean), float(var)  # int / int: correctly rounded
-    mu_err = float(abs(Fraction(mu) - mean)) * (1 + 2.0**-50)
-    var_err = float(abs(Fraction(v) - var)) * (1 + 2.0**-50)
-    gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
-    backend.plan_finish(mu, v, mu_err, var_err, gamma, beta, setup.eps, setup.prof.zero_var_guard, plan.table[c])
-    plan.refined.add(c)
+def _refine(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> None:
+    """Tier 2: the channels' exact means and variances (integer exponent bins, about 2 ns a value,
+    channels in parallel); each plan is rebuilt from their float64 roundings, whose errors are
+    known exactly."""
+    for c, (mean, var) in zip(channels, data.channel_stats_many(channels), strict=True):
+        plan.exact[c] = (mean, var)
+        mu, v = float(mean), float(var)  # int / int: correctly rounded
+        mu_err = float(abs(Fraction(mu) - mean)) * (1 + 2.0**-50)
+        var_err = float(abs(Fraction(v) - var)) * (1 + 2.0**-50)
+        gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
+        backend.plan_finish(mu, v, mu_err, var_err, gamma, beta, setup.eps, setup.prof.zero_var_guard, plan.table[c])
+        plan.refined.add(c)
 
 
 def _fallback(
     data: Any, flags: np.ndarray, plan: _Plan, setup: _Setup, training: bool, stats: KernelStats, backend: Any
 ) -> None:
-    """Rows with uncertified elements: recheck with the full bound; in training refine the channel's
-    statistics (tier 2) and recheck; what is still uncertified goes exact (tier 3).  A channel
-    holding inf or NaN is left as computed: its float result (NaN) is the defined one."""
+    """Rows with uncertified elements: recheck with the full bound; in training refine the
+    statistics of the channels still uncertified (tier 2, all at once) and recheck; what is
+    still uncertified goes exact (tier 3).  A channel holding inf or NaN is left as computed:
+    its float result (NaN) is the defined one."""
     beta = setup.beta
-    for a, c in zip(*np.nonzero(flags), strict=True):
-        bad = _certify(data, a, c, plan, beta[c], backend)
-        finite = not training or plan.finite is None or bool(plan.finite[c])
-        if bad.any() and training and finite and c not in plan.refined:
-            _refine(data, c, plan, setup, backend)
-            stats.fallback_channels += 1
-            bad = _certify(data, a, c, plan, beta[c], backend)  # certified elements improve too
-        if not bad.any() or not finite:
+    rows = list(zip(*np.nonzero(flags), strict=True))
+    bad_rows = {}
+    for a, c in rows:
+        bad_rows[a, c] = _certify(data, a, c, plan, beta[c], backend)
+    finite = np.ones(plan.table.shape[0], bool) if not training or plan.finite is None else plan.finite
+    if training:
+        todo = sorted({int(c) for (a, c), bad in bad_rows.items() if bad.any() and finite[c]} - plan.refined)
+        if todo:
+            _refine(data, todo, plan, setup, backend)
+            stats.fallback_channels += len(todo)
+            for a, c in rows:
+                if c in todo:  # certified elements improve too
+                    bad_rows[a, c] = _certify(data, a, c, plan, beta[c], backend)
+    for (a, c), bad in bad_rows.items():
+        if not bad.any() or not finite[c]:
             continue
         if c not in plan.exact:  # evaluation: the running statistics, exactly
             assert setup.rm is not None and setup.rv is not None

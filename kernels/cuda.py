@@ -72,6 +72,9 @@ class _DeviceData:
     def store_row(self, a: int, c: int, r: np.ndarray) -> None:
         self.y3[a, c].copy_to_device(np.ascontiguousarray(r))
 
+    def channel_stats_many(self, channels: list[int]) -> list[tuple[Fraction, Fraction]]:
+        return [self.channel_stats(c) for c in channels]
+
     def channel_stats(self, c: int) -> tuple[Fraction, Fraction]:
         from numba import cuda
 
