@@ -47,18 +47,22 @@ def shifts_kernel(x3, shift):  # pragma: no cover - device code
         shift[c] = t / k
 
 
+@cuda.jit(device=True)
+def _slab_walk(x3):  # pragma: no cover - device code
+    """Grid (S, C): channel c, thread t, the channel's count n and row length B, this thread's
+    first flat index j in the channel and its stride (adjacent threads read adjacent values)."""
+    t = cuda.threadIdx.x
+    n = x3.shape[0] * x3.shape[2]
+    return cuda.blockIdx.y, t, n, x3.shape[2], cuda.blockIdx.x * cuda.blockDim.x + t, cuda.gridDim.x * cuda.blockDim.x
+
+
 @cuda.jit
 def partial_sums_kernel(x3, shift, parts):  # pragma: no cover - device code
     """Grid (S, C): thread t of slab s of channel c walks the channel's values j = s * T + t,
     j += S * T (adjacent threads read adjacent values) summing d = x - shift; thread 0 of the
     block then combines its threads' [S1, comp1, S2, comp2] into parts[c, s]."""
     sums = cuda.shared.array((THREADS, 4), float64)
-    c = cuda.blockIdx.y
-    t = cuda.threadIdx.x
-    A, _, B = x3.shape
-    n = A * B
-    j = cuda.blockIdx.x * cuda.blockDim.x + t
-    stride = cuda.gridDim.x * cuda.blockDim.x
+    c, t, n, B, j, stride = _slab_walk(x3)
     sh = shift[c]
     s1 = 0.0
     c1 = 0.0
@@ -124,19 +128,22 @@ def combine_kernel(parts, shift, n, out):  # pragma: no cover - device code
         out[c, 3] = math.sqrt(n * sq) * _SA_SLACK  # >= sum|d| (Cauchy-Schwarz)
 
 
+@cuda.jit(device=True)
+def _split(i, C, B):  # pragma: no cover - device code
+    """Flat index i of an (A, C, B) array as (a, c, b)."""
+    ac = i // B
+    a = ac // C
+    return a, ac - a * C, i - ac * B
+
+
 @cuda.jit
 def normalize_kernel(x3, mu, s, beta, thr, y3, flags):  # pragma: no cover - device code
     """y = (x - mu) * s + beta in float64, rounded to float32; flags[a, c] counts the elements of
     row (a, c) that the one-compare certificate leaves to the host (as the CPU ``normalize``)."""
-    A, C, B = x3.shape
-    total = A * C * B
+    _, C, B = x3.shape
     i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < total:
-        ac = i // B
-        b = i - ac * B
-        a = ac // C
-        c = ac - a * C
+    while i < x3.size:
+        a, c, b = _split(i, C, B)
         yv = (float64(x3[a, c, b]) - mu[c]) * s[c] + beta[c]
         ay = abs(yv)
         if ay < thr[c] or ay > _MAX_F32:
@@ -144,7 +151,7 @@ def normalize_kernel(x3, mu, s, beta, thr, y3, flags):  # pragma: no cover - dev
             if ay >= _OVERFLOW:  # what the cast gives, spelled out (the simulator's cast warns)
                 yv = math.copysign(math.inf, yv)
         y3[a, c, b] = float32(yv)
-        i += stride
+        i += cuda.gridsize(1)
 
 
 @cuda.jit
@@ -182,6 +189,46 @@ def exact_bins_kernel(bits3, c, bins1, bins2):  # pragma: no cover - device code
         if sb2[k, 0] != 0 or sb2[k, 1] != 0:
             cuda.atomic.add(bins2, (k, 0), sb2[k, 0])
             cuda.atomic.add(bins2, (k, 1), sb2[k, 1])
+
+
+@cuda.jit
+def backward_partials_kernel(x3, dy3, mu, parts):  # pragma: no cover - device code
+    """Grid (S, C), threads as in partial_sums_kernel: parts[c, s] = [sum dy, sum dy (x - mu)] over
+    the block's values (plain float64 sums: the backward's bound is relative to the terms)."""
+    sums = cuda.shared.array((THREADS, 2), float64)
+    c, t, n, B, j, stride = _slab_walk(x3)
+    m = mu[c]
+    s0 = 0.0
+    s1 = 0.0
+    while j < n:
+        a = j // B
+        g = float64(dy3[a, c, j - a * B])
+        s0 += g
+        s1 += g * (float64(x3[a, c, j - a * B]) - m)
+        j += stride
+    sums[t, 0] = s0
+    sums[t, 1] = s1
+    cuda.syncthreads()
+    if t == 0:
+        s0 = 0.0
+        s1 = 0.0
+        for k in range(cuda.blockDim.x):
+            s0 += sums[k, 0]
+            s1 += sums[k, 1]
+        parts[c, cuda.blockIdx.x, 0] = s0
+        parts[c, cuda.blockIdx.x, 1] = s1
+
+
+@cuda.jit
+def backward_dx_kernel(x3, dy3, mu, coef, mean_dy, proj, dx3):  # pragma: no cover - device code
+    """dx = coef * (dy - mean_dy - (x - mu) * proj) in float64, rounded once (as the CPU's)."""
+    _, C, B = x3.shape
+    i = cuda.grid(1)
+    while i < x3.size:
+        a, c, b = _split(i, C, B)
+        t = float64(x3[a, c, b]) - mu[c]
+        dx3[a, c, b] = float32(coef[c] * (float64(dy3[a, c, b]) - mean_dy[c] - t * proj[c]))
+        i += cuda.gridsize(1)
 
 
 def blocks_for(count: int, per_block: int = THREADS, cap: int = 4096) -> int:

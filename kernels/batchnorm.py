@@ -427,21 +427,56 @@ def batch_norm_backward(
     ``sum(|dy xhat|)``/``sum(|dy|)``: the error is relative to the terms,
     not to a result that may cancel to zero.
     """
-    prof = _profile(convention)
     if backend is None:
         from normspec.kernels import _numba_cpu as backend
     xa = _as_f32(x, "x")
     dya = _as_f32(dy, "dy", xa.shape)
     x3 = xa.reshape(_shape3(xa.shape, axis))
     dy3 = dya.reshape(x3.shape)
+
+    def sums(x3: Any, dy3: Any, mu: np.ndarray) -> np.ndarray:
+        out = np.empty((x3.shape[1], 4))
+        backend.backward_sums(x3, dy3, mu, out)
+        return out[:, :2]
+
+    def dx(x3: Any, dy3: Any, mu: np.ndarray, coef: np.ndarray, mean_dy: np.ndarray, proj: np.ndarray) -> Any:
+        dx3 = np.empty(x3.shape, np.float32)
+        backend.backward_dx(x3, dy3, mu, coef, mean_dy, proj, dx3)
+        return dx3
+
+    dx3, dweight, dbias = _backward(
+        x3, dy3, weight, running_mean, running_var, training, eps, convention, lambda x3: _stats(x3, backend), sums, dx
+    )
+    return dx3.reshape(xa.shape), dweight, dbias
+
+
+def _backward(
+    x3: Any,
+    dy3: Any,
+    weight: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    eps: float | None,
+    convention: str,
+    stats: Any,
+    sums: Any,
+    dx: Any,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The backward pass on (A, C, B) views, the bulk work done by ``stats(x3) -> (st, m)``,
+    ``sums(x3, dy3, mu) -> [sum dy, sum dy (x - mu)]`` per channel and ``dx(...)`` (CPU or
+    CUDA); the per-channel arithmetic in between is shared."""
+    prof = _profile(convention)
     a_n, c_n, b_n = x3.shape
     n = a_n * b_n
     gamma = _as_f32(np.ones(c_n, np.float32) if weight is None else weight, "weight", (c_n,)).astype(np.float64)
     eps_v = prof.effective_eps(prof.eps if eps is None else float(eps))
     if training:
         if n < 2 and prof.one_value == "error":
-            raise DegenerateInputError(expected("more than 1 value per channel when training", "x.shape", xa.shape))
-        st, _ = _stats(x3, backend)
+            raise DegenerateInputError(
+                expected("more than 1 value per channel when training", "x viewed (A, C, B)", x3.shape)
+            )
+        st, _ = stats(x3)
         mean1 = st[:, 1] / n
         mu = st[:, 0] + mean1
         var = np.maximum(st[:, 2] / n - mean1 * mean1, 0.0)
@@ -452,14 +487,12 @@ def batch_norm_backward(
         var = _as_f32(running_var, "running_var", (c_n,)).astype(np.float64)
     with np.errstate(divide="ignore"):
         invstd = np.where(var + eps_v > 0, 1.0 / np.sqrt(var + eps_v), 0.0)
-    sums = np.empty((c_n, 4))
-    backend.backward_sums(x3, dy3, mu, sums)
-    dbias = sums[:, 0]
-    dweight = sums[:, 1] * invstd
-    dx3 = np.empty(x3.shape, np.float32)
+    s = sums(x3, dy3, mu)
+    dbias = s[:, 0]
+    dweight = s[:, 1] * invstd
     coef = gamma * invstd
     if training:
-        backend.backward_dx(x3, dy3, mu, coef, dbias / n, sums[:, 1] * invstd * invstd / n, dx3)
+        dx3 = dx(x3, dy3, mu, coef, dbias / n, s[:, 1] * invstd * invstd / n)
     else:
-        backend.backward_dx(x3, dy3, mu, coef, np.zeros(c_n), np.zeros(c_n), dx3)
-    return dx3.reshape(xa.shape), dweight.astype(np.float32), dbias.astype(np.float32)
+        dx3 = dx(x3, dy3, mu, coef, np.zeros(c_n), np.zeros(c_n))
+    return dx3, dweight.astype(np.float32), dbias.astype(np.float32)

@@ -13,8 +13,7 @@ rare rows that the certificate leaves open go through the CPU driver's tiers: th
 to the host and rechecked with the full bound; in training the channel's exact statistics come
 from an integer exponent-bin kernel on the device; what is still open is decided exactly.
 
-Forward only (training and evaluation); the backward runs on the CPU
-(:func:`normspec.kernels.batch_norm_backward`).
+:func:`batch_norm_backward` gives the gradients on the device with the CPU's arithmetic and bound.
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ from typing import Any
 
 import numpy as np
 from normspec.kernels import _exact
-from normspec.kernels.batchnorm import KernelStats, _finish, _Plan, _plan, _setup
+from normspec.kernels.batchnorm import KernelStats, _backward, _finish, _Plan, _plan, _setup, _shape3
 
-from normspec.errors import ShapeError, expected
+from normspec.errors import DTypeError, ShapeError, expected
 
-__all__ = ["batch_norm", "available", "last_run"]
+__all__ = ["batch_norm", "batch_norm_backward", "available", "last_run"]
 
 last_run = KernelStats()
 
@@ -142,18 +141,9 @@ def batch_norm(
     from numba import cuda
 
     stats = KernelStats()
-    on_device = _is_device_array(x)
-    if on_device:
-        xd = x if type(x).__name__ == "FakeCUDAArray" else cuda.as_cuda_array(x)
-        if not xd.is_c_contiguous():
-            raise ShapeError(expected("a C-contiguous device array", "x (device)", "non-contiguous"))
-        shape, dtype = tuple(xd.shape), xd.dtype
-    else:
-        xa = np.ascontiguousarray(np.asarray(x))
-        shape, dtype = xa.shape, xa.dtype
-    setup = _setup(shape, dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention)
-    if not on_device:
-        xd = cuda.to_device(xa)
+    xd, on_device = _device_input(x, "x")
+    shape = tuple(xd.shape)
+    setup = _setup(shape, xd.dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention)
     x3 = xd.reshape(setup.shape3)
     a_n, c_n, b_n = setup.shape3
     rm, rv = setup.rm, setup.rv
@@ -180,3 +170,78 @@ def batch_norm(
     last_run = stats
     y = y3.reshape(shape)
     return (y if on_device else y.copy_to_host()), new_rm, new_rv
+
+
+def _device_input(x: Any, name: str) -> tuple[Any, bool]:
+    """A device array for ``x`` (copied there when it is a host array) and whether it was one."""
+    from numba import cuda
+
+    if _is_device_array(x):
+        xd = x if type(x).__name__ == "FakeCUDAArray" else cuda.as_cuda_array(x)
+        if not xd.is_c_contiguous():
+            raise ShapeError(expected("a C-contiguous device array", f"{name} (device)", "non-contiguous"))
+        return xd, True
+    xa = np.ascontiguousarray(np.asarray(x))
+    if xa.dtype != np.float32:
+        raise DTypeError(expected("float32 (the kernels' dtype)", f"{name}.dtype", xa.dtype.name))
+    return cuda.to_device(xa), False
+
+
+def batch_norm_backward(
+    x: Any,
+    dy: Any,
+    weight: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    training: bool = True,
+    eps: float | None = None,
+    convention: str = "torch",
+    *,
+    axis: int = 1,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dweight, dbias)`` of :func:`batch_norm` on the GPU, float32.
+
+    The formulas, the float64 arithmetic and the bound of
+    :func:`normspec.kernels.batch_norm_backward`: each ``dx`` within 1 ULP of float32 at the
+    magnitude of its terms, ``dweight``/``dbias`` within 1 ULP at ``sum|dy xhat|``/``sum|dy|``.
+    ``dx`` is a device array when ``x`` is one, a numpy array otherwise.
+    """
+    from normspec.kernels import _numba_cuda as kern
+    from numba import cuda
+
+    xd, on_device = _device_input(x, "x")
+    dyd, _ = _device_input(dy, "dy")
+    if tuple(dyd.shape) != tuple(xd.shape):
+        raise ShapeError(expected(f"dy of shape {tuple(xd.shape)}", "dy.shape", tuple(dyd.shape)))
+    shape = tuple(xd.shape)
+    x3 = xd.reshape(_shape3(shape, axis))
+    dy3 = dyd.reshape(x3.shape)
+    a_n, c_n, b_n = x3.shape
+    slabs = max(1, min(-(-a_n * b_n // (kern.THREADS * 4 * kern.CHUNK)), max(1, 2048 // max(c_n, 1))))
+
+    def sums(x3: Any, dy3: Any, mu: np.ndarray) -> np.ndarray:
+        parts = cuda.device_array((c_n, slabs, 2), np.float64)
+        kern.backward_partials_kernel[(slabs, c_n), kern.THREADS](x3, dy3, cuda.to_device(mu), parts)
+        return parts.copy_to_host().sum(axis=1)
+
+    def dx(x3: Any, dy3: Any, mu: np.ndarray, coef: np.ndarray, mean_dy: np.ndarray, proj: np.ndarray) -> Any:
+        dx3 = cuda.device_array(x3.shape, np.float32)
+        args = [cuda.to_device(np.ascontiguousarray(v, np.float64)) for v in (mu, coef, mean_dy, proj)]
+        kern.backward_dx_kernel[kern.blocks_for(dx3.size, cap=8192), kern.THREADS](x3, dy3, *args, dx3)
+        return dx3
+
+    dx3, dweight, dbias = _backward(
+        x3,
+        dy3,
+        weight,
+        running_mean,
+        running_var,
+        training,
+        eps,
+        convention,
+        lambda x3: _device_stats(x3, kern),
+        sums,
+        dx,
+    )
+    dxr = dx3.reshape(shape)
+    return (dxr if on_device else dxr.copy_to_host()), dweight, dbias

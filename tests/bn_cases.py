@@ -1,12 +1,14 @@
 """BatchNorm cases shared by the CPU and CUDA kernel tests: the hypothesis strategy, the
 adversarial-case builder and the check against the oracle (within 1 ULP, NaN where it is NaN)."""
 
+from fractions import Fraction
+
 import numpy as np
 from hypothesis import example
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from normspec.oracle import batch_norm as oracle
-from normspec.oracle import ulp_distance
+from normspec.oracle import relative_ulp_error, ulp_distance
 
 F32 = np.float32
 
@@ -74,3 +76,41 @@ def adversarial_examples(test):
     for c in reversed(ADVERSARIAL):
         test = example(c, True)(test)
     return test
+
+
+def check_backward(impl):
+    """``impl`` (the kernels' batch_norm_backward protocol) in training against exact sums:
+    each dx within 1 ULP at the magnitude of its terms, dbias within 1 ULP at sum|dy|."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((6, 2, 5)) * 3 + 1).astype(F32)
+    dy = rng.standard_normal(x.shape).astype(F32)
+    w = np.array([1.5, -0.5], F32)
+    dx, _, db = impl(x, dy, w)
+    for c in range(2):
+        xs = [Fraction(float(v)) for v in x[:, c].ravel()]
+        gs = [Fraction(float(v)) for v in dy[:, c].ravel()]
+        n = len(xs)
+        m = sum(xs) / n
+        var = sum((v - m) ** 2 for v in xs) / n
+        inv = 1 / np.sqrt(float(var + Fraction(1e-5)))  # float64 stand-in; the bound below is loose enough
+        xhat = [float(v - m) * inv for v in xs]
+        mdy = float(sum(gs) / n)
+        mdx = sum(float(g) * h for g, h in zip(gs, xhat, strict=True)) / n
+        exact = [float(w[c]) * inv * (float(g) - mdy - h * mdx) for g, h in zip(gs, xhat, strict=True)]
+        mag = [
+            abs(float(w[c])) * inv * (abs(float(g)) + abs(mdy) + abs(h) * abs(mdx))
+            for g, h in zip(gs, xhat, strict=True)
+        ]
+        err = relative_ulp_error(np.asarray(dx)[:, c].ravel(), np.array(exact, dtype=object), np.array(mag))
+        assert err.max() <= 1.0
+        assert abs(float(db[c]) - float(sum(gs))) <= float(np.spacing(np.float32(sum(abs(float(g)) for g in gs))))
+
+
+def check_eval_backward(impl):
+    """Evaluation: dx = gamma invstd dy, exactly where that is representable."""
+    x = np.ones((3, 2), F32)
+    dy = np.array([[1, 2], [3, 4], [5, 6]], F32)
+    dx, _, _ = impl(
+        x, dy, np.array([2.0, 1.0], F32), np.zeros(2, F32), np.array([3.0, 0.0], F32), training=False, eps=1.0
+    )
+    assert dx[0, 0] == np.float32(2.0 / 2.0) and dx[2, 1] == np.float32(6.0)

@@ -116,6 +116,26 @@ def test_non_contiguous_device_array_is_refused():
         kc.batch_norm(xd)
 
 
+def test_backward_within_one_ulp_of_the_term_magnitude():
+    bn_cases.check_backward(kc.batch_norm_backward)
+
+
+def test_eval_backward_is_gamma_invstd_dy():
+    bn_cases.check_eval_backward(kc.batch_norm_backward)
+
+
+def test_backward_keeps_device_arrays():
+    from numba import cuda
+
+    x = (_rng.standard_normal((4, 3, 7)) * 2 - 1).astype(F32)
+    dy = _rng.standard_normal(x.shape).astype(F32)
+    w = _rng.standard_normal(3).astype(F32)
+    dx, dw, db = kc.batch_norm_backward(cuda.to_device(x), cuda.to_device(dy), w)
+    hdx, hdw, hdb = kc.batch_norm_backward(x, dy, w)
+    assert not isinstance(dx, np.ndarray)
+    assert (dx.copy_to_host() == hdx).all() and (dw == hdw).all() and (db == hdb).all()
+
+
 @pytest.mark.skipif(SIM, reason="large tensors need a real GPU (the simulator runs a Python thread per CUDA thread)")
 @pytest.mark.parametrize("kind", ["normal", "large_mean"])
 def test_large_tensors_on_the_gpu(kind):
