@@ -46,16 +46,23 @@ def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma
 
 
 @njit(cache=True)
-def _row_sums(row: np.ndarray, shift: float, acc: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Add the shifted sums of one contiguous row to acc = [S1, comp1, S2, comp2]: blocks of CHUNK
+def _sums_of(
+    row: np.ndarray, shift: float, s1: float, c1: float, s2: float, c2: float
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """Add the shifted sums of one contiguous row to (S1, comp1, S2, comp2): blocks of CHUNK
     values (the last one shorter), each summed vectorized, combined compensated."""
     B = row.size
-    s1, c1, s2, c2 = acc[0], acc[1], acc[2], acc[3]
     for k in range((B + CHUNK - 1) // CHUNK):
         p1, p2 = _block_sums(row[k * CHUNK : min(B, k * CHUNK + CHUNK)], shift)
         s1, c1 = _neumaier(s1, c1, p1)
         s2, c2 = _neumaier(s2, c2, p2)
-    acc[0], acc[1], acc[2], acc[3] = s1, c1, s2, c2
+    return s1, c1, s2, c2
+
+
+@njit(cache=True)
+def _row_sums(row: np.ndarray, shift: float, acc: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`_sums_of` into acc = [S1, comp1, S2, comp2]."""
+    acc[0], acc[1], acc[2], acc[3] = _sums_of(row, shift, acc[0], acc[1], acc[2], acc[3])
 
 
 @njit(cache=True)
@@ -482,15 +489,12 @@ def _row_plan(row: np.ndarray, centred: bool, eps: float, out: np.ndarray) -> No
     affine is folded in by the caller).  out: plan columns as in plan_finish."""
     n = row.size
     shift = _shift(row) if centred else 0.0
-    acc = np.zeros(4)
-    _row_sums(row, shift, acc)
-    sums = np.empty(4)
-    _finish_sums(shift, acc, n, sums)
+    s1, c1, s2, c2 = _sums_of(row, shift, 0.0, 0.0, 0.0, 0.0)  # no per-row allocation
+    sq = s2 + c2
     m = 2 * ((n + CHUNK - 1) // CHUNK + 130)
     if centred:
-        plan_from_sums(shift, sums[1], sums[2], sums[3], n, m, CHUNK, 1.0, 0.0, eps, False, out)
+        plan_from_sums(shift, s1 + c1, sq, np.sqrt(n * sq) * _SA_SLACK, n, m, CHUNK, 1.0, 0.0, eps, False, out)
     else:
-        sq = sums[2]
         ds2 = 1.01 * ((CHUNK + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
         ms = sq / n
         plan_finish(0.0, ms, 0.0, 1.01 * (ds2 / n + _U * ms), 1.0, 0.0, eps, False, out)
@@ -521,7 +525,6 @@ def rows_norm(
         s = plan[r, 2]
         kj = plan[r, 3] + 1.01 * _U
         den = KAPPA - kj * (1 + _U) - 2.0**-52
-        bad = np.int64(0)
         if plan[r, 8] > 0 or not den > 0:
             for j in range(F):
                 y2[r, j] = np.float32(np.nan)
@@ -529,11 +532,26 @@ def rows_norm(
             continue
         a = kj * (1 + _U) / den * (1 + 2.0**-40)
         bcoef = plan[r, 4] / den * (1 + 2.0**-40)
-        out = y2[r]
-        for j in range(F):
-            yv = (np.float64(row[j]) - mu) * (s * gamma[j]) + beta[j]
-            out[j] = np.float32(yv)
-            ay = abs(yv)
-            thr = a * abs(beta[j]) + bcoef * abs(gamma[j])
-            bad += np.int64(ay < thr) + np.int64(ay > _MAX_F32)
-        uncertified[r] = bad
+        uncertified[r] = _affine_row(row, y2[r], mu, s, gamma, beta, a, bcoef)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _affine_row(
+    row: np.ndarray,
+    out: np.ndarray,
+    mu: float,
+    s: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    a: float,
+    bcoef: float,
+) -> np.bool_:  # pragma: no cover - compiled
+    """One row of rows_norm with per-element gamma/beta and thresholds; True when some element
+    needs the host's recheck (fused multiply-add and a boolean flag, as in _normalize_row)."""
+    bad: np.bool_ = np.bool_(False)
+    for j in range(row.size):
+        yv = (np.float64(row[j]) - mu) * (s * gamma[j]) + beta[j]
+        out[j] = np.float32(yv)
+        ay = abs(yv)
+        bad = bad | (ay < a * abs(beta[j]) + bcoef * abs(gamma[j])) | (ay > _MAX_F32)
+    return bad
