@@ -78,6 +78,28 @@ def adversarial_examples(test):
     return test
 
 
+LAYOUTS = ["nchw", "nhwc", "2d", "noncontiguous", "readonly"]
+
+
+def check_layout(impl, layout):
+    """``impl`` on one of LAYOUTS (channels last through axis=-1), against the oracle."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5, 4, 3)).astype(F32)
+    w, b = rng.standard_normal(5).astype(F32), rng.standard_normal(5).astype(F32)
+    rm, rv = np.zeros(5, F32), np.ones(5, F32)
+    if layout == "nhwc":
+        check(impl, np.moveaxis(x, 1, -1).copy(), w, b, rm, rv, True, axis=-1)
+    elif layout == "2d":
+        check(impl, x[:, :, 0, 0].copy(), w, b, rm, rv, True)
+    elif layout == "noncontiguous":
+        check(impl, x[:, :, ::2, :], w, b, rm, rv, True)
+    elif layout == "readonly":
+        x.setflags(write=False)
+        check(impl, x, w, b, rm, rv, True)
+    else:
+        check(impl, x, w, b, rm, rv, True)
+
+
 def check_backward(impl):
     """``impl`` (the kernels' batch_norm_backward protocol) in training against exact sums:
     each dx within 1 ULP at the magnitude of its terms, dbias within 1 ULP at sum|dy|."""

@@ -43,23 +43,9 @@ def test_larger_tensors_and_share_correctly_rounded(kind):
     assert np.mean(d == 0) > 0.999  # the great majority correctly rounded
 
 
-@pytest.mark.parametrize("layout", ["nchw", "nhwc", "2d", "noncontiguous", "readonly"])
+@pytest.mark.parametrize("layout", bn_cases.LAYOUTS)
 def test_layouts(layout):
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((6, 5, 4, 3)).astype(F32)
-    w, b = rng.standard_normal(5).astype(F32), rng.standard_normal(5).astype(F32)
-    rm, rv = np.zeros(5, F32), np.ones(5, F32)
-    if layout == "nhwc":
-        check(np.moveaxis(x, 1, -1).copy(), w, b, rm, rv, True, axis=-1)
-    elif layout == "2d":
-        check(x[:, :, 0, 0].copy(), w, b, rm, rv, True)
-    elif layout == "noncontiguous":
-        check(x[:, :, ::2, :], w, b, rm, rv, True)
-    elif layout == "readonly":
-        x.setflags(write=False)
-        check(x, w, b, rm, rv, True)
-    else:
-        check(x, w, b, rm, rv, True)
+    bn_cases.check_layout(batch_norm, layout)
 
 
 def test_inputs_are_not_modified_and_out_is_used():

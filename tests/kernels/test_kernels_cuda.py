@@ -40,6 +40,11 @@ def test_within_one_ulp_of_the_oracle(case, training):
     check(x, w, b, rm, rv, training, eps=eps)
 
 
+@pytest.mark.parametrize("layout", bn_cases.LAYOUTS)
+def test_layouts(layout):
+    bn_cases.check_layout(kc.batch_norm, layout)
+
+
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_exact_tiers_are_exercised_and_correct(sign):
     # outputs that cancel to far below their terms: the certificate fails, the channel's exact
