@@ -90,16 +90,28 @@ def _is_device_array(x: Any) -> bool:
     return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
 
 
+def _slabs(n: int, c_n: int, kern: Any) -> int:
+    """Blocks per channel: each thread sums at least about 4 blocks of values; about 2048 in all."""
+    return max(1, min(-(-n // (kern.THREADS * 4 * kern.CHUNK)), max(1, 2048 // max(c_n, 1))))
+
+
+def _check_grid(shape3: tuple[int, int, int]) -> tuple[int, int, int]:
+    if shape3[1] > 65535:  # channels index the grid's second dimension
+        raise ShapeError(expected("at most 65535 channels on the GPU", "channels", shape3[1]))
+    return shape3
+
+
 def _device_stats(x3: Any, kern: Any) -> tuple[np.ndarray, int]:
     """Per channel [shift, S1, S2, bound on sum|d|] on the device, and the m of the bound."""
     from numba import cuda
 
     a_n, c_n, b_n = x3.shape
     n = a_n * b_n
+    if c_n == 0:
+        return np.empty((0, 4)), 0
     shift = cuda.device_array(c_n, np.float64)
     kern.shifts_kernel[kern.blocks_for(c_n), kern.THREADS](x3, shift)
-    # slabs per channel: each thread sums at least about 4 blocks; about 2048 blocks in all
-    slabs = max(1, min(-(-n // (kern.THREADS * 4 * kern.CHUNK)), max(1, 2048 // c_n)))
+    slabs = _slabs(n, c_n, kern)
     parts = cuda.device_array((c_n, slabs, 4), np.float64)
     kern.partial_sums_kernel[(slabs, c_n), kern.THREADS](x3, shift, parts)
     out = cuda.device_array((c_n, 4), np.float64)
@@ -144,6 +156,7 @@ def batch_norm(
     xd, on_device = _device_input(x, "x")
     shape = tuple(xd.shape)
     setup = _setup(shape, xd.dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention)
+    _check_grid(setup.shape3)
     x3 = xd.reshape(setup.shape3)
     a_n, c_n, b_n = setup.shape3
     rm, rv = setup.rm, setup.rv
@@ -214,10 +227,10 @@ def batch_norm_backward(
     if tuple(dyd.shape) != tuple(xd.shape):
         raise ShapeError(expected(f"dy of shape {tuple(xd.shape)}", "dy.shape", tuple(dyd.shape)))
     shape = tuple(xd.shape)
-    x3 = xd.reshape(_shape3(shape, axis))
+    x3 = xd.reshape(_check_grid(_shape3(shape, axis)))
     dy3 = dyd.reshape(x3.shape)
     a_n, c_n, b_n = x3.shape
-    slabs = max(1, min(-(-a_n * b_n // (kern.THREADS * 4 * kern.CHUNK)), max(1, 2048 // max(c_n, 1))))
+    slabs = _slabs(a_n * b_n, c_n, kern)
 
     def sums(x3: Any, dy3: Any, mu: np.ndarray) -> np.ndarray:
         parts = cuda.device_array((c_n, slabs, 2), np.float64)

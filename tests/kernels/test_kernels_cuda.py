@@ -106,11 +106,20 @@ def test_one_value_per_channel(convention, outcome):
         (lambda: kc.batch_norm(np.zeros(4, F32)), ShapeError),
         (lambda: kc.batch_norm(np.zeros((0, 3, 4), F32)), DegenerateInputError),
         (lambda: kc.batch_norm(np.zeros((2, 3, 4), F32), training=False), ShapeError),
+        (lambda: kc.batch_norm(np.zeros((2, 70000), F32)), ShapeError),  # beyond the grid's second dimension
+        (lambda: kc.batch_norm_backward(np.zeros((2, 3), F32), np.zeros((3, 2), F32)), ShapeError),
     ],
 )
 def test_bad_input(call, exc):
     with pytest.raises(exc):
         call()
+
+
+def test_zero_channels():
+    x = np.zeros((2, 0, 3), F32)
+    y, m, v = kc.batch_norm(x, None, None, np.zeros(0, F32), np.ones(0, F32))
+    assert y.shape == x.shape and m.shape == v.shape == (0,)
+    assert kc.batch_norm_backward(x, x)[0].shape == x.shape
 
 
 def test_non_contiguous_device_array_is_refused():
