@@ -110,9 +110,6 @@ class _HostData:
     def store_row(self, a: int, c: int, r: np.ndarray) -> None:
         pass  # out_row is a view: already stored
 
-    def channel_finite(self, c: int) -> bool:
-        return bool(np.isfinite(self.x3[:, c, :]).all())
-
     def channel_stats(self, c: int) -> tuple[Fraction, Fraction]:
         return _exact.channel_stats(self.x3, c)
 
