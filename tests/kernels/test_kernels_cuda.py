@@ -6,6 +6,9 @@ same tests run the real kernels, and the large-tensor tests below run too.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,6 +123,16 @@ def test_zero_channels():
     y, m, v = kc.batch_norm(x, None, None, np.zeros(0, F32), np.ones(0, F32))
     assert y.shape == x.shape and m.shape == v.shape == (0,)
     assert kc.batch_norm_backward(x, x)[0].shape == x.shape
+
+
+def test_every_kernel_compiles_for_the_gpu():
+    """What the simulator cannot see: the CUDA target's own typing and lowering (this caught a
+    min() of two ints that compiles for the CPU and the simulator but not for CUDA)."""
+    script = Path(__file__).with_name("ptx_compile.py")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    if out.returncode == 77:
+        pytest.skip(out.stdout.strip() or "no NVVM (CUDA toolkit) on this machine")
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_non_contiguous_device_array_is_refused():
