@@ -20,6 +20,7 @@ __all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "last_run"]
 
 _U = 2.0**-53
 _MAX_F32 = 3.4028234663852886e38
+_NARROW = ("float16", "bfloat16")  # input formats taken through float32 (statistics in float32 and wider)
 
 
 @dataclass
@@ -230,6 +231,12 @@ def batch_norm(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Float32 BatchNorm; returns ``(y, new_running_mean, new_running_var)`` as new arrays.
 
+    ``x`` may also be float16 or bfloat16 (parameters and running statistics stay float32, as
+    in mixed-precision training); ``y`` then has ``x``'s dtype, with the same 1 ULP guarantee
+    in that format: the float32 result is within 1.5 float32 ULP of the exact value, far
+    below half a float16/bfloat16 ULP, so rounding it once more lands on one of the two
+    neighbours of the exact value.
+
     **Accuracy.**  Every element of ``y`` whose exact value is finite is
     within 1 ULP of the correctly rounded exact value, on every input;
     so are the running statistics.  Mechanism: float64 arithmetic inside
@@ -251,18 +258,23 @@ def batch_norm(
     if backend is None:
         from normspec.kernels import _numba_cpu as backend
     xa = np.ascontiguousarray(np.asarray(x))
+    low = xa.dtype if xa.dtype.name in _NARROW else None
+    if low is not None:
+        xa = xa.astype(np.float32)  # exact: every float16 and bfloat16 is a float32
     setup = _setup(
         xa.shape, xa.dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention
     )
     x3 = xa.reshape(setup.shape3)
     a_n, c_n, b_n = x3.shape
+    y_dtype = np.float32 if low is None else low
+    if out is not None and (out.shape != xa.shape or out.dtype != y_dtype or not out.flags.c_contiguous):
+        want = f"out of shape {xa.shape}, {np.dtype(y_dtype).name}, contiguous"
+        raise ShapeError(expected(want, "out", (out.shape, out.dtype.name)))
     if setup.identity:
         last_run = stats
         rm, rv = setup.rm, setup.rv
-        return xa.copy(), None if rm is None else rm.copy(), None if rv is None else rv.copy()
-    y = out if out is not None else np.empty(xa.shape, np.float32)
-    if y.shape != xa.shape or y.dtype != np.float32 or not y.flags.c_contiguous:
-        raise ShapeError(expected(f"out of shape {xa.shape}, float32, contiguous", "out", (y.shape, y.dtype.name)))
+        return xa.astype(y_dtype), None if rm is None else rm.copy(), None if rv is None else rv.copy()
+    y = out if out is not None and low is None else np.empty(xa.shape, np.float32)
     y3 = y.reshape(x3.shape)
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
@@ -275,6 +287,13 @@ def batch_norm(
         backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow)
     new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
+    if low is not None:  # y is within 1 ULP of float32; rounding it once more stays within 1 ULP here
+        with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
+            narrow = y.astype(low)
+        if out is None:
+            return narrow, new_rm, new_rv
+        out[...] = narrow
+        return out, new_rm, new_rv
     return y, new_rm, new_rv
 
 

@@ -11,6 +11,8 @@ import bn_cases
 from normspec.kernels import batch_norm, batch_norm_backward
 from normspec.kernels import batchnorm as kb
 from normspec.kernels._profiles import PROFILES
+from normspec.oracle import batch_norm as oracle
+from normspec.oracle import ulp_distance
 from normspec.spec.conventions import get_convention
 
 from normspec.errors import DegenerateInputError, DTypeError, NormspecError, ShapeError
@@ -133,3 +135,37 @@ def test_backward_within_one_ulp_of_the_term_magnitude():
 
 def test_eval_backward_is_gamma_invstd_dy():
     bn_cases.check_eval_backward(batch_norm_backward)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["normal", "large_mean", "tiny", "overflow", "cancel"])
+def test_narrow_inputs_within_one_ulp_of_their_format(fmt, kind):
+    """float16/bfloat16 x with float32 parameters and statistics: y in x's format, within 1 ULP."""
+    dtype = np.dtype(np.float16) if fmt == "float16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    rng = np.random.default_rng(12)
+    x = {
+        "normal": rng.standard_normal((6, 3, 7)),
+        "large_mean": 1000 + rng.random((6, 3, 7)),
+        "tiny": rng.standard_normal((6, 3, 7)) * 1e-6,  # tiny inputs, and (gamma below) subnormal outputs
+        "overflow": rng.standard_normal((6, 3, 7)),
+        "cancel": rng.standard_normal((6, 3, 7)),
+    }[kind].astype(dtype)
+    big = 3e4 if fmt == "float16" else 3e38  # |y| past the format's largest finite value
+    w = np.full(3, {"overflow": big, "tiny": 1e-6}.get(kind, 1.5), F32)
+    b = rng.standard_normal(3).astype(F32) if kind != "tiny" else np.zeros(3, F32)
+    if kind == "cancel":  # y of x[0, c, 0] is about 0
+        xs = x.astype(np.float64)
+        b = (-(xs[0, :, 0] - xs.mean(axis=(0, 2))) / np.sqrt(xs.var(axis=(0, 2)) + 1e-5) * 1.5).astype(F32)
+    rm, rv = np.zeros(3, F32), np.ones(3, F32)
+    y, nrm, nrv = batch_norm(x, w, b, rm, rv, True)
+    o = oracle(x, w, b, rm, rv, training=True)
+    assert y.dtype == dtype and o.y.dtype == dtype
+    if kind == "overflow":
+        assert np.isinf(o.y.astype(np.float32)).any()
+    if kind == "tiny" and fmt == "float16":
+        assert (np.abs(o.y.astype(np.float32)) < np.finfo(np.float16).tiny).any()  # subnormal outputs
+    d = ulp_distance(y, o.y)
+    assert d.max() <= 1, f"{d.max()} ULP"
+    assert ulp_distance(nrm, o.running_mean).max() <= 1 and ulp_distance(nrv, o.running_var).max() <= 1
+    out = np.empty(x.shape, dtype)
+    assert batch_norm(x, w, b, rm, rv, True, out=out)[0] is out and (out.view(np.uint16) == y.view(np.uint16)).all()
