@@ -18,19 +18,13 @@ _F32_P, _F32_EMIN, _F32_EMAX = 24, -126, 127
 def channel_stats(x3: np.ndarray, c: int = 0) -> tuple[Fraction, Fraction]:
     """Exact mean and biased variance of channel c of finite float32 values viewed (A, C, B)
     (a 1-D array is one channel), by exponent-binned integer sums; no copy is taken."""
-    from normspec.kernels._numba_cpu import exact_bins
-
-    vals = np.ascontiguousarray(x3, dtype=np.float32)
-    if vals.ndim == 1:
-        vals = vals.reshape(1, 1, -1)
-    bins1 = np.zeros(254, np.int64)
-    bins2 = np.zeros((254, 2), np.int64)
-    exact_bins(vals.view(np.int32), c, bins1, bins2)
-    return stats_from_bins(bins1, bins2, vals.shape[0] * vals.shape[2])
+    vals = np.asarray(x3)
+    return channel_stats_many(vals.reshape(1, 1, -1) if vals.ndim == 1 else vals, [c])[0]
 
 
 def channel_stats_many(x3: np.ndarray, channels: list[int]) -> list[tuple[Fraction, Fraction]]:
-    """:func:`channel_stats` of several channels of an (A, C, B) array, the channels in parallel."""
+    """Exact mean and biased variance of several channels of an (A, C, B) array of finite float32
+    values (integer sums binned by exponent, see ``exact_bins``), the channels in parallel."""
     from normspec.kernels._numba_cpu import exact_bins_many
 
     vals = np.ascontiguousarray(x3, dtype=np.float32)

@@ -17,8 +17,8 @@ _MAX_F32 = 3.4028234663852886e38
 # (CHUNK + 2) u sum|d| from the blocks plus 2u|S| + 4 m^2 u^2 sum|d| from the m-term compensated
 # combination (for d**2: CHUNK + 4).  sum|d| is not accumulated: Cauchy-Schwarz bounds it by
 # sqrt(n sum d**2), and sum d**2 is known to a relative error far below the 2**-20 slack.
-# CHUNK = 65 on purpose: measured on this machine (Zen 4), blocks of 16k + 1 values (49, 65, 81)
-# summed at memory speed, while 48, 63 or 64 ran up to twice as slow.
+# CHUNK = 65 on purpose: measured here (LLVM reports the CPU as rocketlake, AVX-512), blocks of
+# 16k + 1 values (49, 65, 81) summed at memory speed, while 48, 63 or 64 ran up to twice as slow.
 _SUMS = {"reassoc", "contract"}
 CHUNK = 65
 _SA_SLACK = 1.0 + 2.0**-20
@@ -87,12 +87,18 @@ def neumaier_terms(a_n: int, b_n: int, tasks: int) -> int:
 
 
 @njit(cache=True)
+def _sa_bound(n: int, s2: float) -> float:  # pragma: no cover - compiled
+    """A bound on sum|d| from sum d**2 (Cauchy-Schwarz, with slack for the error of s2)."""
+    return np.sqrt(n * s2) * _SA_SLACK
+
+
+@njit(cache=True)
 def _finish_sums(shift: float, acc: np.ndarray, n: int, out: np.ndarray) -> None:  # pragma: no cover
     s2 = acc[2] + acc[3]
     out[0] = shift
     out[1] = acc[0] + acc[1]
     out[2] = s2
-    out[3] = np.sqrt(n * s2) * _SA_SLACK  # >= sum|d| (Cauchy-Schwarz)
+    out[3] = _sa_bound(n, s2)
 
 
 @njit(parallel=True, cache=True)
@@ -407,26 +413,19 @@ def _normalize_across(
 
 @njit(parallel=True, cache=True)
 def backward_sums(x3: np.ndarray, dy3: np.ndarray, mu: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    """Per channel: sum dy, sum dy * (x - mu), sum |dy|, sum |dy * (x - mu)|."""
+    """Per channel: out[c] = [sum dy, sum dy * (x - mu)]."""
     A, C, B = x3.shape
     for c in prange(C):
         m = mu[c]
         s0 = 0.0
         s1 = 0.0
-        a0 = 0.0
-        a1 = 0.0
         for a in range(A):
             for b in range(B):
                 g = np.float64(dy3[a, c, b])
-                t = np.float64(x3[a, c, b]) - m
                 s0 += g
-                s1 += g * t
-                a0 += abs(g)
-                a1 += abs(g * t)
+                s1 += g * (np.float64(x3[a, c, b]) - m)
         out[c, 0] = s0
         out[c, 1] = s1
-        out[c, 2] = a0
-        out[c, 3] = a1
 
 
 @njit(parallel=True, cache=True)
@@ -493,7 +492,7 @@ def _row_plan(row: np.ndarray, centred: bool, eps: float, out: np.ndarray) -> No
     sq = s2 + c2
     m = 2 * ((n + CHUNK - 1) // CHUNK + 130)
     if centred:
-        plan_from_sums(shift, s1 + c1, sq, np.sqrt(n * sq) * _SA_SLACK, n, m, CHUNK, 1.0, 0.0, eps, False, out)
+        plan_from_sums(shift, s1 + c1, sq, _sa_bound(n, sq), n, m, CHUNK, 1.0, 0.0, eps, False, out)
     else:
         ds2 = 1.01 * ((CHUNK + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
         ms = sq / n

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from normspec.kernels._numba_cpu import _SA_SLACK, CHUNK
+from normspec.kernels._numba_cpu import _SA_SLACK, CHUNK, _neumaier  # njit: compiled for CUDA as well
 from numba import cuda, float32, float64, int64
 from numba.core import config
 
@@ -26,16 +26,6 @@ from numba.core import config
 THREADS = 32 if config.ENABLE_CUDASIM else 256
 _MAX_F32 = 3.4028234663852886e38
 _OVERFLOW = 3.4028235677973366e38  # the largest float32 plus half its ULP: from here on, rounds to inf
-
-
-@cuda.jit(device=True)
-def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma: no cover - device code
-    u = s + t
-    if abs(s) >= abs(t):
-        comp += (s - u) + t
-    else:
-        comp += (t - u) + s
-    return u, comp
 
 
 @cuda.jit

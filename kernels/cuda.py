@@ -189,15 +189,16 @@ def _device_input(x: Any, name: str) -> tuple[Any, bool]:
     """A device array for ``x`` (copied there when it is a host array) and whether it was one."""
     from numba import cuda
 
-    if _is_device_array(x):
+    on_device = _is_device_array(x)
+    if on_device:
         xd = x if type(x).__name__ == "FakeCUDAArray" else cuda.as_cuda_array(x)
         if not xd.is_c_contiguous():
             raise ShapeError(expected("a C-contiguous device array", f"{name} (device)", "non-contiguous"))
-        return xd, True
-    xa = np.ascontiguousarray(np.asarray(x))
-    if xa.dtype != np.float32:
-        raise DTypeError(expected("float32 (the kernels' dtype)", f"{name}.dtype", xa.dtype.name))
-    return cuda.to_device(xa), False
+    else:
+        xd = np.ascontiguousarray(np.asarray(x))
+    if np.dtype(xd.dtype) != np.float32:
+        raise DTypeError(expected("float32 (the CUDA kernels' dtype)", f"{name}.dtype", np.dtype(xd.dtype).name))
+    return (xd if on_device else cuda.to_device(xd)), on_device
 
 
 def batch_norm_backward(

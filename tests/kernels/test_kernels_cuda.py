@@ -135,6 +135,14 @@ def test_every_kernel_compiles_for_the_gpu():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_device_array_of_another_dtype_is_refused():
+    from numba import cuda
+
+    xd = cuda.to_device(np.zeros((2, 3), np.float64))
+    with pytest.raises(DTypeError, match="float64"):
+        kc.batch_norm_backward(xd, xd)
+
+
 def test_non_contiguous_device_array_is_refused():
     from numba import cuda
 
