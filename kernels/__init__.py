@@ -9,7 +9,16 @@ from ``normspec.spec``, ``normspec.oracle``, SymPy or mpmath.
 numba is the optional ``kernels`` extra: ``pip install 'normspec[kernels]'``.
 """
 
+from normspec.kernels._buffers import output_cache_info, set_output_cache
 from normspec.kernels.batchnorm import KernelStats, batch_norm, batch_norm_backward
 from normspec.kernels.layernorm import layer_norm, rms_norm
 
-__all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "layer_norm", "rms_norm"]
+__all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "KernelStats",
+    "layer_norm",
+    "rms_norm",
+    "set_output_cache",
+    "output_cache_info",
+]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from normspec.kernels._numba_cpu import _SA_SLACK, CHUNK, _neumaier  # njit: compiled for CUDA as well
+from normspec.kernels._numba_cpu import _SA_SLACK, CHUNK, _neumaier, shift_of  # njit: compiled for CUDA as well
 from numba import cuda, float32, float64, int64
 from numba.core import config
 
@@ -37,7 +37,7 @@ def shifts_kernel(x3, shift):  # pragma: no cover - device code
         t = 0.0
         for i in range(k):
             t += float64(x3[0, c, i])
-        shift[c] = t / k
+        shift[c] = shift_of(t, k)
 
 
 @cuda.jit(device=True)

@@ -11,7 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.kernels import _exact
+from normspec.kernels import _buffers, _exact
 from normspec.kernels._profiles import PROFILES, KernelProfile
 
 from normspec.errors import DegenerateInputError, DomainError, DTypeError, ShapeError, UnknownConventionError, expected
@@ -274,7 +274,7 @@ def batch_norm(
         last_run = stats
         rm, rv = setup.rm, setup.rv
         return xa.astype(y_dtype), None if rm is None else rm.copy(), None if rv is None else rv.copy()
-    y = out if out is not None and low is None else np.empty(xa.shape, np.float32)
+    y = out if out is not None and low is None else _buffers.empty(xa.shape, np.float32)
     y3 = y.reshape(x3.shape)
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
@@ -284,7 +284,7 @@ def batch_norm(
         backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
     else:
-        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow)
+        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow, 4 * backend.threads())
     new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
     if low is not None:  # y is within 1 ULP of float32; rounding it once more stays within 1 ULP here
@@ -456,7 +456,7 @@ def batch_norm_backward(
         return out
 
     def dx(x3: Any, dy3: Any, mu: np.ndarray, coef: np.ndarray, mean_dy: np.ndarray, proj: np.ndarray) -> Any:
-        dx3 = np.empty(x3.shape, np.float32)
+        dx3 = _buffers.empty(x3.shape, np.float32)
         backend.backward_dx(x3, dy3, mu, coef, mean_dy, proj, dx3)
         return dx3
 

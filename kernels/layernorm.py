@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.kernels import _exact
+from normspec.kernels import _buffers, _exact
 
 from normspec.errors import DegenerateInputError, DomainError, DTypeError, ShapeError, expected
 
@@ -49,7 +49,7 @@ def _run(xa: np.ndarray, x2: np.ndarray, gamma: np.ndarray, beta: np.ndarray, ce
     if not (math.isfinite(eps) and eps >= 0):
         raise DomainError(expected("a finite eps >= 0", "eps", eps))
     r = x2.shape[0]
-    y2 = np.empty(x2.shape, np.float32)
+    y2 = _buffers.empty(x2.shape, np.float32)
     plan = np.empty((r, backend.PLAN_COLUMNS))
     flags = np.zeros(r, np.int64)
     backend.rows_norm(x2, gamma, beta, centred, float(eps), plan, y2, flags)

@@ -35,6 +35,9 @@ def check(*args, **kw):
     return bn_cases.check(kc.batch_norm, *args, **kw)[0]
 
 
+# the simulator runs device code as numpy scalars, which warn where inf - inf gives NaN (a
+# channel holding an infinity); on a GPU that is silent, and the result is checked either way
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @settings(max_examples=40 if SIM else 200, deadline=None)
 @given(bn_cases.cases(max_n=3, max_len=5), st.booleans())
 @bn_cases.adversarial_examples

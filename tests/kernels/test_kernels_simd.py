@@ -1,0 +1,82 @@
+"""The 16-lane streaming-store normalizing code (kernels/_simd.py) against the scalar loop,
+and the CPU kernel on rows long enough to take it (>= _STREAM_MIN values) against the oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("numba", reason="numba is the kernels extra: pip install 'normspec[kernels]'")
+
+import bn_cases
+from normspec.kernels import _numba_cpu as cpu
+from normspec.kernels import batch_norm
+from normspec.kernels import batchnorm as kb
+
+F32 = np.float32
+_MAX = float(np.finfo(F32).max)
+
+
+def _values(rng, n):
+    """|x| >= 1 with NaN, infinities and a huge value: under (mu, s, beta) = (0, 1, 0) and
+    thr = 0.5 nothing is flagged, while a lane read outside the span (as 0) would be."""
+    x = (rng.choice([-1.0, 1.0], n) * (1 + np.abs(rng.standard_normal(n)))).astype(F32)
+    x[rng.integers(0, n, 4)] = [np.nan, np.inf, -np.inf, 3e38]
+    return x
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 40),  # where the span starts in the flat arrays
+    st.integers(1, 90),  # its length
+    st.integers(0, 15),  # y's offset from a 64-byte line, in elements
+    st.sampled_from([(0.0, 1.0, 0.0), (0.0, 1.3, 0.5), (1e4, 7.0, -3.0), (0.25, 3e38, 1e37)]),
+    st.sampled_from([1e-6, 0.0, 0.5, np.inf]),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_span_matches_the_scalar_loop(start, n, yoff, params, thr, overflow, seed):
+    """Same y bits and the same flag as _normalize_row, for every alignment, length and end."""
+    rng = np.random.default_rng(seed)
+    size = start + n + 20
+    x = _values(rng, size)
+    raw = np.zeros(size + 32, F32)
+    base = (-raw.ctypes.data % 64) // 4
+    y = raw[base + yoff : base + yoff + size]
+    y[:] = -7.0
+    ref = y.copy()
+    mu, sc, bt = params
+    ymax = _MAX if overflow else np.inf
+    got = cpu._normalize_span(x, y, start, n, mu, sc, bt, thr, ymax)
+    want = cpu._normalize_row(x[start : start + n], ref[start : start + n], mu, sc, bt, thr, overflow)
+    assert bool(got) == bool(want)
+    assert np.array_equal(y.view(np.int32), ref.view(np.int32))  # outside the span: untouched
+
+
+@pytest.mark.parametrize("b_len", [256, 300, 1000])
+def test_long_rows_within_one_ulp_of_the_oracle(b_len):
+    """Rows taking the streaming path, with cancelling outputs, NaN, inf and overflow in them."""
+    rng = np.random.default_rng(b_len)
+    x = rng.standard_normal((6, 4, b_len)).astype(F32)  # A >= 2 threads: slabs in memory order
+    x[0, 1, 7] = np.nan
+    x[1, 2, 100] = np.inf
+    x[2, 3] = 1e4 + rng.random(b_len).astype(F32)
+    w = np.array([1.0, 2.0, 3.4e38, 0.5], F32)
+    b = np.array([-0.1, 1.0, 1e37, -2.0], F32)
+    bn_cases.check(batch_norm, x, w, b, np.zeros(4, F32), np.ones(4, F32), True)
+    bn_cases.check(batch_norm, x, w, b, np.zeros(4, F32), np.ones(4, F32), False)
+
+
+def test_long_rows_misaligned_out_and_exact_fallback():
+    """``out`` starting off a cache line, and an element the certificate cannot decide."""
+    x = np.tile(np.arange(300, dtype=F32), (2, 1, 1))  # mean 149.5
+    var = float(np.var(np.arange(300.0)))
+    s = 1 / np.sqrt(var + 1e-5)
+    b = np.array([-(150 - 149.5) * s], F32)  # y at x = 150 cancels to far below its terms
+    raw = np.empty(x.size + 1, F32)
+    out = raw[1:].reshape(x.shape)
+    y, _, _ = batch_norm(x, None, b, None, None, True, out=out)
+    assert y is out
+    ref, _ = bn_cases.check(batch_norm, x, None, b, None, None, True)
+    assert np.array_equal(out, ref)
+    assert kb.last_run.refined_channels + kb.last_run.fallback_elements > 0
