@@ -12,7 +12,6 @@ from normspec.kernels._simd import W, address, chunk_masked, chunk_stream, store
 from numba import get_num_threads, njit, prange
 
 _MAX_F32 = 3.4028234663852886e38
-_STREAM_MIN = 256  # measured: rows of 196 values ran slower with the 16-lane chunks, rows of 400 and more faster
 
 
 # Blocks of at most CHUNK consecutive values are summed with reassociation allowed (vectorized);
@@ -361,6 +360,7 @@ def normalize(
     uncertified: np.ndarray,
     overflow: bool,
     tasks: int,
+    stream: bool,
 ) -> None:  # pragma: no cover - compiled
     """y = (x - mu) * s + beta in float64, rounded to float32, with a one-compare certificate.
 
@@ -369,47 +369,96 @@ def normalize(
     when row (a, c) has elements the host must look at again.  ``overflow``: whether some
     |y64| may exceed the largest float32 (such elements are flagged too); the host passes
     False only when its bound on |y| rules that out.  ``tasks``: how many slabs of rows to share
-    among the threads (a few per thread).  Rows of at least ``_STREAM_MIN`` values
-    go through the 16-lane streaming-store code of :mod:`._simd` (same arithmetic).
+    among the threads (a few per thread).  ``stream``: use the 16-lane streaming-store code of
+    :mod:`._simd` (same arithmetic; rows of at least 16 values; the host asks for it on outputs
+    too large to stay in cache, where skipping the read of y's lines pays).
     """
     A, C, B = x3.shape
     ymax = _MAX_F32 if overflow else np.inf
-    xf = x3.reshape(A * C * B)
-    yf = y3.reshape(A * C * B)
-    stream = B >= _STREAM_MIN and address(yf) % 4 == 0
-    tasks = max(1, min(A * C, tasks))
-    step = (A * C + tasks - 1) // tasks
+    rows = A * C
+    xf = x3.reshape(rows * B)
+    yf = y3.reshape(rows * B)
+    flags = uncertified.reshape(rows)
+    stream = stream and B >= W and address(yf) % 4 == 0
+    tasks = max(1, min(rows, tasks))
+    step = (rows + tasks - 1) // tasks
     for t in prange(tasks):
-        for ac in range(t * step, min(A * C, (t + 1) * step)):
-            a = ac // C
-            c = ac % C
-            if stream:
-                bad = _normalize_span(xf, yf, ac * B, B, mu[c], s[c], beta[c], thr[c], ymax)
-            else:
-                bad = _normalize_row(x3[a, c], y3[a, c], mu[c], s[c], beta[c], thr[c], overflow)
-            uncertified[a, c] = bad
+        r0 = t * step
+        r1 = min(rows, r0 + step)
         if stream:
+            _normalize_span(xf, yf, r0, r1, B, C, mu, s, beta, thr, ymax, flags)
             store_fence()
+        else:
+            for r in range(r0, r1):
+                c = r % C
+                flags[r] = _normalize_row(x3[r // C, c], y3[r // C, c], mu[c], s[c], beta[c], thr[c], overflow)
 
 
 @njit(cache=True)
 def _normalize_span(
-    xf: np.ndarray, yf: np.ndarray, start: int, n: int, mu: float, sc: float, bt: float, thr: float, ymax: float
-) -> np.bool_:  # pragma: no cover - compiled
-    """Elements start .. start+n-1 of the flat arrays in 16-lane chunks aligned to y's cache
-    lines: full chunks streamed, the partial ones at either end masked."""
-    end = start + n
+    xf: np.ndarray,
+    yf: np.ndarray,
+    r0: int,
+    r1: int,
+    B: int,
+    C: int,
+    mu: np.ndarray,
+    s: np.ndarray,
+    beta: np.ndarray,
+    thr: np.ndarray,
+    ymax: float,
+    flags: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Rows r0 .. r1-1 of the flat arrays (row r: channel r % C, values r*B .. r*B + B - 1,
+    B >= 16) in 16-lane chunks aligned to y's cache lines: full chunks streamed, the partial
+    ones at either end masked; a chunk may straddle two rows.  Sets flags[r] for the rows
+    with flagged elements (clears the others)."""
+    start = r0 * B
+    end = r1 * B
+    for r in range(r0, r1):
+        flags[r] = 0
     q = start - (address(yf) // 4 + start) % W
-    bad: np.bool_ = np.bool_(False)
-    if q < start:  # the partial chunk at the start
-        bad = chunk_masked(xf, yf, q, start - q, min(end - q, W), mu, sc, bt, thr, ymax)
+    r = r0  # the row of the chunk's first lane (of lane lo for the first chunk)
+    row_end = (r + 1) * B
+    c = r % C
+    while q < end:
+        if q >= start and q + W <= min(row_end, end):  # full chunks inside row r: one parameter set
+            m, sc, bt, th = mu[c], s[c], beta[c], thr[c]
+            bad = 0
+            while q + W <= min(row_end, end):
+                bad |= chunk_stream(xf, yf, q, 0, W, W, m, sc, bt, th, m, sc, bt, th, ymax)
+                q += W
+            if bad:
+                flags[r] = 1
+            if q >= end:
+                break
+            if q == row_end:
+                r += 1
+                row_end += B
+                c = c + 1 if c + 1 < C else 0
+                continue
+        # a chunk at an end of the span, or straddling rows r and r + 1
+        split = min(row_end - q, W)  # lanes from here on belong to row r + 1
+        c2 = c + 1 if c + 1 < C else 0
+        lo = max(start - q, 0)
+        hi = min(end - q, W)
+        if lo == 0 and hi == W:
+            f = chunk_stream(
+                xf, yf, q, 0, W, split, mu[c], s[c], beta[c], thr[c], mu[c2], s[c2], beta[c2], thr[c2], ymax
+            )
+        else:
+            f = chunk_masked(
+                xf, yf, q, lo, hi, split, mu[c], s[c], beta[c], thr[c], mu[c2], s[c2], beta[c2], thr[c2], ymax
+            )
+        if f & 1:
+            flags[r] = 1
+        if f & 2:
+            flags[r + 1] = 1
         q += W
-    while q + W <= end:
-        bad = bad | chunk_stream(xf, yf, q, mu, sc, bt, thr, ymax)
-        q += W
-    if q < end:  # the partial chunk at the end
-        bad = bad | chunk_masked(xf, yf, q, 0, end - q, mu, sc, bt, thr, ymax)
-    return bad
+        if q >= row_end:  # B >= 16: one row boundary at most
+            r += 1
+            row_end += B
+            c = c2
 
 
 @njit(cache=True)

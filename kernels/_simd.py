@@ -42,28 +42,34 @@ def _splat(builder: ir.IRBuilder, v: ir.Value, vty: ir.VectorType) -> ir.Value:
 
 
 def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -> ir.Value:
-    if masked:
-        x, y, q, lo, hi, mu, sc, bt, thr, ymax = args
-    else:
-        x, y, q, mu, sc, bt, thr, ymax = args
+    """The chunk at q: lanes below ``split`` take the first parameter set (row r), the others
+    the second (row r + 1); returns bit 0 when a lane of the first kind is flagged, bit 1 for
+    the second."""
+    x, y, q, lo, hi, split, *params = args
+    mu_a, s_a, b_a, t_a, mu_b, s_b, b_b, t_b, ymax = params
     xa = ctx.make_array(sig.args[0])(ctx, builder, x)
     ya = ctx.make_array(sig.args[1])(ctx, builder, y)
     xp = builder.bitcast(builder.gep(xa.data, [q]), _V32.as_pointer())
     yp = builder.bitcast(builder.gep(ya.data, [q]), _V32.as_pointer())
+    idx = ir.Constant(_VI32, list(range(W)))
+
+    def below(v: ir.Value) -> ir.Value:  # lanes < v
+        return builder.icmp_signed("<", idx, _splat(builder, builder.trunc(v, _I32), _VI32))
+
+    first = below(split)
+
+    def per_lane(a: ir.Value, b: ir.Value) -> ir.Value:
+        return builder.select(first, _splat(builder, a, _V64), _splat(builder, b, _V64))
+
     if masked:
-        idx = ir.Constant(_VI32, list(range(W)))
-        lo32, hi32 = builder.trunc(lo, _I32), builder.trunc(hi, _I32)
-        mask = builder.and_(
-            builder.icmp_signed(">=", idx, _splat(builder, lo32, _VI32)),
-            builder.icmp_signed("<", idx, _splat(builder, hi32, _VI32)),
-        )
+        mask = builder.and_(builder.not_(below(lo)), below(hi))
         load = _fn(builder, "llvm.masked.load.v16f32.p0", _V32, [xp.type, _I32, _VI1, _V32])
         xv = builder.call(load, [xp, ir.Constant(_I32, 4), mask, ir.Constant(_V32, [0.0] * W)])
     else:
         xv = builder.load(xp, align=4)
     fma = _fn(builder, "llvm.fma.v16f64", _V64, [_V64, _V64, _V64])
-    d = builder.fsub(builder.fpext(xv, _V64), _splat(builder, mu, _V64))
-    yv = builder.call(fma, [d, _splat(builder, sc, _V64), _splat(builder, bt, _V64)])
+    d = builder.fsub(builder.fpext(xv, _V64), per_lane(mu_a, mu_b))
+    yv = builder.call(fma, [d, per_lane(s_a, s_b), per_lane(b_a, b_b)])
     r = builder.fptrunc(yv, _V32)
     if masked:
         store = _fn(builder, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_V32, yp.type, _I32, _VI1])
@@ -73,37 +79,53 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
         st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
     ay = builder.call(_fn(builder, "llvm.fabs.v16f64", _V64, [_V64]), [yv])
     bad = builder.or_(
-        builder.fcmp_ordered("<", ay, _splat(builder, thr, _V64)),
+        builder.fcmp_ordered("<", ay, per_lane(t_a, t_b)),
         builder.fcmp_ordered(">", ay, _splat(builder, ymax, _V64)),
     )
     if masked:
         bad = builder.and_(bad, mask)
-    return builder.call(_fn(builder, "llvm.vector.reduce.or.v16i1", _I1, [_VI1]), [bad])
+    reduce_or = _fn(builder, "llvm.vector.reduce.or.v16i1", _I1, [_VI1])
+    bad_a = builder.call(reduce_or, [builder.and_(bad, first)])
+    bad_b = builder.call(reduce_or, [builder.and_(bad, builder.not_(first))])
+    i64 = ir.IntType(64)
+    return builder.or_(builder.zext(bad_a, i64), builder.shl(builder.zext(bad_b, i64), ir.Constant(i64, 1)))
 
 
-def _chunk_stream(typingctx: Any, x: Any, y: Any, q: Any, mu: Any, sc: Any, bt: Any, thr: Any, ymax: Any) -> Any:
-    """Elements q .. q+15 of the flat float32 arrays x -> y (y + 4q must be 64-byte aligned),
-    stored non-temporally; True when one is flagged."""
-    sig = types.boolean(x, y, types.intp, types.float64, types.float64, types.float64, types.float64, types.float64)
+def _chunk(masked: bool) -> Any:
+    """The typing function of :data:`chunk_stream` (``masked`` False: elements q .. q+15 of the
+    flat float32 arrays x -> y, y + 4q 64-byte aligned, stored non-temporally; ``lo`` and ``hi``
+    are ignored) or of :data:`chunk_masked` (lanes lo .. hi-1 only, 0 <= lo <= hi <= 16, with
+    masked loads and ordinary masked stores: lanes outside [lo, hi) are neither read nor
+    written).  Lanes from ``split`` on belong to the next row.  Parameters: mu, s, beta, thr of
+    the two rows, then ymax.  Returns the two rows' flags (bits 0 and 1)."""
 
-    def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
-        return _lanes(builder, ctx, s, args, masked=False)
+    def typer(
+        typingctx: Any,
+        x: Any,
+        y: Any,
+        q: Any,
+        lo: Any,
+        hi: Any,
+        split: Any,
+        mu_a: Any,
+        s_a: Any,
+        b_a: Any,
+        t_a: Any,
+        mu_b: Any,
+        s_b: Any,
+        b_b: Any,
+        t_b: Any,
+        ymax: Any,
+    ) -> Any:
+        sig = types.int64(x, y, types.intp, types.intp, types.intp, types.intp, *(types.float64,) * 9)
 
-    return sig, codegen
+        def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
+            return _lanes(builder, ctx, s, args, masked)
 
+        return sig, codegen
 
-def _chunk_masked(
-    typingctx: Any, x: Any, y: Any, q: Any, lo: Any, hi: Any, mu: Any, sc: Any, bt: Any, thr: Any, ymax: Any
-) -> Any:
-    """Elements q+lo .. q+hi-1 (0 <= lo <= hi <= 16) of the flat float32 arrays x -> y, with
-    masked loads and stores (lanes outside [lo, hi) are neither read nor written)."""
-    f8 = types.float64
-    sig = types.boolean(x, y, types.intp, types.intp, types.intp, f8, f8, f8, f8, f8)
-
-    def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
-        return _lanes(builder, ctx, s, args, masked=True)
-
-    return sig, codegen
+    typer.__name__ = typer.__qualname__ = "chunk_masked" if masked else "chunk_stream"
+    return typer
 
 
 def _store_fence(typingctx: Any) -> Any:
@@ -131,7 +153,7 @@ def _address(typingctx: Any, arr: Any) -> Any:
 
 
 # typed Any: mypy reads numba's intrinsic objects as needing the typing context argument
-chunk_stream: Any = intrinsic(_chunk_stream)
-chunk_masked: Any = intrinsic(_chunk_masked)
+chunk_stream: Any = intrinsic(_chunk(masked=False))
+chunk_masked: Any = intrinsic(_chunk(masked=True))
 store_fence: Any = intrinsic(_store_fence)
 address: Any = intrinsic(_address)

@@ -20,6 +20,9 @@ __all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "last_run"]
 
 _U = 2.0**-53
 _MAX_F32 = 3.4028234663852886e38
+# outputs from this size on are written with streaming stores (measured: 1.3-1.6x faster on
+# 25-51 MB tensors, slower on a 0.8 MB one that stays in cache)
+_STREAM_BYTES = 4 << 20
 _NARROW = ("float16", "bfloat16")  # input formats taken through float32 (statistics in float32 and wider)
 
 
@@ -284,7 +287,8 @@ def batch_norm(
         backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
     else:
-        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow, 4 * backend.threads())
+        stream = y.nbytes >= _STREAM_BYTES
+        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow, 4 * backend.threads(), stream)
     new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
     if low is not None:  # y is within 1 ULP of float32; rounding it once more stays within 1 ULP here
