@@ -273,6 +273,8 @@ def batch_norm(
     if out is not None and (out.shape != xa.shape or out.dtype != y_dtype or not out.flags.c_contiguous):
         want = f"out of shape {xa.shape}, {np.dtype(y_dtype).name}, contiguous"
         raise ShapeError(expected(want, "out", (out.shape, out.dtype.name)))
+    if out is not None and np.may_share_memory(out, xa):  # contiguous both: exact; fallbacks re-read x
+        raise ShapeError(expected("out not overlapping x (x is an input, never modified)", "out", "a view of x"))
     if setup.identity:
         last_run = stats
         rm, rv = setup.rm, setup.rv

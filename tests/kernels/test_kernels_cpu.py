@@ -50,6 +50,14 @@ def test_layouts(layout):
     bn_cases.check_layout(batch_norm, layout)
 
 
+def test_out_overlapping_x_is_refused():
+    x = np.random.default_rng(6).standard_normal((4, 3, 5)).astype(F32)
+    before = x.copy()
+    with pytest.raises(ShapeError, match="out not overlapping x"):
+        batch_norm(x, None, None, None, None, True, out=x)
+    assert np.array_equal(x, before)
+
+
 def test_inputs_are_not_modified_and_out_is_used():
     x = np.random.default_rng(6).standard_normal((4, 3, 5)).astype(F32)
     rm, rv = np.zeros(3, F32), np.ones(3, F32)
