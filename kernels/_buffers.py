@@ -18,6 +18,7 @@ turn it off with ``set_output_cache(0)``.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import threading
 from dataclasses import dataclass
@@ -107,11 +108,15 @@ def empty(shape: tuple[int, ...], dtype: type | np.dtype = np.float32) -> np.nda
 def set_output_cache(limit_bytes: int) -> int:
     """Set how many bytes of unreferenced output buffers the CPU kernels may keep for reuse
     (default 1 GiB; 0 turns the cache off and frees what it holds).  Returns the previous limit."""
-    if not (isinstance(limit_bytes, int) and limit_bytes >= 0):
+    try:
+        limit = operator.index(limit_bytes)
+    except TypeError:
+        limit = -1
+    if limit < 0:
         raise DomainError(expected("a byte count >= 0", "limit_bytes", limit_bytes))
     old = _cache.limit
     with _cache._lock:
-        _cache.limit = limit_bytes
+        _cache.limit = limit
         _cache._make_room(0)
     return old
 

@@ -63,5 +63,8 @@ def test_the_cache_can_be_turned_off(cache):
     y, _, _ = batch_norm(_x(0), training=True)
     del y
     assert output_cache_info().held_bytes == 0
-    with pytest.raises(DomainError, match="limit_bytes"):
-        set_output_cache(-1)
+    for bad in (-1, 1.5, "1"):
+        with pytest.raises(DomainError, match="limit_bytes"):
+            set_output_cache(bad)
+    set_output_cache(np.int64(1 << 20))
+    assert output_cache_info().limit_bytes == 1 << 20
