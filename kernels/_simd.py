@@ -4,10 +4,11 @@ numba's loop vectorizer already turns the normalizing loop into AVX-512 code, bu
 stores ``y`` with ordinary stores: each output cache line is first read from memory
 (read for ownership), so a pass that reads ``x`` once and writes ``y`` once moves
 three bytes per byte.  The full chunks here store with non-temporal (streaming)
-stores instead, which write whole lines without reading them.  Measured on the
-development machine, this made the pass 1.3-1.5x faster on rows of 3136 values and
-more, and about even on rows of 196 (where the masked partial chunks at row ends
-weigh more).
+stores instead, which write whole lines without reading them.  Chunks follow y's
+cache lines, not its rows: a chunk may straddle two rows (two parameter sets and a
+split lane).  Measured on the development machine, this made the pass 1.3-1.6x faster
+on tensors of 25-51 MB, rows of 196 values included; on a tensor that stays in cache
+it is slower, so the host turns it on for large outputs only.
 
 Arithmetic, lane by lane, is exactly the scalar loop's: ``y64 = fma(x - mu, s, beta)``
 in float64, rounded once to float32; an element is flagged when ``|y64| < thr`` or
