@@ -55,9 +55,9 @@ def naive_family(layer: str, x: np.ndarray, groups: int, eps: float = 1e-5) -> n
 
 def oracle_family(layer: str, x: np.ndarray, groups: int, eps: float = 1e-5) -> np.ndarray:
     if layer == "layer_norm":
-        return layer_norm(x, 1, eps=eps)
+        return layer_norm(x, 1, eps=eps).y
     if layer == "rms_norm":
-        return rms_norm(x, 1, eps=eps)
+        return rms_norm(x, 1, eps=eps).y
     if layer == "group_norm":
         return group_norm(x, groups, eps=eps).y
     return instance_norm(x, eps=eps)

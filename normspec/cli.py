@@ -35,7 +35,7 @@ examples:
 
 def _audit_description() -> str:
     from normspec.targets.adapters import ADAPTERS
-    from normspec.targets.family import FAMILY_ADAPTERS
+    from normspec.targets.family_adapters import FAMILY_ADAPTERS
 
     def names(table: dict[str, Any]) -> str:
         return ", ".join(f"{k}*" if v.venv else k for k, v in table.items())
@@ -338,6 +338,18 @@ def _eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- conventions
 
 
+_RUNNING_FIELDS = (
+    "momentum_direction",
+    "momentum_default",
+    "cumulative_average",
+    "momentum_cast",
+    "running_var_correction",
+    "update_time",
+    "running_mean_init",
+    "running_var_init",
+)
+
+
 def _conventions(name: str | None) -> int:
     from dataclasses import fields
 
@@ -346,11 +358,18 @@ def _conventions(name: str | None) -> int:
     if name:
         conv = get_convention(name)
         for f in fields(conv):
-            print(f"{f.name:24} {getattr(conv, f.name)!s}")
+            if f.name in _RUNNING_FIELDS and not conv.running_stats:
+                continue  # no running statistics: these fields mean nothing here
+            value = getattr(conv, f.name)
+            if f.name == "eps_default" and value is None:
+                value = "None (the input dtype's machine epsilon)"
+            print(f"{f.name:24} {value!s}")
         print(f"{'one_value_outcome':24} {conv.one_value_outcome}")
         return 0
     rows: list[tuple[str, ...]] = [("profile", "momentum", "eps", "running var", "update", "n=1", "0/0 guard")]
     for c in CONVENTIONS.values():
+        if c.layer != "batch_norm":
+            continue
         rows.append(
             (
                 c.name,
@@ -362,24 +381,30 @@ def _conventions(name: str | None) -> int:
                 "yes" if c.zero_var_guard else "no",
             )
         )
+    print("BatchNorm:")
     _table(rows)
-    from normspec.spec.family_conventions import FAMILY_CONVENTIONS
-
     print("\nthe rest of the family:")
     frows: list[tuple[str, ...]] = [("profile", "layer", "eps", "affine", "notes")]
-    for fam in FAMILY_CONVENTIONS.values():
+    for fam in CONVENTIONS.values():
+        if fam.layer == "batch_norm":
+            continue
         eps = "finfo(dtype).eps" if fam.eps_default is None else f"{fam.eps_default:g}"
         notes = ", ".join(
             n
             for n in (
                 "rms_scaling" if fam.rms_scaling else "",
-                "running stats" if fam.running_stats else "",
+                f"running stats ({fam.momentum_direction}-weight {fam.momentum_default:g})"
+                if fam.running_stats
+                else "",
+                f"weight + {fam.weight_offset:g}" if fam.weight_offset else "",
+                "casts " + ", ".join(f"{s} to {f}" for s, f in fam.cast_points) if fam.cast_points else "",
                 fam.variance_algorithm if fam.variance_algorithm != "unspecified" else "",
             )
             if n
         )
         frows.append((fam.name, fam.layer, eps, fam.affine, notes))
     _table(frows)
+    print("\n'normspec conventions NAME' shows one profile in full, with its sources.")
     return 0
 
 

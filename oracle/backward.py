@@ -1,42 +1,451 @@
-"""BatchNorm's backward pass, exactly, rounded once.
+"""Every layer's backward pass, exactly, rounded once.
 
-Every gradient has the form ``A / sqrt(D)`` with rational ``A`` and ``D = var + eps``
-(or is rational), so :func:`~normspec.oracle.sqrtform.round_sqrt_form` rounds it
-correctly:
+One engine for every layer (the same (A, G, B) view of ``x`` as the forward,
+:mod:`normspec.oracle.layers`).  In group ``g`` with ``m`` values, mean ``mu``
+(0 for RMSNorm), ``D = var + eps`` and the scaled gradient ``h = dy * gamma``:
 
-* training: ``dx_i = gamma (n dy_i - S - (x_i - mean) T / D) / (n sqrt(D))`` with
-  ``S = sum dy`` and ``T = sum dy (x - mean)``; ``dgamma = T / sqrt(D)``; ``dbeta = S``;
-* evaluation: ``dx = gamma dy / sqrt(D)``, ``dgamma = sum dy (x - mean) / sqrt(D)``,
-  ``dbeta = S`` with the running statistics.
+* training: ``dx = (h - c S / m - (x - mu) T / (m D)) / sqrt(D)`` with
+  ``S = sum h``, ``T = sum h (x - mu)`` over the group and ``c`` 1 where the layer
+  centres (0 for RMSNorm);
+* evaluation (running statistics, constant in x): ``dx = h / sqrt(D)``;
+* ``dweight[j] = sum dy (x - mu_g) / sqrt(D_g)`` over the values that parameter ``j``
+  scales, ``dbias[j] = sum dy`` over the same values.
 
-Exact rational arithmetic per element: meant for test- and audit-sized tensors
-(thousands of elements a second), not for training runs.
+Every ``dx`` is one ``A / sqrt(D)`` with rational ``A``; BatchNorm's ``dweight``
+too.  Where a parameter spans several groups (LayerNorm's per-element weight
+spans every row), ``dweight`` is a sum of such terms with different ``D``.
+
+**Guarantee.**  Each output is the exact value rounded once, correctly, to its
+format (``dx`` to x's dtype; ``dweight``/``dbias`` to the weight's dtype, or
+float32 (float64 for float64 x) when no weight is given).  The mechanism: a
+vectorized float64 evaluation with a rigorous error bound (derived in
+:func:`_dx_fast`) settles almost every element; the rest are decided exactly:
+``A / sqrt(D)`` by exact rational comparison of squares
+(:func:`~normspec.oracle.sqrtform.round_sqrt_form`), sums of square-root terms
+by interval arithmetic at rising precision until the rounding is decided
+(:func:`round_sqrt_sum`, which first proves the sum irrational or computes it
+exactly where it is rational, so the loop ends).  Cast points of the
+convention are identities in the backward pass, as autograd treats a cast.
+float64 outputs skip the float64 evaluation (it cannot bound a double's
+rounding) and take the exact path for every element: slow, for small tensors.
 
 >>> import numpy as np
->>> dx, dg, db = batch_norm_backward(np.array([[1.0], [3.0]], np.float32), np.array([[1.0], [0.0]], np.float32),
-...                                  eps=0.0)
->>> dx.ravel().tolist(), dg.tolist(), db.tolist()  # xhat = [-1, 1]: dx = (dy - mean dy - xhat mean(dy xhat)) / 1
+>>> g = batch_norm_backward(np.array([[1.0], [3.0]], np.float32), np.array([[1.0], [0.0]], np.float32), eps=0.0)
+>>> g.dx.ravel().tolist(), g.dweight.tolist(), g.dbias.tolist()  # xhat = [-1, 1]
 ([0.0, 0.0], [-1.0], [1.0])
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.oracle.formats import format_of, numpy_dtype
+from normspec.oracle.core import _split_fraction, exact_rsqrt
+from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array
+from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _running_params, _spread, _View
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
-from normspec.spec.conventions import check_eps
+from normspec.spec.conventions import Convention, check_eps, get_convention
 
-from normspec.errors import DegenerateInputError, ShapeError, expected
+from normspec.errors import DomainError, ShapeError, expected
 
-__all__ = ["batch_norm_backward"]
+__all__ = [
+    "Gradients",
+    "batch_norm_backward",
+    "layer_norm_backward",
+    "rms_norm_backward",
+    "group_norm_backward",
+    "instance_norm_backward",
+    "round_sqrt_sum",
+]
+
+_U = 2.0**-53
 
 
-def _fr(a: np.ndarray) -> list[Fraction]:
-    return [Fraction(float(v)) for v in np.asarray(a, dtype=np.float64).ravel()]
+@dataclass(frozen=True)
+class Gradients:
+    """What every backward returns: ``dx``, ``dweight``, ``dbias`` (the last two in the parameters'
+    shape), each correctly rounded, and ``undecided``: how many outputs the exact path settled.
+    Unpacks as ``dx, dweight, dbias``."""
+
+    dx: np.ndarray
+    dweight: np.ndarray
+    dbias: np.ndarray
+    undecided: int
+
+    def __iter__(self) -> Any:
+        return iter((self.dx, self.dweight, self.dbias))
+
+
+# ---------------------------------------------------------------- sums of square roots
+
+
+def _same_rounding(lo: Fraction, hi: Fraction, fmt: Format) -> float | None:
+    rlo, rhi = round_fraction(lo, fmt), round_fraction(hi, fmt)
+    if rlo == rhi and math.copysign(1, rlo) == math.copysign(1, rhi):
+        return rlo
+    return None
+
+
+def _rational_value(terms: list[tuple[Fraction, Fraction]]) -> Fraction | None:
+    """The exact value of ``sum A / sqrt(D)`` where it is rational, else None.
+
+    ``A / sqrt(p/q) = (A/p) sqrt(p q)``.  Terms whose radicands ``k`` differ by a square
+    factor (``k1 k2`` a perfect square) are merged; square roots of integers in distinct
+    classes are linearly independent over the rationals, so the sum is rational exactly when
+    every irrational class has coefficient zero.
+    """
+    rational = Fraction(0)
+    classes: list[list[Any]] = []  # [radicand, coefficient]
+    for A, D in terms:
+        p, q = D.numerator, D.denominator
+        k, c = p * q, A / p
+        s = math.isqrt(k)
+        if s * s == k:
+            rational += c * s
+            continue
+        for cls in classes:
+            kk = k * cls[0]
+            t = math.isqrt(kk)
+            if t * t == kk:  # sqrt(k) = t / cls[0] * sqrt(cls[0])
+                cls[1] += c * Fraction(t, cls[0])
+                break
+        else:
+            classes.append([k, c])
+    return rational if all(c == 0 for _, c in classes) else None
+
+
+def _rsqrt_floor(D: Fraction, bits: int, cache: dict[tuple[Fraction, int], int]) -> int:
+    """``floor(2**bits / sqrt(D))``, exactly (an integer square root of a floor is the floor of the root)."""
+    key = (D, bits)
+    got = cache.get(key)
+    if got is None:
+        got = math.isqrt((D.denominator << (2 * bits)) // D.numerator)
+        cache[key] = got
+    return got
+
+
+def round_sqrt_sum(
+    terms: list[tuple[Fraction, Fraction]], fmt: Format, cache: dict[tuple[Fraction, int], int] | None = None
+) -> float:
+    """``sum A_k / sqrt(D_k)`` (every ``D_k > 0``) correctly rounded to ``fmt``, ties to even.
+
+    Terms with equal ``D`` are combined exactly; one term left is
+    :func:`~normspec.oracle.sqrtform.round_sqrt_form`.  Otherwise, with ``M`` the common
+    denominator of the ``A_k`` and ``R_k = floor(2**P / sqrt(D_k))`` (so that ``1/sqrt(D_k)``
+    lies in ``[R_k, R_k + 1] / 2**P``), the sum lies in an interval of integers over ``M 2**P``,
+    computed exactly; where both ends round alike that is the answer, else ``P`` doubles.
+    Before going past 1024 bits the sum is checked for rationality (:func:`_rational_value`): a
+    rational sum is rounded exactly, and an irrational one is never a rounding boundary, so the
+    loop ends.  ``cache`` keeps the ``R_k`` between calls that share radicands (every column of
+    a LayerNorm's weight gradient shares the rows' ``D``).
+
+    >>> half, eighth = Fraction(1, 2), Fraction(1, 8)
+    >>> round_sqrt_sum([(Fraction(1), half), (Fraction(-1), eighth), (Fraction(1), Fraction(9))], FLOAT32)
+    -1.0808802843093872
+    >>> round_sqrt_sum([(Fraction(1), Fraction(2)), (Fraction(-2), Fraction(8))], FLOAT32)  # exactly 0
+    0.0
+    """
+    by_d: dict[Fraction, Fraction] = {}
+    for A, D in terms:
+        if A != 0:
+            by_d[D] = by_d.get(D, Fraction(0)) + A
+    items = [(A, D) for D, A in by_d.items() if A != 0]
+    if not items:
+        return 0.0
+    if len(items) == 1:
+        return round_sqrt_form(items[0][0], Fraction(0), items[0][1], fmt)
+    cache = {} if cache is None else cache
+    M = math.lcm(*(A.denominator for A, _ in items))
+    ints = [(A.numerator * (M // A.denominator), D) for A, D in items]
+    bits, checked = 2 * fmt.p + 40, False
+    while True:
+        if bits > 1024 and not checked:
+            exact = _rational_value(items)
+            if exact is not None:
+                return round_fraction(exact, fmt)
+            checked = True
+        lo = hi = 0
+        for a, D in ints:
+            r = _rsqrt_floor(D, bits, cache)
+            if a > 0:
+                lo += a * r
+                hi += a * (r + 1)
+            else:
+                lo += a * (r + 1)
+                hi += a * r
+        got = _same_rounding(Fraction(lo, M << bits), Fraction(hi, M << bits), fmt)
+        if got is not None:
+            return got
+        bits *= 2
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def _decided(v: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+    """Round ``v +- delta`` to ``fmt``: (the rounding, where both ends agree bit for bit)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo, hi = round_array(v - delta, fmt), round_array(v + delta, fmt)
+    ok = (lo == hi) & (np.signbit(lo) == np.signbit(hi)) & np.isfinite(delta)
+    return hi, ok
+
+
+def _dx_fast(
+    x3: np.ndarray,
+    h: np.ndarray,
+    groups: list[tuple[float, float, float, float, float, float, float, float]],
+    centred: bool,
+    training: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``dx`` and a rigorous bound on its error, for every element.
+
+    Per group: ``mu = mu_hi + mu_lo`` within ``e_mu``; ``s`` = S/m and ``q`` = T/(m D) as
+    computed from float sums, within ``e_s`` and ``e_q``; ``r`` = 1/sqrt(D) within 2**-52 r.
+    With u = 2**-53, ``d = fl(fl(x - mu_hi) - mu_lo)`` is within ``e_d = e_mu + 2u(|x - mu_hi| +
+    |d|)`` of x - mu; ``h = dy * gamma`` within ``u |h|`` (exact for inputs of at most 26
+    bits, bounded anyway); ``t = fl(d q)`` within ``|q| e_d + |d| e_q + u |t|``; ``a =
+    fl(fl(h - s) - t)`` within ``e_a = u|h| + e_s + e_t + u|h - s| + u|a|``; ``dx = fl(a r)``
+    within ``|r| e_a + 2**-52 |r| (|a| + e_a) + u |dx|``.  The bound returned doubles that sum
+    (covering the roundings made in computing it) and adds 2**-1060 for underflow.
+    """
+    g_n = x3.shape[1]
+    gp = np.array(groups, dtype=np.float64).reshape(g_n, 8).T
+    mu_hi, mu_lo, e_mu, s, e_s, q, e_q, r = (v.reshape(1, g_n, 1) for v in gp)
+    x = x3.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if training:
+            t1 = x - mu_hi
+            d = t1 - mu_lo
+            e_d = e_mu + 2 * _U * (np.abs(t1) + np.abs(d))
+            t = d * q
+            e_t = np.abs(q) * e_d + np.abs(d) * e_q + _U * np.abs(t)
+            hs = h - s if centred else h
+            a = hs - t
+            e_a = _U * np.abs(h) + e_s + e_t + _U * np.abs(hs) + _U * np.abs(a)
+        else:
+            a = h
+            e_a = _U * np.abs(h)
+        dx = a * r
+        ar = np.abs(r)
+        delta = 2 * (ar * e_a + 2.0**-52 * ar * (np.abs(a) + e_a) + _U * np.abs(dx)) + 2.0**-1060
+    return dx, delta
+
+
+def _backward(
+    xa: np.ndarray,
+    dya: np.ndarray,
+    conv: Convention,
+    view: _View,
+    w: np.ndarray | None,
+    pshape: tuple[int, ...],
+    *,
+    eps: float | None,
+    training: bool,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+) -> Gradients:
+    fmt = format_of(xa.dtype, "x")
+    if dya.shape != xa.shape:
+        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
+    format_of(dya.dtype, "dy")
+    dyd = dya.astype(np.float64)
+    if not np.isfinite(dyd).all():
+        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+    pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
+    x3 = view.x3
+    dy3 = dyd.reshape(x3.shape)
+    m = x3.shape[0] * x3.shape[2]
+    g_n = x3.shape[1]
+    eps_v = conv.default_eps(fmt.p) if eps is None else check_eps(eps)
+    eps_q = Fraction(conv.effective_eps(eps_v))
+    if training:
+        mean, var = _group_stats(x3, fmt, conv.centred, None)
+    else:
+        assert running_mean is not None and running_var is not None
+        mean = [Fraction(float(running_mean[c])) for c in view.channel]
+        var = [Fraction(float(running_var[c])) for c in view.channel]
+    plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
+    gamma = np.broadcast_to(view.gamma3, x3.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        h = dy3 * gamma
+        sum_h = h.sum(axis=(0, 2))
+        abs_h = np.abs(h).sum(axis=(0, 2))
+    bound_n = (m + 2) * _U * 1.01
+    finite = [k == "" for k in plan.special]
+
+    # per-group float parameters of the fast path, each with its error bound
+    groups: list[tuple[float, float, float, float, float, float, float, float]] = []
+    if training:
+        mu_split = [_split_fraction(mc) if ok else (0.0, 0.0, 0.0) for mc, ok in zip(plan.mean, finite, strict=True)]
+        mu_hi = np.array([v[0] for v in mu_split]).reshape(1, g_n, 1)
+        mu_lo = np.array([v[1] for v in mu_split]).reshape(1, g_n, 1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = (x3 - mu_hi) - mu_lo
+            hd = h * d
+            t_sum = hd.sum(axis=(0, 2))
+            t_abs = np.abs(hd).sum(axis=(0, 2))
+            h_abs_d = (np.abs(h) * (np.abs(x3) + np.abs(mu_hi))).sum(axis=(0, 2))
+        del d, hd
+    for g in range(g_n):
+        if not finite[g]:
+            groups.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan))
+            continue
+        r, _ = exact_rsqrt(denom[g])
+        if not training:
+            groups.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, r))
+            continue
+        mh, ml, me = mu_split[g]
+        e_mu = me + 2.0**-52 * abs(ml)
+        s = float(sum_h[g]) / m
+        e_s = (bound_n * float(abs_h[g])) / m * (1 + 4 * _U) + 2 * _U * abs(s)
+        inv_md = 1.0 / float(m * denom[g])
+        q = float(t_sum[g]) * inv_md
+        # T's float sum: products of h and d (each within u), d within e_d, summed within (m+2)u
+        e_T = float(h_abs_d[g]) * 2 * _U + float(abs_h[g]) * e_mu + bound_n * float(t_abs[g]) * 1.01
+        e_q = (e_T * abs(inv_md) + 3 * _U * abs(q)) * (1 + 4 * _U)
+        groups.append((mh, ml, e_mu, s if conv.centred else 0.0, e_s if conv.centred else 0.0, q, e_q, r))
+
+    undecided_total = 0
+    # dx
+    dx_fast, delta = _dx_fast(x3, h, groups, conv.centred, training)
+    if fmt is FLOAT64:
+        dx_out = np.full(x3.shape, math.nan)
+        ok = np.zeros(x3.shape, dtype=bool)
+    else:
+        dx_out, ok = _decided(dx_fast, delta, fmt)
+    nan_groups = ~np.array(finite)
+    ok[:, nan_groups, :] = True
+    dx_out[:, nan_groups, :] = math.nan  # statistics not finite, or var + eps == 0
+    pending = np.nonzero(~ok)
+    undecided_total += len(pending[0])
+    if len(pending[0]):
+        exact_group: dict[int, tuple[Fraction, Fraction]] = {}
+        for i, g, k in zip(*pending, strict=True):
+            g = int(g)
+            if training and g not in exact_group:
+                exact_group[g] = _exact_s_t(x3[:, g, :], dy3[:, g, :], gamma[:, g, :], plan.mean[g], fmt)
+            hx = Fraction(float(dy3[i, g, k])) * Fraction(float(gamma[i, g, k]))
+            if training:
+                S, T = exact_group[g]
+                c = S / m if conv.centred else Fraction(0)
+                A = hx - c - (Fraction(float(x3[i, g, k])) - plan.mean[g]) * T / (m * denom[g])
+            else:
+                A = hx
+            dx_out[i, g, k] = round_sqrt_form(A, Fraction(0), denom[g], fmt)
+    dx = dx_out.astype(numpy_dtype(fmt)).reshape(xa.shape)
+
+    # dweight, dbias: per parameter, over the values it scales
+    p_n = math.prod(pshape)
+    if p_n == 0 or xa.size == 0:
+        z = np.zeros(pshape)
+        return Gradients(dx, z.astype(numpy_dtype(pfmt)), z.astype(numpy_dtype(pfmt)), undecided_total)
+    pidx = np.broadcast_to(
+        _spread(np.arange(p_n, dtype=np.float64).reshape(pshape), 0.0, conv.layer, x3.shape, xa.shape), x3.shape
+    ).astype(np.int64)
+    gidx = np.broadcast_to(np.arange(g_n).reshape(1, g_n, 1), x3.shape)
+    flat_p = pidx.ravel()
+    counts = np.bincount(flat_p, minlength=p_n).astype(np.float64)
+    db = np.bincount(flat_p, weights=dy3.ravel(), minlength=p_n)
+    db_abs = np.bincount(flat_p, weights=np.abs(dy3).ravel(), minlength=p_n)
+    dbias, ok_b = _decided(db, (counts + 2) * _U * 1.01 * db_abs + 2.0**-1060, pfmt)
+    # dweight: terms dy (x - mu) r, each within (|dy| e_d + 4u |term|) |r|-relative, summed within (n+2)u
+    r3 = np.array([gp[7] for gp in groups]).reshape(1, g_n, 1)
+    mean_split = [_split_fraction(mc) if isinstance(mc, Fraction) else (0.0, 0.0, 0.0) for mc in plan.mean]
+    mh3 = np.array([v[0] for v in mean_split]).reshape(1, g_n, 1)
+    ml3 = np.array([v[1] for v in mean_split]).reshape(1, g_n, 1)
+    em3 = np.array([v[2] + 2.0**-52 * abs(v[1]) for v in mean_split]).reshape(1, g_n, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t1 = x3 - mh3
+        d = t1 - ml3
+        e_d = em3 + 2 * _U * (np.abs(t1) + np.abs(d))
+        term = dy3 * d * r3
+        e_term = np.abs(dy3) * e_d * np.abs(r3) + 4 * _U * np.abs(term)
+    dw = np.bincount(flat_p, weights=term.ravel(), minlength=p_n)
+    dw_err = np.bincount(flat_p, weights=e_term.ravel(), minlength=p_n)
+    dw_abs = np.bincount(flat_p, weights=np.abs(term).ravel(), minlength=p_n)
+    del t1, d, e_d, term, e_term
+    dweight, ok_w = _decided(dw, 2 * (dw_err + (counts + 2) * _U * 1.01 * dw_abs) + 2.0**-1060, pfmt)
+    in_bad_group = np.broadcast_to(nan_groups.reshape(1, g_n, 1), x3.shape).ravel()
+    bad_params = np.bincount(flat_p, weights=in_bad_group, minlength=p_n) > 0
+    dweight[bad_params], ok_w[bad_params] = math.nan, True
+    if pfmt is FLOAT64:
+        ok_b[:], ok_w[~bad_params] = False, False
+    todo_b, todo_w = np.flatnonzero(~ok_b), np.flatnonzero(~ok_w)
+    undecided_total += len(todo_b) + len(todo_w)
+    if len(todo_b) or len(todo_w):
+        members = _members(flat_p, np.concatenate([todo_b, todo_w]))
+        flat_x, flat_dy, flat_g = x3.ravel(), dy3.ravel(), gidx.ravel()
+        roots: dict[tuple[Fraction, int], int] = {}
+        for j in todo_b:
+            idx = members[int(j)]
+            dbias[j] = round_fraction(sum((Fraction(float(v)) for v in flat_dy[idx]), Fraction(0)), pfmt)
+        for j in todo_w:
+            idx = members[int(j)]
+            per_group: dict[int, Fraction] = {}
+            for e in idx:
+                g = int(flat_g[e])
+                per_group[g] = per_group.get(g, Fraction(0)) + Fraction(float(flat_dy[e])) * (
+                    Fraction(float(flat_x[e])) - plan.mean[g]
+                )
+            dweight[j] = round_sqrt_sum([(A, denom[g]) for g, A in per_group.items()], pfmt, roots)
+    return Gradients(
+        dx,
+        dweight.astype(numpy_dtype(pfmt)).reshape(pshape),
+        dbias.astype(numpy_dtype(pfmt)).reshape(pshape),
+        undecided_total,
+    )
+
+
+def _members(flat_p: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    mask = np.isin(flat_p, wanted)
+    where = np.flatnonzero(mask)
+    vals = flat_p[where]
+    return {int(j): where[vals == j] for j in np.unique(wanted)}
+
+
+def _exact_sum(values: np.ndarray) -> Fraction:
+    """The exact sum of finite doubles, by scaling them to integers (a Fraction sum if the range is too wide)."""
+    v = values.ravel()
+    nz = v[v != 0]
+    if nz.size == 0:
+        return Fraction(0)
+    e_min = int(np.frexp(np.abs(nz))[1].min()) - 53
+    scaled = np.ldexp(v, -e_min)  # integers, exactly, unless the range overflows
+    if not np.isfinite(scaled).all():
+        return sum((Fraction(float(t)) for t in v), Fraction(0))
+    total = sum(int(t) for t in scaled.tolist())
+    return Fraction(total) * Fraction(2) ** e_min
+
+
+def _exact_s_t(
+    xg: np.ndarray, dyg: np.ndarray, gg: np.ndarray, mean: Fraction, fmt: Format
+) -> tuple[Fraction, Fraction]:
+    """Exact ``S = sum h`` and ``T = sum h (x - mean)`` of one group, ``h = dy * gamma``.
+
+    For inputs of at most 26 significant bits ``h`` is an exact double, and after Veltkamp's
+    split ``h = hh + hl`` (26 bits each) so are ``hh x`` and ``hl x``: integer sums make both
+    exact.  Wider inputs take Fraction arithmetic.
+    """
+    if fmt.p > 26:
+        S = T = Fraction(0)
+        for xv, dv, gv in zip(xg.ravel(), dyg.ravel(), gg.ravel(), strict=True):
+            h = Fraction(float(dv)) * Fraction(float(gv))
+            S += h
+            T += h * (Fraction(float(xv)) - mean)
+        return S, T
+    x = xg.astype(np.float64)
+    h = dyg * gg  # exact
+    t = 134217729.0 * h
+    hh = t - (t - h)
+    hl = h - hh
+    S = _exact_sum(h)
+    return S, _exact_sum(hh * x) + _exact_sum(hl * x) - mean * S
+
+
+# ---------------------------------------------------------------- the layers
 
 
 def batch_norm_backward(
@@ -47,47 +456,96 @@ def batch_norm_backward(
     running_var: Any = None,
     *,
     training: bool = True,
-    eps: float = 1e-5,
+    eps: float | None = 1e-5,
+    convention: str | Convention = "torch",
     axis: int = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(dx, dweight, dbias)``, each correctly rounded: dx to x's dtype, the others to float32
-    (float64 when x is float64)."""
-    xa, dya = np.asarray(x), np.asarray(dy)
-    fmt = format_of(xa.dtype, "x")
-    if dya.shape != xa.shape:
-        raise ShapeError(expected(f"dy of shape {xa.shape}", "dy.shape", dya.shape))
-    check_eps(eps)
-    axis %= xa.ndim
-    c = xa.shape[axis]
-    xs = np.moveaxis(xa, axis, 0).reshape(c, -1)
-    gs = np.moveaxis(dya, axis, 0).reshape(c, -1)
-    n = xs.shape[1]
-    if training and n < 1:
-        raise DegenerateInputError(expected("at least one value per channel", "x.shape", xa.shape))
-    gamma = _fr(np.ones(c) if weight is None else weight)
-    pfmt = format_of(np.float64 if xa.dtype == np.float64 else np.float32)
-    dx = np.empty(xs.shape, dtype=np.float64)
-    dgamma, dbeta = np.empty(c), np.empty(c)
-    e = Fraction(float(eps))
-    for ch in range(c):
-        xv, gv = _fr(xs[ch]), _fr(gs[ch])
-        if training:
-            mean = sum(xv, Fraction(0)) / n
-            var = sum(((v - mean) ** 2 for v in xv), Fraction(0)) / n
-        else:
-            mean = Fraction(float(np.asarray(running_mean)[ch]))
-            var = Fraction(float(np.asarray(running_var)[ch]))
-        D = var + e
-        S = sum(gv, Fraction(0))
-        T = sum((g * (v - mean) for g, v in zip(gv, xv, strict=True)), Fraction(0))
-        dbeta[ch] = round_fraction(S, pfmt)
-        if D == 0:
-            dx[ch] = math.nan
-            dgamma[ch] = math.nan
-            continue
-        dgamma[ch] = round_sqrt_form(T, Fraction(0), D, pfmt)
-        for i, (g, v) in enumerate(zip(gv, xv, strict=True)):
-            A = gamma[ch] * g if not training else gamma[ch] * (n * g - S - (v - mean) * T / D) / n
-            dx[ch, i] = round_sqrt_form(A, Fraction(0), D, fmt)
-    dx_out = np.moveaxis(dx.reshape(np.moveaxis(xa, axis, 0).shape), 0, axis).astype(numpy_dtype(fmt))
-    return dx_out, dgamma.astype(numpy_dtype(pfmt)), dbeta.astype(numpy_dtype(pfmt))
+) -> Gradients:
+    """BatchNorm's ``(dx, dweight, dbias)``, each correctly rounded (see the module docstring):
+    in training the batch statistics depend on x; in evaluation the running statistics do not."""
+    conv = get_convention(convention, layer="batch_norm")
+    xa, dya = _array(x), _array(dy)
+    format_of(xa.dtype, "x")
+    view, w, _ = _layout(xa, conv, weight, None, axis=axis)
+    rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
+    return _backward(
+        xa, dya, conv, view, w, (view.channels,), eps=eps, training=training, running_mean=rm, running_var=rv
+    )
+
+
+def layer_norm_backward(
+    x: Any,
+    dy: Any,
+    normalized_ndim: int = 1,
+    weight: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_layer_norm",
+) -> Gradients:
+    """LayerNorm's ``(dx, dweight, dbias)`` over the trailing ``normalized_ndim`` axes, each
+    correctly rounded; ``dweight``/``dbias`` have the normalized shape."""
+    conv = get_convention(convention, layer="layer_norm")
+    xa, dya = _array(x), _array(dy)
+    format_of(xa.dtype, "x")
+    view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
+    pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
+    return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
+
+
+def rms_norm_backward(
+    x: Any,
+    dy: Any,
+    normalized_ndim: int = 1,
+    weight: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_rms_norm",
+) -> Gradients:
+    """RMSNorm's ``(dx, dweight, dbias)``; ``dbias`` is the gradient a bias would get (sum dy)."""
+    conv = get_convention(convention, layer="rms_norm")
+    xa, dya = _array(x), _array(dy)
+    format_of(xa.dtype, "x")
+    view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
+    pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
+    return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
+
+
+def group_norm_backward(
+    x: Any,
+    dy: Any,
+    num_groups: int,
+    weight: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_group_norm",
+) -> Gradients:
+    """GroupNorm's ``(dx, dweight, dbias)``, parameters per channel (or per group where the
+    convention says so), each correctly rounded."""
+    conv = get_convention(convention, layer="group_norm")
+    xa, dya = _array(x), _array(dy)
+    format_of(xa.dtype, "x")
+    view, w, _ = _layout(xa, conv, weight, None, groups=num_groups)
+    pshape = (num_groups,) if conv.affine == "per_group" else (xa.shape[1],)
+    return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
+
+
+def instance_norm_backward(
+    x: Any,
+    dy: Any,
+    weight: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    *,
+    training: bool = True,
+    eps: float | None = None,
+    convention: str | Convention = "torch_instance_norm",
+) -> Gradients:
+    """InstanceNorm's ``(dx, dweight, dbias)``; in evaluation (a convention with running
+    statistics) the running statistics are constants."""
+    conv = get_convention(convention, layer="instance_norm")
+    xa, dya = _array(x), _array(dy)
+    format_of(xa.dtype, "x")
+    view, w, _ = _layout(xa, conv, weight, None)
+    rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
+    return _backward(
+        xa, dya, conv, view, w, (xa.shape[1],), eps=eps, training=training, running_mean=rm, running_var=rv
+    )

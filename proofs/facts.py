@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 from normspec.oracle import BatchNormResult, batch_norm
-from normspec.oracle.batchnorm import Stat
+from normspec.oracle.layers import Stat
 from normspec.spec.batchnorm import (
     backward_from_autodiff,
     batch_norm_backward,
@@ -403,7 +403,7 @@ def _ln_gn_confirm(rng: np.random.Generator) -> int:
     x = _rand_case(rng, (3, 4, 5))
     w, b = rng.standard_normal(4).astype(F32), rng.standard_normal(4).astype(F32)
     gn = group_norm(x, 1, w, b).y
-    ln = layer_norm(x, 2, np.repeat(w[:, None], 5, axis=1), np.repeat(b[:, None], 5, axis=1))
+    ln = layer_norm(x, 2, np.repeat(w[:, None], 5, axis=1), np.repeat(b[:, None], 5, axis=1)).y
     _check(gn.tobytes() == ln.tobytes(), "GroupNorm(G=1) and LayerNorm agree bit for bit")
     return x.size
 
@@ -426,8 +426,8 @@ def _in_gn_confirm(rng: np.random.Generator) -> int:
     from normspec.oracle import instance_norm, layer_norm
 
     x = _rand_case(rng, (2, 3, 6))
-    inn = instance_norm(x)
-    ln = layer_norm(x.reshape(6, 6), 1).reshape(x.shape)  # a different code path: rows of LayerNorm
+    inn = instance_norm(x).y
+    ln = layer_norm(x.reshape(6, 6), 1).y.reshape(x.shape)  # a different code path: rows of LayerNorm
     _check(inn.tobytes() == ln.tobytes(), "InstanceNorm and per-(sample, channel) LayerNorm agree bit for bit")
     return x.size
 
@@ -453,7 +453,7 @@ def _rms_ln_confirm(rng: np.random.Generator) -> int:
 
     half = _rand_case(rng, (3, 3))
     x = np.concatenate([half, -half], axis=1)  # every row sums to exactly 0
-    _check(rms_norm(x, 1, eps=2.0**-10).tobytes() == layer_norm(x, 1, eps=2.0**-10).tobytes(), "bit for bit")
+    _check(rms_norm(x, 1, eps=2.0**-10).y.tobytes() == layer_norm(x, 1, eps=2.0**-10).y.tobytes(), "bit for bit")
     return x.size
 
 
@@ -471,7 +471,7 @@ def _ln_shift_confirm(rng: np.random.Generator) -> int:
     from normspec.oracle import layer_norm
 
     x = _rand_case(rng, (4, 6))
-    _check(layer_norm(x, 1).tobytes() == layer_norm((x + F32(16)).astype(F32), 1).tobytes(), "shift, bit for bit")
+    _check(layer_norm(x, 1).y.tobytes() == layer_norm((x + F32(16)).astype(F32), 1).y.tobytes(), "shift, bit for bit")
     return x.size
 
 
@@ -584,7 +584,7 @@ _FACT_LIST = [
         "bessel_factor",
         "Unbiased running update = biased * n/(n-1); undefined at n = 1",
         ("n >= 2",),
-        "the biased/unbiased running-variance split across frameworks (bugs.md #11, #53)",
+        "the biased/unbiased running-variance split across frameworks (docs/bugs.md #11, #53)",
         _bessel_steps,
         _bessel_confirm,
     ),
@@ -617,7 +617,7 @@ _FACT_LIST = [
         "eps_inside_vs_outside",
         "sqrt(var+eps) = sqrt(var)+eps exactly when var = ((1-eps)/2)^2, eps <= 1",
         ("eps > 0", "var >= 0"),
-        "eps placement is a different function almost everywhere (bugs.md #32)",
+        "eps placement is a different function almost everywhere (docs/bugs.md #32)",
         _eps_steps,
         _eps_confirm,
     ),

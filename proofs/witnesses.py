@@ -20,22 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from normspec.oracle import batch_norm, group_norm, layer_norm, ulp_distance
+from normspec.oracle import NormResult, forward, ulp_distance
 from normspec.spec.bugzoo import Case, Variant, get_variant
+from normspec.spec.conventions import get_convention
 
 from normspec.errors import NormspecError
 
-__all__ = ["Witness", "find_witness", "candidate_cases", "separation"]
+__all__ = ["Witness", "find_witness", "candidate_cases", "separation", "reference"]
 
 _F32 = np.float32
 F32 = _F32
-
-
-class _Y:
-    """Holds an output array under the name ``y``, as the oracle's results do."""
-
-    def __init__(self, y: np.ndarray) -> None:
-        self.y = y
 
 
 @dataclass(frozen=True)
@@ -140,6 +134,16 @@ def candidate_cases(variant: Variant) -> Iterator[Case]:
                 yield _case(x, training=variant.training, eps=eps, running=running)
 
 
+def reference(variant: Variant, case: Case) -> NormResult:
+    """The oracle's result for a zoo case under the variant's reference convention."""
+    conv = get_convention(variant.convention)
+    stateful = (
+        {k: case[k] for k in ("running_mean", "running_var", "training", "momentum")} if conv.running_stats else {}
+    )
+    groups = case.get("groups")
+    return forward(conv, case["x"], case["weight"], case["bias"], eps=case["eps"], groups=groups, **stateful)
+
+
 def separation(variant: Variant, case: Case) -> tuple[str, tuple[int, ...], float, float, float] | None:
     """Where the variant and the oracle differ on ``case`` (field, index, spec, variant, ULPs), or None.
 
@@ -148,23 +152,7 @@ def separation(variant: Variant, case: Case) -> tuple[str, tuple[int, ...], floa
     finite, and for ``witness_wants="nan"`` only where the variant gives NaN.
     """
     try:
-        spec: Any
-        if variant.operator == "group_norm":
-            spec = group_norm(case["x"], case["groups"], case["weight"], case["bias"], eps=case["eps"])
-        elif variant.operator == "layer_norm":
-            spec = _Y(layer_norm(case["x"], 1, case["weight"], case["bias"], eps=case["eps"]))
-        else:
-            spec = batch_norm(
-                case["x"],
-                case["weight"],
-                case["bias"],
-                case["running_mean"],
-                case["running_var"],
-                training=case["training"],
-                momentum=case["momentum"],
-                eps=case["eps"],
-                convention=variant.convention,
-            )
+        spec = reference(variant, case)
     except NormspecError:
         return None
     got = variant.behaviour(case)[variant.output]

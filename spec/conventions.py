@@ -1,11 +1,12 @@
-"""What each implementation computes, as data.
+"""What each implementation computes, as data: one :class:`Convention` record per implementation.
 
-One :class:`Convention` record per implementation.  The oracle reads these
-fields; it never branches on a framework's name.  Provenance tags follow
-``../shared/reference/conventions.md``: [S] read in source, [R] run,
-[D] documentation, [I] issue thread; ``unverified`` lists fields whose
-source is only a recollection and should be re-checked before a verdict
-leans on them.
+Every normalization layer (BatchNorm, LayerNorm, RMSNorm, GroupNorm,
+InstanceNorm) is described by the same record type; the oracle reads its
+fields and never branches on a framework's name.  Each record lists its
+``sources`` with a provenance tag (docs/conventions.md explains them and
+gives the public links): [S] read in source, [R] run, [D] documentation,
+[I] issue thread; ``unverified`` lists fields whose source is only a
+recollection and should be re-checked before a verdict leans on them.
 
 Notation: ``m`` is the momentum argument, ``b`` a batch statistic, ``r`` a
 running statistic.  ``"new"`` weight: ``r <- (1-m) r + m b``; ``"old"``
@@ -15,98 +16,172 @@ weight: ``r <- m r + (1-m) b``.
 'new'
 >>> get_convention("keras3").running_var_correction
 'none'
+>>> get_convention("torch_layer_norm").layer, get_convention("torch_layer_norm").affine
+('layer_norm', 'per_element')
 >>> get_convention("tf_fused_batch_norm_v3").effective_eps(1e-6) == float(np.float32(1.001e-5))
 True
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from numbers import Real
 from typing import Literal
 
 import numpy as np
 
 from normspec.errors import DomainError, UnknownConventionError, expected
 
-__all__ = ["Convention", "CONVENTIONS", "get_convention", "convention_names"]
+__all__ = [
+    "Convention",
+    "CONVENTIONS",
+    "LAYERS",
+    "CAST_STAGES",
+    "get_convention",
+    "convention_names",
+    "check_eps",
+    "running_update",
+]
 
+Layer = Literal["batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm"]
+LAYERS: tuple[str, ...] = ("batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm")
+Affine = Literal["per_channel", "per_element", "per_group", "none"]
 MomentumDirection = Literal["new", "old"]
 VarCorrection = Literal["none", "unbiased", "unbiased_clamped"]
 UpdateTime = Literal["forward", "backward", "forward_not_at_init"]
 OneValue = Literal["error", "compute", "identity"]
 Cast = Literal["float64", "float32"]
+# Where an implementation rounds an intermediate (the output itself is always rounded to its dtype):
+#   "weight": the effective weight (w + weight_offset), "normalized": x-hat before the affine step.
+CAST_STAGES: tuple[str, ...] = ("weight", "normalized")
+
+
+def running_update(old: Fraction, batch: Fraction | float, momentum: Fraction, direction: str) -> Fraction | float:
+    """The running update, the only copy in the package: ``"new"`` weighs the batch statistic by
+    ``momentum``, ``"old"`` weighs the running one.  Exact for a rational ``batch``; IEEE arithmetic
+    for a NaN or infinite one.
+
+    >>> r, b = Fraction(0), Fraction(1)
+    >>> running_update(r, b, Fraction(1, 10), "new"), running_update(r, b, Fraction(9, 10), "old")
+    (Fraction(1, 10), Fraction(1, 10))
+    """
+    if direction == "new":
+        return (1 - momentum) * old + momentum * batch
+    return momentum * old + (1 - momentum) * batch
 
 
 @dataclass(frozen=True)
 class Convention:
-    """The BatchNorm contract of one implementation.
+    """The contract of one implementation of one normalization layer.
 
-    Mathematical fields (the oracle obeys them):
+    **What is normalized together** (``layer``): ``batch_norm`` (every axis but the channel
+    axis), ``layer_norm``/``rms_norm`` (the trailing axes; RMSNorm does not centre),
+    ``group_norm`` (each sample's channels in ``groups`` groups), ``instance_norm`` (each
+    sample's channel on its own).
 
-    * ``momentum_direction``/``momentum_default``: which statistic the
-      momentum weighs (see module docstring) and its default.
-    * ``cumulative_average``: ``momentum="cumulative"`` is accepted and
-      means the running statistics are the plain average of all batches
-      seen (PyTorch ``momentum=None``; factor ``1/num_batches_tracked``).
-    * ``eps_default``, ``eps_min`` (the value is raised to at least this,
-      TF fused), ``eps_cast``/``momentum_cast`` (the dtype the
-      implementation holds them in; the oracle uses the exact value of that
-      cast).
-    * ``running_var_correction``: ``"none"`` (biased), ``"unbiased"``
-      (``n/(n-1)``, NaN at n = 1), ``"unbiased_clamped"`` (``n/max(n-1, 1)``).
-    * ``update_time``: ``"forward"``, ``"backward"`` (only a backward pass
-      updates: MXNet CPU), ``"forward_not_at_init"`` (Flax linen skips the
-      update while initializing).
-    * ``one_value``: at one value per channel in training, ``"error"``
-      (refuse), ``"compute"`` (evaluate the formula: y = beta, the running
-      variance NaN or finite as the correction gives), ``"identity"``
-      (y = x, running statistics untouched: Paddle CPU).
-    * ``zero_var_guard``: ``var + eps == 0`` gives ``invstd = 0`` and so
-      ``y = beta`` instead of 0/0.
-    * ``refuses_zero_eps_in_training``: the implementation raises for
-      ``eps == 0`` in training (PyTorch >= 2.13 ``F.batch_norm``); the
-      oracle still computes it, audits expect the refusal.
+    **Affine form**: ``affine`` is ``per_channel``, ``per_element`` (the normalized shape),
+    ``per_group`` (one scale per group: ONNX GroupNormalization-18, MXNet 1.x) or ``none``;
+    ``weight_offset`` is added to the stored weight (Gemma's ``1 + w``: 1.0).
 
-    Numerical fields (what the float evaluation does; used by error budgets
-    and audits, never by the exact oracle): ``affine_form``,
-    ``variance_algorithm``, ``accumulator``.
+    **eps**: ``eps_default`` (None: the input dtype's machine epsilon, PyTorch RMSNorm),
+    ``eps_min`` (raised to at least this: TF fused), ``eps_cast`` (the dtype it is held in;
+    the oracle uses the exact value of that cast).  eps sits inside the square root.
+
+    **Running statistics** (``running_stats``; BatchNorm, InstanceNorm with
+    ``track_running_stats``): ``momentum_direction``/``momentum_default`` (see the module
+    docstring), ``cumulative_average`` (``momentum="cumulative"``: PyTorch ``momentum=None``),
+    ``momentum_cast``, ``running_var_correction`` (``"none"`` biased, ``"unbiased"`` n/(n-1)
+    with NaN at n = 1, ``"unbiased_clamped"`` n/max(n-1, 1)), ``update_time`` (``"forward"``,
+    ``"backward"``: only a backward pass updates (MXNet CPU), ``"forward_not_at_init"``: Flax
+    linen skips it while initializing), ``running_mean_init``/``running_var_init``.
+
+    **Edges**: ``one_value`` at one value per channel in training: ``"error"``, ``"compute"``
+    (the formula: y = beta), ``"identity"`` (y = x, statistics untouched: Paddle CPU);
+    ``zero_var_guard``: ``var + eps == 0`` gives ``invstd = 0`` (y = beta) instead of 0/0;
+    ``refuses_nonpositive_eps_in_training``: the implementation raises for eps <= 0 in training
+    (PyTorch 2.13 ``F.batch_norm``: "eps must be positive during training"); the oracle still
+    computes it wherever ``var + eps >= 0``.
+
+    **Cast points** (``cast_points``): ``(stage, format)`` pairs, stage one of
+    :data:`CAST_STAGES`, format a format name or ``"input"`` (the input's dtype): the
+    implementation rounds that intermediate, and the oracle evaluates exactly between cast
+    points and rounds once at each.  ``stats_format`` is the format of the saved statistics
+    (mean, var, rstd): None means the input's, float32 for float16/bfloat16 inputs.
+
+    **Numerical fields** (what the float evaluation does; used by error budgets and audits,
+    never by the exact oracle): ``affine_form``, ``variance_algorithm``, ``accumulator``.
     """
 
     name: str
     description: str
-    momentum_direction: MomentumDirection
-    momentum_default: float
-    eps_default: float
-    running_var_correction: VarCorrection
+    layer: Layer = "batch_norm"
+    affine: Affine = "per_channel"
+    weight_offset: float = 0.0
+    eps_default: float | None = 1e-5
+    eps_min: float | None = None
+    eps_cast: Cast = "float64"
+    rms_scaling: bool = False
+    running_stats: bool | None = None  # None: True for BatchNorm, False otherwise
+    momentum_direction: MomentumDirection = "new"
+    momentum_default: float | None = None
+    cumulative_average: bool = False
+    momentum_cast: Cast = "float64"
+    running_var_correction: VarCorrection = "none"
     update_time: UpdateTime = "forward"
     one_value: OneValue = "compute"
     zero_var_guard: bool = False
-    cumulative_average: bool = False
-    refuses_zero_eps_in_training: bool = False
-    eps_min: float | None = None
-    eps_cast: Cast = "float64"
-    momentum_cast: Cast = "float64"
+    refuses_nonpositive_eps_in_training: bool = False
     default_axis: int = 1
     running_mean_init: float = 0.0
     running_var_init: float = 1.0
+    cast_points: tuple[tuple[str, str], ...] = ()
+    stats_format: str | None = None
     affine_form: Literal["folded", "unfolded", "unspecified"] = "unspecified"
-    variance_algorithm: Literal["two_pass", "welford", "raw_moments", "raw_moments_clamped", "unspecified"] = (
-        "unspecified"
-    )
+    variance_algorithm: str = "unspecified"
     accumulator: str = "unspecified"
     sources: tuple[str, ...] = ()
     unverified: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise DomainError(expected("one of " + ", ".join(LAYERS), "layer", self.layer))
+        if self.running_stats is None:
+            object.__setattr__(self, "running_stats", self.layer == "batch_norm")
+        for stage, _fmt in self.cast_points:
+            if stage not in CAST_STAGES:
+                raise DomainError(expected("a cast stage in " + ", ".join(CAST_STAGES), "cast stage", stage))
+
+    @property
+    def centred(self) -> bool:
+        """Whether the mean is subtracted (False for RMSNorm)."""
+        return self.layer != "rms_norm"
 
     @property
     def one_value_outcome(self) -> str:
         """What happens at one value per channel: error, nan, finite or identity."""
         if self.one_value != "compute":
             return self.one_value
-        return "nan" if self.running_var_correction == "unbiased" else "finite"
+        return "nan" if self.running_stats and self.running_var_correction == "unbiased" else "finite"
+
+    @property
+    def momentum(self) -> float:
+        """The default momentum of a profile with running statistics."""
+        if self.momentum_default is None:
+            raise DomainError(expected("a profile with a default momentum", "convention", self.name))
+        return float(self.momentum_default)
+
+    def cast_at(self, stage: str) -> str | None:
+        """The format an intermediate is rounded to at ``stage``, or None."""
+        return dict(self.cast_points).get(stage)
 
     def _cast(self, value: float, how: Cast) -> float:
         return float(np.float32(value)) if how == "float32" else float(value)
+
+    def default_eps(self, mantissa_bits: int) -> float:
+        """``eps_default``, or the machine epsilon of a format with that many significand bits."""
+        return math.ldexp(1.0, 1 - mantissa_bits) if self.eps_default is None else self.eps_default
 
     def effective_eps(self, eps: float) -> float:
         """The eps the implementation really adds (clamped, then cast), as a double."""
@@ -118,11 +193,8 @@ class Convention:
         return self._cast(momentum, self.momentum_cast)
 
     def running_update(self, old: Fraction, batch: Fraction | float, momentum: Fraction) -> Fraction | float:
-        """Running update with an exact momentum: exact for a rational ``batch``,
-        IEEE arithmetic for a NaN or infinite one."""
-        if self.momentum_direction == "new":
-            return (1 - momentum) * old + momentum * batch
-        return momentum * old + (1 - momentum) * batch
+        """:func:`running_update` in this convention's momentum direction."""
+        return running_update(old, batch, momentum, self.momentum_direction)
 
     def bessel(self, n: int) -> Fraction | None:
         """Factor applied to the biased batch variance before it enters the
@@ -141,6 +213,7 @@ def _c(**kw: object) -> Convention:
 _PROFILES = [
     _c(
         name="torch",
+        layer="batch_norm",
         description="PyTorch nn.BatchNorm*d / F.batch_norm, CPU native (2.13)",
         momentum_direction="new",
         momentum_default=0.1,
@@ -149,18 +222,20 @@ _PROFILES = [
         one_value="error",
         zero_var_guard=True,
         cumulative_average=True,
-        refuses_zero_eps_in_training=True,
+        refuses_nonpositive_eps_in_training=True,
         affine_form="folded",
         variance_algorithm="two_pass",
         accumulator="float64 (contiguous path)",
         sources=(
             "S aten/src/ATen/native/Normalization.cpp",
             "R torch 2.13: x=[1,2,3,4], m=1 -> 1.6667",
+            "R torch 2.13: F.batch_norm(training=True, eps=0 or -1e-5) raises 'eps must be positive during training'",
             "S aten/src/ATen/native/cpu/batch_norm_kernel.cpp",
         ),
     ),
     _c(
         name="torch_raw",
+        layer="batch_norm",
         description="PyTorch raw torch.batch_norm op (no Python-side n=1 check)",
         momentum_direction="new",
         momentum_default=0.1,
@@ -176,6 +251,7 @@ _PROFILES = [
     ),
     _c(
         name="torch_cuda",
+        layer="batch_norm",
         description="PyTorch CUDA native kernels (Welford, unfolded affine)",
         momentum_direction="new",
         momentum_default=0.1,
@@ -192,6 +268,7 @@ _PROFILES = [
     ),
     _c(
         name="keras3",
+        layer="batch_norm",
         description="Keras 3 BatchNormalization (all backends)",
         momentum_direction="old",
         momentum_default=0.99,
@@ -205,11 +282,12 @@ _PROFILES = [
         accumulator="float32 (inputs upcast to at least float32)",
         sources=(
             "S keras/src/layers/normalization/batch_normalization.py",
-            "R keras 3.15.1 numpy backend: E[x^2]-E[x]^2 NaN (bugs.md #38)",
+            "R keras 3.15.1 numpy backend: E[x^2]-E[x]^2 NaN (docs/bugs.md #38)",
         ),
     ),
     _c(
         name="tf_keras2_fused",
+        layer="batch_norm",
         description="tf.keras 2.15 BatchNormalization, fused path (rank 4/5, axis 1/3 or 1/4)",
         momentum_direction="old",
         momentum_default=0.99,
@@ -229,6 +307,7 @@ _PROFILES = [
     ),
     _c(
         name="tf_keras2_nonfused",
+        layer="batch_norm",
         description="tf.keras 2.15 BatchNormalization, non-fused path (rank 2, renorm, masks)",
         momentum_direction="old",
         momentum_default=0.99,
@@ -244,6 +323,7 @@ _PROFILES = [
     ),
     _c(
         name="tf_fused_batch_norm_v3",
+        layer="batch_norm",
         description="tf.raw_ops.FusedBatchNormV3 / tf.compat.v1.nn.fused_batch_norm",
         momentum_direction="new",
         momentum_default=1.0,
@@ -260,6 +340,7 @@ _PROFILES = [
     ),
     _c(
         name="flax_linen",
+        layer="batch_norm",
         description="flax.linen.BatchNorm (use_fast_variance=True default)",
         momentum_direction="old",
         momentum_default=0.99,
@@ -276,6 +357,7 @@ _PROFILES = [
     ),
     _c(
         name="flax_nnx",
+        layer="batch_norm",
         description="flax.nnx.BatchNorm (use_running_average=False by default)",
         momentum_direction="old",
         momentum_default=0.99,
@@ -291,6 +373,7 @@ _PROFILES = [
     ),
     _c(
         name="mxnet_cpu",
+        layer="batch_norm",
         description="MXNet 1.9 Gluon BatchNorm, CPU native / oneDNN",
         momentum_direction="old",
         momentum_default=0.9,
@@ -309,6 +392,7 @@ _PROFILES = [
     ),
     _c(
         name="mxnet_cudnn",
+        layer="batch_norm",
         description="MXNet 1.9 Gluon BatchNorm, GPU cuDNN path",
         momentum_direction="old",
         momentum_default=0.9,
@@ -322,6 +406,7 @@ _PROFILES = [
     ),
     _c(
         name="onnx_bn9",
+        layer="batch_norm",
         description="ONNX BatchNormalization-9 (training outputs; semantics under-specified)",
         momentum_direction="old",
         momentum_default=0.9,
@@ -337,6 +422,7 @@ _PROFILES = [
     ),
     _c(
         name="onnx_bn14",
+        layer="batch_norm",
         description="ONNX BatchNormalization-14 (training_mode attribute)",
         momentum_direction="old",
         momentum_default=0.9,
@@ -351,6 +437,7 @@ _PROFILES = [
     ),
     _c(
         name="onnx_bn15",
+        layer="batch_norm",
         description="ONNX BatchNormalization-15 (separate input/param/stat types)",
         momentum_direction="old",
         momentum_default=0.9,
@@ -365,6 +452,7 @@ _PROFILES = [
     ),
     _c(
         name="paddle_cpu",
+        layer="batch_norm",
         description="PaddlePaddle 3.x BatchNorm, CPU kernel",
         momentum_direction="old",
         momentum_default=0.9,
@@ -381,6 +469,7 @@ _PROFILES = [
     ),
     _c(
         name="cudnn",
+        layer="batch_norm",
         description="cuDNN BatchNormalizationForwardTraining (exponentialAverageFactor)",
         momentum_direction="new",
         momentum_default=1.0,
@@ -395,31 +484,279 @@ _PROFILES = [
         ),
         unverified=("variance used to normalize (biased)", "eps_min (1e-5 in cuDNN <= 7; 0 in v8+)"),
     ),
+    _c(
+        name="torch_layer_norm",
+        layer="layer_norm",
+        description="torch.nn.LayerNorm / F.layer_norm, CPU",
+        eps_default=1e-05,
+        affine="per_element",
+        variance_algorithm="welford (vectorized, cascade merge)",
+        accumulator="float32 opmath",
+        sources=("S aten/src/ATen/native/cpu/moments_utils.h",),
+    ),
+    _c(
+        name="torch_rms_norm",
+        layer="rms_norm",
+        description="torch.nn.RMSNorm / F.rms_norm",
+        eps_default=None,
+        affine="per_element",
+        sources=("R torch 2.13: eps=None", "D torch.nn.RMSNorm: eps defaults to finfo(x.dtype).eps"),
+        unverified=("evaluation order x * rsqrt(mean(x^2) + eps) * w",),
+    ),
+    _c(
+        name="torch_group_norm",
+        layer="group_norm",
+        description="torch.nn.GroupNorm / F.group_norm, CPU",
+        eps_default=1e-05,
+        affine="per_channel",
+        variance_algorithm="welford (RowwiseMoments)",
+        accumulator="float32 opmath",
+        sources=("S aten/src/ATen/native/cpu/group_norm_kernel.cpp (folded scale/bias)",),
+    ),
+    _c(
+        name="torch_instance_norm",
+        layer="instance_norm",
+        description="torch.nn.InstanceNorm*d (affine=False, track_running_stats=False)",
+        eps_default=1e-05,
+        affine="none",
+        momentum_default=0.1,
+        sources=("R torch 2.13 defaults", "S aten/src/ATen/native/Normalization.cpp instance_norm via batch_norm"),
+    ),
+    _c(
+        name="torch_instance_norm_tracked",
+        layer="instance_norm",
+        description="torch.nn.InstanceNorm*d(track_running_stats=True)",
+        eps_default=1e-05,
+        affine="none",
+        running_stats=True,
+        momentum_direction="new",
+        momentum_default=0.1,
+        running_var_correction="unbiased",
+        sources=("S Normalization.cpp: running stats = batch mean of per-instance updates (unbiased)",),
+    ),
+    _c(
+        name="keras3_layer_norm",
+        layer="layer_norm",
+        description="keras.layers.LayerNormalization",
+        eps_default=0.001,
+        affine="per_element",
+        eps_cast="float32",
+        sources=("S keras/src/layers/normalization/layer_normalization.py",),
+    ),
+    _c(
+        name="keras3_layer_norm_rms",
+        layer="rms_norm",
+        description="keras.layers.LayerNormalization(rms_scaling=True), Keras >= 3.11",
+        eps_default=0.001,
+        affine="per_element",
+        eps_cast="float32",
+        rms_scaling=True,
+        sources=("S keras commit 764ed95 (PR #21352)",),
+    ),
+    _c(
+        name="keras3_group_norm",
+        layer="group_norm",
+        description="keras.layers.GroupNormalization",
+        eps_default=0.001,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("S keras/src/layers/normalization/group_normalization.py",),
+    ),
+    _c(
+        name="flax_layer_norm",
+        layer="layer_norm",
+        description="flax.linen.LayerNorm (use_fast_variance=True)",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        variance_algorithm="raw_moments_clamped",
+        accumulator="float32",
+        sources=("S flax/linen/normalization.py",),
+    ),
+    _c(
+        name="flax_group_norm",
+        layer="group_norm",
+        description="flax.linen.GroupNorm",
+        eps_default=1e-06,
+        affine="per_channel",
+        eps_cast="float32",
+        variance_algorithm="raw_moments_clamped",
+        accumulator="float32",
+        sources=("S flax/linen/normalization.py",),
+    ),
+    _c(
+        name="flax_rms_norm",
+        layer="rms_norm",
+        description="flax.linen.RMSNorm",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        sources=("S flax/linen/normalization.py",),
+    ),
+    _c(
+        name="onnx_layer_norm17",
+        layer="layer_norm",
+        description="ONNX LayerNormalization-17 (stash_type=1: float32 first stage)",
+        eps_default=1e-05,
+        affine="per_element",
+        eps_cast="float32",
+        variance_algorithm="two_pass",
+        accumulator="float32 (stash_type)",
+        sources=("S onnx/reference/ops/op_layer_normalization.py",),
+    ),
+    _c(
+        name="onnx_group_norm18",
+        layer="group_norm",
+        description="ONNX GroupNormalization-18 (deprecated): scale and bias per group",
+        eps_default=1e-05,
+        affine="per_group",
+        eps_cast="float32",
+        sources=("S onnx/defs/nn/old.cc", "docs/bugs.md #49"),
+    ),
+    _c(
+        name="onnx_group_norm21",
+        layer="group_norm",
+        description="ONNX GroupNormalization-21: scale and bias per channel",
+        eps_default=1e-05,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("S onnx/defs/nn/defs.cc",),
+    ),
+    _c(
+        name="onnx_instance_norm",
+        layer="instance_norm",
+        description="ONNX InstanceNormalization",
+        eps_default=1e-05,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("S onnx/defs/nn/defs.cc",),
+    ),
+    _c(
+        name="tf_keras2_layer_norm",
+        layer="layer_norm",
+        description="tf_keras 2 LayerNormalization (fused path: fused_batch_norm on a reshaped tensor)",
+        eps_default=0.001,
+        affine="per_element",
+        eps_cast="float32",
+        variance_algorithm="fused_batch_norm (Eigen, float32)",
+        accumulator="float32",
+        sources=("R tf_keras 2.21: signature epsilon=0.001; layer._fused is True for axis=-1",),
+    ),
+    _c(
+        name="tf_keras2_group_norm",
+        layer="group_norm",
+        description="tf_keras 2 GroupNormalization",
+        eps_default=0.001,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("R tf_keras 2.21: signature epsilon=0.001; gamma and beta of shape (C,)",),
+    ),
+    _c(
+        name="paddle_layer_norm",
+        layer="layer_norm",
+        description="paddle.nn.functional.layer_norm, CPU",
+        eps_default=1e-05,
+        affine="per_element",
+        eps_cast="float32",
+        sources=("R paddlepaddle 3.3.1: signature epsilon=1e-05",),
+    ),
+    _c(
+        name="paddle_group_norm",
+        layer="group_norm",
+        description="paddle.nn.functional.group_norm, CPU",
+        eps_default=1e-05,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("R paddlepaddle 3.3.1: signature epsilon=1e-05",),
+    ),
+    _c(
+        name="paddle_instance_norm",
+        layer="instance_norm",
+        description="paddle.nn.functional.instance_norm, CPU",
+        eps_default=1e-05,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("R paddlepaddle 3.3.1: signature eps=1e-05",),
+    ),
+    _c(
+        name="mxnet_layer_norm",
+        layer="layer_norm",
+        description="mxnet.nd.LayerNorm (gluon.nn.LayerNorm), MXNet 1.9.1 CPU",
+        eps_default=1e-05,
+        affine="per_element",
+        eps_cast="float32",
+        sources=("R mxnet 1.9.1: gluon.nn.LayerNorm epsilon=1e-05",),
+    ),
+    _c(
+        name="mxnet_group_norm",
+        layer="group_norm",
+        description="mxnet.nd.GroupNorm (gluon.nn.GroupNorm), MXNet 1.9.1: gamma and beta per group",
+        eps_default=1e-05,
+        affine="per_group",
+        eps_cast="float32",
+        sources=(
+            "R mxnet 1.9.1: gluon.nn.GroupNorm(num_groups=2) has gamma and beta of shape (2,)",
+            "I apache/mxnet#17139; fixed by #18199 on master (2.0) only",
+        ),
+    ),
+    _c(
+        name="mxnet_instance_norm",
+        layer="instance_norm",
+        description="mxnet.nd.InstanceNorm (gluon.nn.InstanceNorm), MXNet 1.9.1 CPU",
+        eps_default=1e-05,
+        affine="per_channel",
+        eps_cast="float32",
+        sources=("R mxnet 1.9.1: gluon.nn.InstanceNorm epsilon=1e-05",),
+    ),
 ]
 
 CONVENTIONS: dict[str, Convention] = {c.name: c for c in _PROFILES}
 
 
-def convention_names() -> list[str]:
-    return list(CONVENTIONS)
+def convention_names(layer: str | None = None) -> list[str]:
+    """Every profile's name, or those of one layer."""
+    return [c.name for c in CONVENTIONS.values() if layer is None or c.layer == layer]
 
 
-def get_convention(convention: str | Convention) -> Convention:
-    """Look a profile up by name (a :class:`Convention` passes through).
+def get_convention(convention: str | Convention, layer: str | None = None) -> Convention:
+    """Look a profile up by name (a :class:`Convention` passes through); with ``layer``, the
+    profile must describe that layer.
 
     >>> get_convention("pytorch")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     normspec.errors.UnknownConventionError: Expected one of torch, torch_raw, ..., but got convention='pytorch'
+    >>> get_convention("torch", layer="layer_norm")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    normspec.errors.UnknownConventionError: Expected a layer_norm profile (...), but got convention='torch'
     """
     if isinstance(convention, Convention):
-        return convention
-    try:
-        return CONVENTIONS[convention]
-    except (KeyError, TypeError):
-        raise UnknownConventionError(expected("one of " + ", ".join(CONVENTIONS), "convention", convention)) from None
+        conv = convention
+    else:
+        try:
+            conv = CONVENTIONS[convention]
+        except (KeyError, TypeError):
+            raise UnknownConventionError(
+                expected("one of " + ", ".join(CONVENTIONS), "convention", convention)
+            ) from None
+    if layer is not None and conv.layer != layer:
+        names = ", ".join(convention_names(layer))
+        raise UnknownConventionError(expected(f"a {layer} profile ({names})", "convention", conv.name))
+    return conv
 
 
-def check_eps(eps: float) -> None:
-    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
-        raise DomainError(expected("a finite eps >= 0", "eps", eps))
+def check_eps(eps: object) -> float:
+    """eps as a float: any finite real number (numpy scalars too).  A negative eps is the
+    caller's to allow: the oracle computes wherever ``var + eps > 0`` and names the group
+    where it is not.
+
+    >>> check_eps(np.float32(1e-5)) == float(np.float32(1e-5))
+    True
+    """
+    if isinstance(eps, bool) or not isinstance(eps, (Real, np.floating, np.integer)):
+        raise DomainError(expected("a finite real eps", "eps", eps))
+    value = float(eps)
+    if not math.isfinite(value):
+        raise DomainError(expected("a finite real eps", "eps", eps))
+    return value

@@ -18,29 +18,13 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from normspec.targets.base import Adapter, Case, Result
 
 __all__ = ["Adapter", "ADAPTERS", "get_adapter"]
-
-Case = dict[str, Any]
-Result = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Adapter:
-    name: str
-    convention: str
-    library: str  # the import that must succeed
-    run: Callable[[Case], Result]
-    description: str
-    env: tuple[tuple[str, str], ...] = ()  # set before the library is imported
-    evaluation_only: bool = False  # the library offers no training step we can drive
-    venv: str | None = None  # runs in .venvs/<venv> (scripts/setup-target-venvs.sh), not in normspec's own
-    backward: Callable[[Case], Result] | None = None  # gradients (dx, dweight, dbias) of a training forward
 
 
 def _stack(ys: list[Any], rms: list[Any], rvs: list[Any]) -> Result:
@@ -623,7 +607,7 @@ def get_adapter(name: str) -> Adapter:
         return _python_target(name)
     if name in ADAPTERS:
         return ADAPTERS[name]
-    from normspec.targets.family import FAMILY_ADAPTERS
+    from normspec.targets.family_adapters import FAMILY_ADAPTERS
 
     return FAMILY_ADAPTERS[name]
 
@@ -633,7 +617,7 @@ def prepare_environment(adapter: Adapter) -> None:
         os.environ[key] = value
 
 
-# The evaluation order each target is documented to use (../shared/reference/conventions.md, Table 1b),
+# The evaluation order each target is documented to use (docs/conventions.md, Table 2),
 # for the audit's budget check.  A recursive-summation budget holds for any summation order.
 DECLARED_ALGORITHMS: dict[str, str] = {
     "torch": "torch_cpu",

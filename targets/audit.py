@@ -156,8 +156,8 @@ def _case(
         np.asarray(np.zeros(c) if rm is None else rm, F32),
         np.asarray(np.ones(c) if rv is None else rv, F32),
         training,
-        float(conv.momentum_default if momentum is None else momentum),
-        float(conv.eps_default if eps is None else eps),
+        float(conv.momentum if momentum is None else momentum),
+        float(conv.default_eps(24) if eps is None else eps),
         note,
         backward,
     )
@@ -612,7 +612,7 @@ def claimed_conventions(conv: Convention) -> dict[str, str]:
 
 
 def _weight_text(conv: Convention) -> str:
-    w = conv.momentum_default if conv.momentum_direction == "new" else 1 - conv.momentum_default
+    w = conv.momentum if conv.momentum_direction == "new" else 1 - conv.momentum
     return f"{w:g} by default"
 
 
@@ -675,7 +675,7 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
     ev = outcomes["probe_eval_statistics"]
     if ev.status == "ok" and ev.result is not None:
         y = ev.result["y"][0][0, 0, 0]  # x = 10 with running mean 0, var 1
-        e = conv.effective_eps(conv.eps_default)
+        e = conv.effective_eps(conv.default_eps(24))
         running = 10 / math.sqrt(1 + e)
         batch = (10 - 13) / math.sqrt(5 + e)
         inferred["evaluation_uses"] = (
@@ -763,8 +763,8 @@ def _judge(
     if case.dy is not None:
         return _judge_backward(case, out, conv, report, reproducers, target, row)
     try:
-        if conv.refuses_zero_eps_in_training and case.training and case.eps == 0:
-            raise NormspecError("the convention refuses eps = 0 in training")
+        if conv.refuses_nonpositive_eps_in_training and case.training and case.eps is not None and case.eps <= 0:
+            raise NormspecError(f"the convention refuses eps = {case.eps!r} <= 0 in training")
         exact = oracle_sequence(case, conv.name)
     except NormspecError as exc:
         exact = None

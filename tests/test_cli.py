@@ -78,7 +78,7 @@ def test_eval_bad_files(tmp_path, capsys, setup, message):
 def test_eval_bad_values_exit_2_with_the_value(tmp_path, capsys):
     np.savez(tmp_path / "in.npz", x=np.ones((4, 2), np.float32))
     assert main(["eval", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"), "--training", "--eps", "-1"]) == 2
-    assert "eps=-1.0" in capsys.readouterr().err
+    assert "eps = -1.0" in capsys.readouterr().err  # ones: var + eps = -1 in every group
 
 
 def test_progress_bar_draws_when_asked(tmp_path, capsys):
@@ -114,3 +114,17 @@ def test_conventions_listing(capsys):
     assert main(["conventions", "paddle_cpu"]) == 0
     assert "identity" in capsys.readouterr().out
     assert main(["conventions", "nope"]) == 2
+
+
+def test_conventions_shows_every_listed_profile_batch_norm_or_not(capsys):
+    """Every profile that 'normspec conventions' lists can be shown by name (torch_layer_norm was refused)."""
+    from normspec.spec import CONVENTIONS
+
+    assert main(["conventions"]) == 0
+    listing = capsys.readouterr().out
+    for name, conv in CONVENTIONS.items():
+        assert name in listing
+        assert main(["conventions", name]) == 0
+        shown = capsys.readouterr().out
+        assert f"layer                    {conv.layer}" in shown and "sources" in shown
+        assert ("momentum_direction" in shown) == conv.running_stats

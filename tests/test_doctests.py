@@ -33,7 +33,7 @@ def test_doctests_exist_where_the_style_promises():
         "normspec.spec.core",
         "normspec.spec.batchnorm",
         "normspec.oracle.formats",
-        "normspec.oracle.batchnorm",
+        "normspec.oracle.layers",
         "normspec.oracle.ulp",
     ):
         finder = doctest.DocTestFinder()

@@ -119,10 +119,10 @@ def _torch_target(x: Any, w: Any, b: Any, rm: Any, rv: Any, training: bool, mome
 
 
 def _family_or(convention: str) -> Target | None:
-    from normspec.spec.family_conventions import FAMILY_CONVENTIONS
+    from normspec.spec.conventions import CONVENTIONS
 
-    fam = FAMILY_CONVENTIONS.get(convention)
-    return family_oracle_target(fam.layer) if fam is not None else None
+    conv = CONVENTIONS.get(convention)
+    return family_oracle_target(conv.layer) if conv is not None and conv.layer != "batch_norm" else None
 
 
 def resolve_target(spec: str) -> Callable[[str], Target]:
@@ -207,14 +207,14 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
 
 def family_oracle_target(layer: str) -> Target:
     from normspec.oracle import group_norm, layer_norm, rms_norm
-    from normspec.targets.family import per_channel_affine
+    from normspec.vectors.family import per_channel_affine
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
         e = None if np.isnan(eps) else eps
         if layer == "layer_norm":
-            return layer_norm(x, 1, w, b, eps=e or 0.0)
+            return layer_norm(x, 1, w, b, eps=e or 0.0).y
         if layer == "rms_norm":
-            return rms_norm(x, 1, w, eps=e)
+            return rms_norm(x, 1, w, eps=e).y
         channels = np.shape(x)[1]
         if layer == "instance_norm":  # GroupNorm with one channel per group, per-channel affine
             groups = channels

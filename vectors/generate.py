@@ -150,8 +150,8 @@ def build_cases(
                     seed,
                     dtype,
                     training,
-                    float(conv.momentum_default),
-                    float(conv.eps_default),
+                    conv.momentum,
+                    conv.default_eps(24),
                     1,
                     inputs,
                     note=note,
@@ -270,10 +270,15 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
 
     Only ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
     """
-    from normspec.spec.family_conventions import get_family_convention
-    from normspec.targets.family import exact_family_output, family_battery
+    from normspec.spec.conventions import get_convention
+    from normspec.vectors.family import exact_family_output, family_battery
 
-    conv = get_family_convention(profile)
+    from normspec.errors import UnknownConventionError, expected
+
+    conv = get_convention(profile)
+    if conv.layer == "batch_norm":
+        wanted = "a LayerNorm, RMSNorm, GroupNorm or InstanceNorm profile"
+        raise UnknownConventionError(expected(wanted, "family", profile))
     out = []
     for name, case, note in family_battery(conv, seed):
         x, w, b, eps = case["x"], case["weight"], case["bias"], float(case["eps"])

@@ -75,7 +75,7 @@ def test_profiles_agree_with_the_spec(name):
     assert k.eps == s.eps_default and k.correction == s.running_var_correction
     assert k.one_value == s.one_value and k.zero_var_guard == s.zero_var_guard
     assert (k.eps_min or None) == s.eps_min and k.eps_float32 == (s.eps_cast == "float32")
-    assert k.eps_zero_refused == s.refuses_zero_eps_in_training
+    assert k.eps_zero_refused == s.refuses_nonpositive_eps_in_training
 
 
 @pytest.mark.parametrize("convention", ["torch", "keras3", "tf_keras2_fused", "paddle_cpu", "onnx_bn15"])

@@ -13,7 +13,7 @@ from independent import reference_eval, reference_train
 from normspec.oracle import batch_norm
 from normspec.oracle.formats import bfloat16_dtype
 
-from normspec.errors import DegenerateInputError
+from normspec.errors import DegenerateInputError, DomainError
 
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -280,3 +280,23 @@ def test_float64_outputs_are_correctly_rounded():
     x = (1e6 + rng.standard_normal((5, 2, 3))).astype(np.float64)
     g, b = np.array([1.0, -3.0]), np.array([0.0, 1.0])
     assert_bits_equal(batch_norm(x, g, b, training=True).y, reference_train(x, g, b, 1e-5)[0])
+
+
+def test_an_empty_batch_gives_empty_outputs_and_keeps_the_running_statistics():
+    """As torch's F.batch_norm does for N = 0: y is empty, the batch statistics are 0/0 (NaN), and the
+    running statistics come back unchanged, bit for bit."""
+    rm, rv = np.array([0.5, -0.0, 2.0], np.float32), np.array([1.0, 3.0, 0.25], np.float32)
+    r = batch_norm(np.ones((0, 3), np.float32), running_mean=rm, running_var=rv, training=True)
+    assert r.y.shape == (0, 3) and r.y.dtype == np.float32
+    assert np.isnan(r.mean).all() and np.isnan(r.var).all() and np.isnan(r.rstd).all()
+    assert r.running_mean.tobytes() == rm.tobytes() and r.running_var.tobytes() == rv.tobytes()
+    assert r.num_batches_tracked == 0
+
+
+def test_negative_eps_is_computed_where_var_plus_eps_is_positive():
+    x = np.array([[1.0, 0.0], [3.0, 0.0]], np.float32)  # channel variances 1 and 0
+    r = batch_norm(x[:, :1], training=True, eps=-0.5)
+    assert r.y.ravel().tolist() == [float(np.float32(-(2**0.5))), float(np.float32(2**0.5))]
+    assert r.rstd.tolist() == [float(np.float32(2**0.5))]
+    with pytest.raises(DomainError, match=r"var \+ eps at group \(1,\)=-0.5"):
+        batch_norm(x, training=True, eps=-0.5)

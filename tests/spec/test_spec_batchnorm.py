@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from normspec.oracle import batch_norm
-from normspec.spec import CONVENTIONS
+from normspec.spec import CONVENTIONS, LAYERS, get_convention
 from normspec.spec.batchnorm import (
     backward_from_autodiff,
     batch_norm_backward,
@@ -15,6 +15,7 @@ from normspec.spec.batchnorm import (
     running_update,
     running_var_input,
 )
+from normspec.spec.conventions import CAST_STAGES
 from normspec.spec.core import biased_var, mean, unbiased_var
 
 g, b, e = sp.symbols("gamma beta epsilon", positive=True)
@@ -74,18 +75,36 @@ def test_spec_and_oracle_agree_exactly():
 
 @pytest.mark.parametrize("conv", list(CONVENTIONS.values()), ids=list(CONVENTIONS))
 def test_every_profile_is_complete_data(conv):
+    """One record type for every layer: each profile names its sources, and the fields a layer
+    relies on are set and in range."""
     assert conv.sources, "every profile says where its facts come from"
-    assert conv.momentum_direction in ("new", "old") and 0 <= conv.momentum_default <= 1
-    assert conv.eps_default > 0
+    assert conv.layer in LAYERS
+    assert conv.eps_default is None or conv.eps_default > 0
+    assert conv.effective_eps(conv.default_eps(24)) > 0
     assert conv.one_value_outcome in ("error", "nan", "finite", "identity")
-    assert conv.effective_eps(conv.eps_default) > 0
+    if conv.running_stats:
+        assert conv.momentum_direction in ("new", "old") and 0 <= conv.momentum_default <= 1
+    assert conv.running_stats == (conv.layer == "batch_norm" or conv.name == "torch_instance_norm_tracked")
+    assert conv.affine in ("per_channel", "per_element", "per_group", "none")
+    assert (conv.affine == "per_element") == (conv.layer in ("layer_norm", "rms_norm"))
+    assert all(stage in CAST_STAGES for stage, _ in conv.cast_points)
 
 
-@pytest.mark.parametrize("name", sorted(__import__("normspec.spec", fromlist=["x"]).FAMILY_CONVENTIONS))
-def test_every_family_profile_is_complete_data(name):
-    from normspec.spec import get_family_convention
+def test_a_layer_refuses_another_layers_profile():
+    from normspec.errors import UnknownConventionError
 
-    f = get_family_convention(name)
-    assert f.sources and f.layer in ("layer_norm", "rms_norm", "group_norm", "instance_norm")
-    assert f.eps_default is None or f.eps_default > 0
-    assert (f.momentum_default is not None) == (f.layer == "instance_norm" and f.name.startswith("torch"))
+    with pytest.raises(UnknownConventionError, match=r"a layer_norm profile.*convention='torch'"):
+        get_convention("torch", layer="layer_norm")
+    assert get_convention("torch_layer_norm", layer="layer_norm").name == "torch_layer_norm"
+
+
+def test_the_old_family_names_still_work_and_warn():
+    import normspec.spec as spec
+
+    with pytest.warns(DeprecationWarning, match="get_convention"):
+        assert spec.get_family_convention("torch_layer_norm") is CONVENTIONS["torch_layer_norm"]
+    with pytest.warns(DeprecationWarning, match="CONVENTIONS"):
+        family = spec.FAMILY_CONVENTIONS
+    assert set(family) == {n for n, c in CONVENTIONS.items() if c.layer != "batch_norm"}
+    with pytest.warns(DeprecationWarning):
+        assert spec.FamilyConvention is spec.Convention

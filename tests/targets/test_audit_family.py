@@ -50,10 +50,10 @@ def test_onnx_layer_norm17_matches_and_cli(capsys):
 
 
 def test_every_family_target_claims_a_known_profile():
-    from normspec.spec import get_family_convention
+    from normspec.spec import get_convention
 
     for name, adapter in FAMILY_ADAPTERS.items():
-        layer = get_family_convention(adapter.convention).layer
+        layer = get_convention(adapter.convention).layer
         assert layer.split("_")[0] in name, (name, layer)  # layer, rms, group, instance
 
 

@@ -1,0 +1,868 @@
+"""Every normalization layer, exactly: one engine, one result type.
+
+A layer is a choice of which values share statistics and how the affine
+parameters are laid out; both come from the layer's
+:class:`~normspec.spec.conventions.Convention` record.  Each layer views
+``x`` as an (A, G, B) array whose G groups own a mean and a variance (the
+reduction runs over axes 0 and 2), and the general core
+(:mod:`normspec.oracle.core`) normalizes it.  Nothing here branches on a
+framework's name.
+
+==============  ==========================================  ==================
+layer           groups (statistics shape)                   affine per
+==============  ==========================================  ==================
+batch_norm      channels, ``(C,)``                          channel
+layer_norm      rows, ``x.shape[:-k] + (1,) * k``           element of the row
+rms_norm        rows, as LayerNorm (no centring)            element of the row
+group_norm      (sample, group), ``(N, G)``                 channel or group
+instance_norm   (sample, channel), ``(N, C)``               channel
+==============  ==========================================  ==================
+
+**Guarantee.**  Every output (``y``, the saved statistics ``mean``, ``var``
+and ``rstd = 1/sqrt(var + eps)``, the running statistics) is the exact value
+rounded once, correctly (ties to even, gradual underflow, overflow to
+infinity) to its format; where the convention records a cast point, the
+exact value between cast points is rounded once at each.  No tolerance
+enters: the core decides each rounding with a rigorous float64 bound or
+exact rational comparison.
+
+**Domain.**  eps may be any finite number, negative included, as long as
+``var + eps >= 0`` in every group; a group where it is negative is refused by
+index and value.  ``var + eps == 0`` follows the convention's guard (y =
+beta) or IEEE division (NaN or a signed infinity).  An empty input gives
+empty outputs; statistics over no values are NaN (0/0).
+
+>>> import numpy as np
+>>> r = layer_norm(np.array([[40000.0, 40001.0, 40002.0, 40003.0]], np.float32), 1, eps=0.0)
+>>> r.y.tolist() == [[np.float32(v) for v in (-3 / 5**0.5, -1 / 5**0.5, 1 / 5**0.5, 3 / 5**0.5)]]
+True
+>>> r.mean.tolist(), r.var.tolist(), r.rstd.dtype  # saved statistics, keepdim as in torch
+([[40001.5]], [[1.25]], dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import mpmath
+import numpy as np
+from normspec.oracle.core import GroupPlan, normalize
+from normspec.oracle.exact import exact_sums
+from normspec.oracle.formats import FLOAT32, FORMATS, Format, format_of, numpy_dtype, round_array
+from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
+from normspec.spec.conventions import Convention, check_eps, get_convention, running_update
+
+from normspec.errors import (
+    DegenerateInputError,
+    DomainError,
+    DTypeError,
+    InvalidArgumentError,
+    ShapeError,
+    expected,
+)
+
+__all__ = [
+    "NormResult",
+    "ExactNorm",
+    "forward",
+    "batch_norm",
+    "layer_norm",
+    "rms_norm",
+    "group_norm",
+    "instance_norm",
+    "Stat",
+]
+
+Stat = Fraction | float  # a float only where the value is NaN or infinite
+
+
+# ---------------------------------------------------------------- the view of x
+
+
+@dataclass(frozen=True)
+class _View:
+    """``x`` as (A, G, B), with the affine parameters laid out to broadcast against it."""
+
+    x3: np.ndarray
+    stats_shape: tuple[int, ...]  # the shape of mean/var/rstd (its size is G)
+    gamma3: np.ndarray  # float64, exact values of the effective weight
+    beta3: np.ndarray
+    channel: np.ndarray  # group -> running-statistics channel
+    channels: int  # number of running-statistics channels
+
+
+def _param(value: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    if (isinstance(value, np.ndarray) and value.dtype.kind == "c") or np.iscomplexobj(value):
+        raise DTypeError(expected("a real array", f"{name}.dtype", np.asarray(value).dtype.name))
+    arr = np.asarray(value)
+    format_of(arr.dtype, name)
+    if arr.shape != shape:
+        raise ShapeError(expected(f"{name} of shape {shape}, {what}", f"{name}.shape", arr.shape))
+    wide = arr.astype(np.float64)
+    if not np.isfinite(wide).all():
+        raise DomainError(expected(f"finite {name}", f"{name} element", float(wide[~np.isfinite(wide)][0])))
+    return arr
+
+
+def _effective_weight(w: np.ndarray | None, conv: Convention, x_fmt: Format) -> np.ndarray | None:
+    """``w + weight_offset``, rounded where the convention casts it; else exact in float64."""
+    offset = conv.weight_offset
+    cast = conv.cast_at("weight")
+    if w is None:
+        return None if offset == 0 and cast is None else np.full((), 1.0 + offset)
+    wide = w.astype(np.float64)
+    if offset == 0 and cast is None:
+        return wide
+    if cast is not None:
+        fmt = x_fmt if cast == "input" else FORMATS[cast]
+        return np.array([round_fraction(Fraction(float(v)) + Fraction(offset), fmt) for v in wide.ravel()]).reshape(
+            wide.shape
+        )
+    eff = wide + offset
+    bad = [
+        float(v)
+        for v, e in zip(wide.ravel(), eff.ravel(), strict=True)
+        if Fraction(e) != Fraction(v) + Fraction(offset)
+    ]
+    if bad:
+        raise DomainError(expected(f"weight + {offset} exact in float64 (no cast recorded)", "weight element", bad[0]))
+    return eff
+
+
+def _layout(
+    xa: np.ndarray,
+    conv: Convention,
+    weight: Any,
+    bias: Any,
+    *,
+    axis: int | None = None,
+    normalized_ndim: int | None = None,
+    groups: int | None = None,
+) -> tuple[_View, np.ndarray | None, np.ndarray | None]:
+    """The (A, G, B) view of ``x`` for ``conv.layer``; returns the view and the validated raw parameters."""
+    layer = conv.layer
+    shape = xa.shape
+    stats_shape: tuple[int, ...]
+    pshape: tuple[int, ...]
+    if layer == "batch_norm":
+        assert axis is not None
+        if xa.ndim == 0:
+            raise ShapeError(expected("an array with a channel axis", "x.shape", shape))
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -xa.ndim <= axis < xa.ndim:
+            raise ShapeError(expected(f"an axis in [-{xa.ndim}, {xa.ndim})", "axis", axis))
+        k = int(axis) % xa.ndim
+        c = shape[k]
+        x3 = xa.reshape(math.prod(shape[:k]), c, math.prod(shape[k + 1 :]))
+        pshape, what, stats_shape = (c,), "one value per channel", (c,)
+        channel, channels = np.arange(c), c
+    elif layer in ("layer_norm", "rms_norm"):
+        k = normalized_ndim if normalized_ndim is not None else 1
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= xa.ndim:
+            raise ShapeError(expected(f"1 <= normalized_ndim <= {xa.ndim}", "normalized_ndim", normalized_ndim))
+        lead = shape[: xa.ndim - k]
+        x3 = xa.reshape(1, math.prod(lead), math.prod(shape[xa.ndim - k :]))
+        pshape, what = shape[xa.ndim - k :], "the normalized shape"
+        stats_shape = lead + (1,) * k
+        channel, channels = np.zeros(x3.shape[1], dtype=np.int64), 0
+    else:
+        if xa.ndim < (3 if layer == "instance_norm" else 2):
+            raise ShapeError(expected("an array (N, C, spatial...)", "x.shape", shape))
+        n, c = shape[0], shape[1]
+        g_arg = c if layer == "instance_norm" else groups
+        if isinstance(g_arg, bool) or not isinstance(g_arg, (int, np.integer)) or g_arg < 1 or c % g_arg:
+            raise ShapeError(expected(f"a number of groups dividing C={c}", "num_groups", groups))
+        g = int(g_arg)
+        per, length = c // g, math.prod(shape[2:])
+        x3 = xa.reshape(1, n * g, per * length)
+        stats_shape = (n, g)
+        pshape, what = ((g,), "one value per group") if conv.affine == "per_group" else ((c,), "one value per channel")
+        channel, channels = np.tile(np.arange(g), n), g
+    w = _param(weight, "weight", pshape, what)
+    b = _param(bias, "bias", pshape, what)
+    gw = _effective_weight(w, conv, format_of(xa.dtype, "x"))
+    gamma3 = _spread(gw, 1.0, layer, x3.shape, shape)
+    beta3 = _spread(None if b is None else b.astype(np.float64), 0.0, layer, x3.shape, shape)
+    return _View(x3, stats_shape, gamma3, beta3, channel, channels), w, b
+
+
+def _spread(
+    p: np.ndarray | None, default: float, layer: str, s3: tuple[int, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    """A parameter laid out to broadcast against the (A, G, B) view of x."""
+    if p is None or p.ndim == 0:
+        return np.full((1, 1, 1), default if p is None else float(p))
+    if layer == "batch_norm":
+        return p.reshape(1, -1, 1)
+    if layer in ("layer_norm", "rms_norm"):
+        return p.reshape(1, 1, -1)
+    n, groups = shape[0], s3[1] // max(shape[0], 1)
+    per = p.size // groups  # 1 for per-group parameters and for InstanceNorm
+    if per == 1:
+        return np.tile(p, n).reshape(1, s3[1], 1)
+    length = s3[2] // per
+    return np.broadcast_to(p.reshape(1, groups, per, 1), (n, groups, per, length)).reshape(1, s3[1], s3[2]).copy()
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ExactNorm:
+    """The exact values behind a :class:`NormResult`.
+
+    ``mean``/``var`` are the per-group statistics used to normalize (``var`` biased; for
+    RMSNorm ``mean`` is 0 and ``var`` the mean square), ``eps`` the effective epsilon,
+    ``running_mean``/``running_var`` the updated running statistics, all as
+    :class:`fractions.Fraction` (a float only where the value is NaN or infinite).  Each
+    output element is ``y = B + A / sqrt(D)`` with the rationals :meth:`parts` returns (where
+    the convention has a cast point, these are the exact parts of the first stage).
+    """
+
+    x: np.ndarray
+    x3: np.ndarray
+    gamma3: np.ndarray
+    beta3: np.ndarray
+    n: int
+    mean: tuple[Stat, ...]
+    var: tuple[Stat, ...]
+    eps: Fraction
+    running_mean: tuple[Stat, ...] | None
+    running_var: tuple[Stat, ...] | None
+    identity: bool = False
+
+    def group_of(self, index: tuple[int, ...]) -> tuple[int, int, int]:
+        """The (A, G, B) position of ``x[index]``."""
+        flat = int(np.ravel_multi_index(index, self.x.shape))
+        a, g, b = (int(v) for v in np.unravel_index(flat, self.x3.shape))
+        return a, g, b
+
+    def parts(self, index: tuple[int, ...]) -> tuple[Fraction, Fraction, Fraction]:
+        """``(A, B, D)`` with ``y[index] = B + A / sqrt(D)`` exactly.
+
+        Raises :class:`DomainError` where the statistics are not finite.
+        """
+        a, g, b = self.group_of(index)
+        mean, var = self.mean[g], self.var[g]
+        if not isinstance(mean, Fraction) or not isinstance(var, Fraction):
+            raise DomainError(expected("finite statistics", f"mean[{g}]", mean))
+        x = Fraction(float(self.x[index]))
+        if self.identity:
+            return Fraction(0), x, Fraction(1)
+        pos = (a, g, b)
+        gamma = float(self.gamma3[tuple(i if s != 1 else 0 for i, s in zip(pos, self.gamma3.shape, strict=True))])
+        beta = float(self.beta3[tuple(i if s != 1 else 0 for i, s in zip(pos, self.beta3.shape, strict=True))])
+        return (x - mean) * Fraction(gamma), Fraction(beta), var + self.eps
+
+    def y(self, index: tuple[int, ...], prec: int = 113) -> mpmath.mpf:
+        """``y[index]`` to ``prec`` bits with mpmath (one rounding per operation)."""
+        A, B, D = self.parts(index)
+        with mpmath.workprec(prec + 20):
+            val = mpmath.mpf(B.numerator) / B.denominator
+            if D != 0:
+                val += (mpmath.mpf(A.numerator) / A.denominator) / mpmath.sqrt(mpmath.mpf(D.numerator) / D.denominator)
+        with mpmath.workprec(prec):
+            return +val
+
+
+@dataclass(frozen=True)
+class NormResult:
+    """What every layer's forward returns.
+
+    ``y`` has the dtype of ``x``.  ``mean``, ``var`` (biased; RMSNorm: the mean square, with
+    ``mean`` 0) and ``rstd = 1/sqrt(var + eps)`` are the statistics used to normalize, in the
+    statistics shape of the layer (see the module docstring), each correctly rounded to the
+    statistics format: the running statistics' dtype where the layer was given them, else the
+    convention's ``stats_format``, else x's dtype with float32 for float16 and bfloat16.
+    ``running_mean``/``running_var`` keep their own dtype and are None when not given.
+    ``undecided`` counts the elements whose rounding the fast path could not settle and exact
+    arithmetic did; ``exact`` holds the rationals behind every output.
+    """
+
+    y: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    rstd: np.ndarray
+    running_mean: np.ndarray | None
+    running_var: np.ndarray | None
+    num_batches_tracked: int
+    convention: str
+    undecided: int
+    exact: ExactNorm
+
+
+def _round_stat(v: Stat, fmt: Format) -> float:
+    if isinstance(v, Fraction):
+        return round_fraction(v, fmt)
+    return float(round_array(np.array([v]), fmt)[0])
+
+
+def _round_stats(values: tuple[Stat, ...] | list[Stat], fmt: Format, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.array([_round_stat(v, fmt) for v in values], dtype=np.float64)
+    return out.astype(numpy_dtype(fmt)).reshape(shape)
+
+
+def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format) -> float:
+    if kind == "nan" or not isinstance(mean, Fraction):
+        return math.nan
+    if kind == "guard":
+        return 0.0
+    if kind == "div0":
+        return math.inf
+    return round_sqrt_form(Fraction(1), Fraction(0), denom, fmt)
+
+
+def _stats_format(conv: Convention, x_fmt: Format, running: np.ndarray | None) -> Format:
+    if running is not None:
+        return format_of(running.dtype, "running_mean")
+    if conv.stats_format is not None:
+        return x_fmt if conv.stats_format == "input" else FORMATS[conv.stats_format]
+    return FLOAT32 if x_fmt.p < 24 else x_fmt
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def _group_stats(
+    x3: np.ndarray, fmt: Format, centred: bool, progress: Callable[[int], None] | None
+) -> tuple[list[Stat], list[Stat]]:
+    """Exact per-group mean and biased variance (RMSNorm: 0 and the mean square)."""
+    m = x3.shape[0] * x3.shape[2]
+    g_n = x3.shape[1]
+    if m == 0:
+        return [math.nan] * g_n, [math.nan] * g_n
+    s1, s2, nonfinite = exact_sums(x3, fmt_bits=fmt.p, first=centred, progress=progress)
+    mean: list[Stat] = []
+    var: list[Stat] = []
+    for g in range(g_n):
+        if nonfinite[g]:
+            with np.errstate(invalid="ignore", over="ignore"):
+                total = float(x3[:, g, :].astype(np.float64).sum())
+            mean.append(total / m if centred else 0.0)
+            var.append(math.nan)
+            continue
+        # one normalization per Fraction: s1 = p1/q1, s2 = p2/q2
+        p1, q1 = (s1[g].numerator, s1[g].denominator) if centred else (0, 1)
+        p2, q2 = s2[g].numerator, s2[g].denominator
+        mean.append(Fraction(p1, q1 * m))
+        var.append(Fraction(m * p2 * q1 * q1 - p1 * p1 * q2, m * m * q1 * q1 * q2))
+    return mean, var
+
+
+def _plan(
+    mean: list[Stat], var: list[Stat], eps: Fraction, guard: bool, stats_shape: tuple[int, ...]
+) -> tuple[GroupPlan, list[Fraction]]:
+    special, denom, means = [], [], []
+    for g, (mc, vc) in enumerate(zip(mean, var, strict=True)):
+        if not isinstance(mc, Fraction) or not isinstance(vc, Fraction):
+            special.append("nan")
+            means.append(Fraction(0))
+            denom.append(Fraction(1))
+            continue
+        d = vc + eps
+        if d < 0:
+            where = np.unravel_index(g, stats_shape) if stats_shape else ()
+            raise DomainError(
+                expected(
+                    f"var + eps >= 0 in every group (var = {float(vc)!r}, eps = {float(eps)!r})",
+                    f"var + eps at group {tuple(int(i) for i in where)}",
+                    float(d),
+                )
+            )
+        means.append(mc)
+        denom.append(d)
+        special.append("" if d != 0 else "guard" if guard else "div0")
+    return GroupPlan(means, denom, special), denom
+
+
+def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt: Format) -> np.ndarray:
+    """``round(xr * gamma + beta)`` exactly, once: xr is a cast x-hat, gamma and beta exact doubles."""
+    g = np.broadcast_to(gamma3, xr.shape)
+    b = np.broadcast_to(beta3, xr.shape)
+    xf = xr.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = xf * g
+        s = p + b
+        delta = 2.0**-51 * np.abs(s) + 2.0**-51 * np.abs(p) + 2.0**-1070
+        lo, hi = round_array(s - delta, out_fmt), round_array(s + delta, out_fmt)
+    out = hi.astype(np.float64)
+    # exact where the product is exact in float64 (at most 53 significant bits) and the bracket agrees
+    undecided = ~(((lo == hi) & (np.signbit(lo) == np.signbit(hi))) | ~np.isfinite(s))
+    for idx in zip(*np.nonzero(undecided), strict=True):
+        v = Fraction(float(xf[idx])) * Fraction(float(g[idx])) + Fraction(float(b[idx]))
+        out[idx] = round_fraction(v, out_fmt)
+    return out.astype(numpy_dtype(out_fmt))
+
+
+def _forward(
+    xa: np.ndarray,
+    conv: Convention,
+    view: _View,
+    *,
+    eps: float | None,
+    training: bool,
+    momentum: float | str | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    num_batches_tracked: int,
+    with_backward: bool,
+    initializing: bool,
+    progress: Callable[[int], None] | None,
+) -> NormResult:
+    fmt = format_of(xa.dtype, "x")
+    x3 = view.x3
+    m = x3.shape[0] * x3.shape[2]
+    eps_v = conv.default_eps(fmt.p) if eps is None else check_eps(eps)
+    eps_q = Fraction(conv.effective_eps(eps_v))
+    tracked = running_mean is not None
+    rm, rv = running_mean, running_var
+
+    identity = False
+    if training:
+        if m == 1 and conv.one_value == "error" and xa.size:
+            raise DegenerateInputError(
+                expected("more than 1 value per channel when training", "x.shape", xa.shape)
+                + f" (convention {conv.name!r} refuses n=1)"
+            )
+        identity = m == 1 and conv.one_value == "identity"
+        mean, var = _group_stats(x3, fmt, conv.centred, progress)
+    else:
+        assert rm is not None and rv is not None
+        mean = [Fraction(float(rm[c])) for c in view.channel]
+        var = [Fraction(float(rv[c])) for c in view.channel]
+    plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
+
+    if identity:
+        y, undecided = xa.copy(), 0
+        if progress is not None:
+            progress(xa.size)
+    else:
+        cast = conv.cast_at("normalized")
+        if cast is None:
+            y3, undecided = normalize(x3, fmt, plan, view.gamma3, view.beta3, progress=progress)
+        else:
+            cfmt = fmt if cast == "input" else FORMATS[cast]
+            xr, undecided = normalize(x3, cfmt, plan, np.ones((1, 1, 1)), np.zeros((1, 1, 1)), progress=progress)
+            y3 = _affine_cast(xr, view.gamma3, view.beta3, fmt)
+        y = y3.reshape(xa.shape)
+
+    # running statistics
+    new_rm: tuple[Stat, ...] | None = None
+    new_rv: tuple[Stat, ...] | None = None
+    batches = num_batches_tracked
+    updates = (
+        training
+        and tracked
+        and not identity
+        and m > 0
+        and (
+            conv.update_time == "forward"
+            or (conv.update_time == "backward" and with_backward)
+            or (conv.update_time == "forward_not_at_init" and not initializing)
+        )
+    )
+    if tracked:
+        assert rm is not None and rv is not None
+        new_rm = tuple(Fraction(float(v)) for v in rm)
+        new_rv = tuple(Fraction(float(v)) for v in rv)
+    if updates:
+        assert rm is not None and rv is not None
+        batches += 1
+        mom_q, direction = _momentum(conv, momentum, num_batches_tracked)
+        bessel = conv.bessel(m)
+        new_rm, new_rv = _running(mean, var, bessel, view, rm, rv, mom_q, direction)
+
+    stats_fmt = _stats_format(conv, fmt, rm)
+    exact = ExactNorm(xa, x3, view.gamma3, view.beta3, m, tuple(mean), tuple(var), eps_q, new_rm, new_rv, identity)
+    out_rm = out_rv = None
+    if rm is not None and rv is not None and new_rm is not None and new_rv is not None:
+        # statistics that were not recomputed come back as copies, bit for bit (-0.0 stays -0.0)
+        out_rm = _round_stats(new_rm, format_of(rm.dtype), rm.shape) if updates else rm.copy()
+        out_rv = _round_stats(new_rv, format_of(rv.dtype), rv.shape) if updates else rv.copy()
+    shape = view.stats_shape
+    if training or rm is None:
+        mean_out = _round_stats(mean, stats_fmt, shape)
+        var_out = _round_stats(var, stats_fmt, shape)
+    else:
+        assert rv is not None
+        mean_out = rm[view.channel].reshape(shape).copy()
+        var_out = rv[view.channel].reshape(shape).copy()
+    rstd = np.array(
+        [_rstd(mc, d, k, stats_fmt) for mc, d, k in zip(mean, denom, plan.special, strict=True)], dtype=np.float64
+    )
+    return NormResult(
+        y=y,
+        mean=mean_out,
+        var=var_out,
+        rstd=rstd.astype(numpy_dtype(stats_fmt)).reshape(shape),
+        running_mean=out_rm,
+        running_var=out_rv,
+        num_batches_tracked=batches,
+        convention=conv.name,
+        undecided=undecided,
+        exact=exact,
+    )
+
+
+def _momentum(conv: Convention, momentum: float | str | None, num_batches_tracked: int) -> tuple[Fraction, str]:
+    if isinstance(momentum, str) and momentum == "cumulative":
+        if not conv.cumulative_average:
+            raise InvalidArgumentError(
+                expected(f"a number (convention {conv.name!r} has no cumulative average)", "momentum", momentum)
+            )
+        if (
+            isinstance(num_batches_tracked, bool)
+            or not isinstance(num_batches_tracked, (int, np.integer))
+            or (num_batches_tracked < 0)
+        ):
+            raise InvalidArgumentError(expected("an integer >= 0", "num_batches_tracked", num_batches_tracked))
+        return Fraction(1, int(num_batches_tracked) + 1), "new"
+    mval = conv.momentum_default if momentum is None else momentum
+    if isinstance(mval, (str, bool)) or mval is None or not isinstance(mval, (int, float, np.floating, np.integer)):
+        raise DomainError(expected("a finite momentum or 'cumulative'", "momentum", momentum))
+    if not math.isfinite(float(mval)):
+        raise DomainError(expected("a finite momentum or 'cumulative'", "momentum", momentum))
+    return Fraction(conv.effective_momentum(float(mval))), conv.momentum_direction
+
+
+def _running(
+    mean: list[Stat],
+    var: list[Stat],
+    bessel: Fraction | None,
+    view: _View,
+    rm: np.ndarray,
+    rv: np.ndarray,
+    mom: Fraction,
+    direction: str,
+) -> tuple[tuple[Stat, ...], tuple[Stat, ...]]:
+    """Running statistics after one training step: each channel moves towards the average over its
+    groups (one group per channel in BatchNorm; the N instances of a channel in InstanceNorm)."""
+    members: list[list[int]] = [[] for _ in range(len(rm))]
+    for g, c in enumerate(view.channel):
+        members[int(c)].append(g)
+    rms: list[Stat] = []
+    rvs: list[Stat] = []
+    for c, gs in enumerate(members):
+        old_m, old_v = Fraction(float(rm[c])), Fraction(float(rv[c]))
+        bm: Stat = _average([mean[g] for g in gs])
+        bv: Stat = math.nan if bessel is None else _average([var[g] for g in gs])
+        if isinstance(bv, Fraction) and bessel is not None:
+            bv = bv * bessel
+        # A non-finite batch statistic is a float: the update then follows IEEE arithmetic.
+        rms.append(running_update(old_m, bm, mom, direction))
+        rvs.append(running_update(old_v, bv, mom, direction))
+    return tuple(rms), tuple(rvs)
+
+
+def _average(values: list[Stat]) -> Stat:
+    if len(values) == 1:
+        return values[0]
+    if all(isinstance(v, Fraction) for v in values):
+        return sum(values, Fraction(0)) / len(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.mean([float(v) for v in values]))
+
+
+def _running_params(
+    conv: Convention, channels: int, running_mean: Any, running_var: Any, training: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if (running_mean is None) != (running_var is None):
+        raise InvalidArgumentError(
+            expected("running_mean and running_var both given or both None", "running_var is None", running_var is None)
+        )
+    if running_mean is None:
+        if not training:
+            raise InvalidArgumentError(expected("running_mean and running_var in evaluation", "running_mean", None))
+        return None, None
+    if not conv.running_stats:
+        raise InvalidArgumentError(
+            expected(f"no running statistics (convention {conv.name!r} keeps none)", "running_mean", "given")
+        )
+    rm = _param(running_mean, "running_mean", (channels,), "one value per channel")
+    rv = _param(running_var, "running_var", (channels,), "one value per channel")
+    assert rm is not None and rv is not None
+    if rm.dtype != rv.dtype:
+        raise DTypeError(
+            expected(
+                f"running_var.dtype equal to running_mean.dtype={rm.dtype.name}", "running_var.dtype", rv.dtype.name
+            )
+        )
+    if (rv.astype(np.float64) < 0).any():
+        raise DomainError(expected("running_var >= 0", "running_var element", float(rv[rv.astype(np.float64) < 0][0])))
+    return rm, rv
+
+
+def _array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor: to host, as numpy can hold it
+        x = x.detach().cpu()
+        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
+            from normspec.oracle.formats import bfloat16_dtype
+
+            bf = bfloat16_dtype()
+            if bf is None:
+                raise DTypeError("bfloat16 needs the ml_dtypes package: pip install 'normspec[bfloat16]'")
+            return x.view(__import__("torch").int16).numpy().view(bf)
+        x = x.numpy()
+    try:
+        xa = np.asarray(x)
+    except ValueError as err:  # ragged nested lists
+        raise ShapeError(expected("a rectangular array", "x", type(x).__name__)) from err
+    if xa.dtype.kind == "c":
+        raise DTypeError(expected("a real array", "x.dtype", xa.dtype.name))
+    return xa
+
+
+# ---------------------------------------------------------------- the layers
+
+
+def batch_norm(
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    *,
+    training: bool,
+    momentum: float | str | None = None,
+    eps: float | None = None,
+    convention: str | Convention = "torch",
+    axis: int = 1,
+    num_batches_tracked: int = 0,
+    with_backward: bool = True,
+    initializing: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """BatchNorm of ``x`` over every axis but ``axis``, exactly, rounded once.
+
+    **Guarantee.**  Every output (``y``, ``mean``, ``var``, ``rstd``, ``running_mean``,
+    ``running_var``) is the exact mathematical value rounded once, correctly, to its dtype
+    (float16, bfloat16, float32 or float64): round to nearest, ties to even, with gradual
+    underflow and overflow to infinity as IEEE 754 specifies.  Inputs are taken at their exact
+    binary values; Python floats ``eps`` and ``momentum`` at their exact double values unless
+    the convention records a cast (Keras holds eps in float32).  Statistics are exact rational
+    sums.  The rounding is decided by a float64 evaluation with a rigorous error bound where
+    that bound allows, and by exact rational comparison of squares everywhere else; no
+    tolerance enters.  A zero output is ``+0.0`` when the exact value is zero.
+
+    **Semantics** come from the ``convention`` profile (:mod:`normspec.spec.conventions`):
+    momentum direction and default, eps default, clamp and cast, Bessel correction of the
+    running variance, update time, behaviour at one value per channel, and the ``var + eps ==
+    0`` guard.  ``momentum="cumulative"`` selects the cumulative average (PyTorch
+    ``momentum=None``) where the profile has it; it uses ``num_batches_tracked`` (the count
+    before this step).  ``with_backward`` says whether the training step also ran a backward
+    pass, which matters to conventions that update only there (MXNet CPU); ``initializing``
+    marks Flax's ``init`` call, which does not update.  An empty batch gives an empty ``y``,
+    NaN batch statistics and unchanged running statistics.
+
+    **Non-finite inputs.**  A NaN or infinity in ``x`` makes, in training, its channel's
+    statistics non-finite (mean the IEEE sum's NaN or infinity, var NaN) and every output of
+    that channel NaN; in evaluation the output at that element is what IEEE arithmetic gives
+    for ``(x - mean) * (gamma / sqrt(var + eps)) + beta``.  Non-finite parameters are refused.
+
+    >>> import numpy as np
+    >>> x = np.full((2, 3, 4, 4), 1.2345678e7, dtype=np.float32)  # pytorch#5410
+    >>> r = batch_norm(x, training=True)
+    >>> float(np.abs(r.y).max()), r.y.dtype
+    (0.0, dtype('float32'))
+    >>> r = batch_norm(np.array([[1.0], [2.0], [3.0], [4.0]], np.float32),
+    ...                running_mean=np.zeros(1, np.float32), running_var=np.ones(1, np.float32),
+    ...                training=True, momentum=1.0)
+    >>> r.running_var  # unbiased: 5/3, correctly rounded to float32
+    array([1.6666666], dtype=float32)
+    """
+    conv = get_convention(convention, layer="batch_norm")
+    xa = _array(x)
+    format_of(xa.dtype, "x")
+    view, w, b = _layout(xa, conv, weight, bias, axis=axis)
+    if w is not None and b is not None and w.dtype != b.dtype:
+        raise DTypeError(expected(f"bias.dtype equal to weight.dtype={w.dtype.name}", "bias.dtype", b.dtype.name))
+    rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
+    return _forward(
+        xa, conv, view, eps=eps, training=training, momentum=momentum, running_mean=rm, running_var=rv,
+        num_batches_tracked=num_batches_tracked, with_backward=with_backward, initializing=initializing,
+        progress=progress,
+    )  # fmt: skip
+
+
+def layer_norm(
+    x: Any,
+    normalized_ndim: int = 1,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_layer_norm",
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """LayerNorm over the trailing ``normalized_ndim`` axes (PyTorch; ONNX LayerNormalization with
+    ``axis = -normalized_ndim``); ``weight``/``bias`` have the normalized shape.  ``eps=None`` is
+    the convention's default.  Same guarantee as :func:`batch_norm`."""
+    conv = get_convention(convention, layer="layer_norm")
+    xa = _array(x)
+    format_of(xa.dtype, "x")
+    view, _, _ = _layout(xa, conv, weight, bias, normalized_ndim=normalized_ndim)
+    return _forward(
+        xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
+        num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+    )  # fmt: skip
+
+
+def rms_norm(
+    x: Any,
+    normalized_ndim: int = 1,
+    weight: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_rms_norm",
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """RMSNorm ``x * weight / sqrt(mean(x^2) + eps)`` over the trailing axes; ``eps=None`` is the
+    convention's default (PyTorch: ``finfo(x.dtype).eps``).  ``mean`` is 0 and ``var`` the mean
+    square.  Same guarantee as :func:`batch_norm`."""
+    conv = get_convention(convention, layer="rms_norm")
+    xa = _array(x)
+    format_of(xa.dtype, "x")
+    view, _, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
+    return _forward(
+        xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
+        num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+    )  # fmt: skip
+
+
+def group_norm(
+    x: Any,
+    num_groups: int,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "torch_group_norm",
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """GroupNorm of ``x`` (N, C, ...) with ``num_groups`` groups; ``weight``/``bias`` per channel,
+    or per group where the convention says so (ONNX GroupNormalization-18, MXNet 1.x).  Same
+    guarantee as :func:`batch_norm`.
+
+    >>> import numpy as np
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+    >>> y = group_norm(x, 2, eps=0.0).y  # each group of 4 values normalized on its own
+    >>> y[0, :2].tolist() == y[0, 2:].tolist(), float(y[0, 0, 0]) == float(np.float32(-3 / 5**0.5))
+    (True, True)
+    """
+    conv = get_convention(convention, layer="group_norm")
+    xa = _array(x)
+    format_of(xa.dtype, "x")
+    view, _, _ = _layout(xa, conv, weight, bias, groups=num_groups)
+    return _forward(
+        xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
+        num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+    )  # fmt: skip
+
+
+def instance_norm(
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    *,
+    training: bool = True,
+    momentum: float | None = None,
+    eps: float | None = None,
+    convention: str | Convention = "torch_instance_norm",
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """InstanceNorm of (N, C, spatial...): each (sample, channel) normalized over its spatial
+    values.  With running statistics (a convention that keeps them, as PyTorch's
+    ``track_running_stats=True``: ``convention="torch_instance_norm_tracked"``), training moves
+    them towards the batch average of the per-instance mean and corrected variance, and
+    evaluation normalizes every instance with them."""
+    conv = get_convention(convention, layer="instance_norm")
+    xa = _array(x)
+    format_of(xa.dtype, "x")
+    view, _, _ = _layout(xa, conv, weight, bias)
+    rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
+    return _forward(
+        xa, conv, view, eps=eps, training=training, momentum=momentum, running_mean=rm, running_var=rv,
+        num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+    )  # fmt: skip
+
+
+# One table from a layer to its function: the only dispatch on a layer's name.
+_LAYERS: dict[str, Callable[..., NormResult]] = {
+    "batch_norm": batch_norm,
+    "layer_norm": layer_norm,
+    "rms_norm": rms_norm,
+    "group_norm": group_norm,
+    "instance_norm": instance_norm,
+}
+
+
+def forward(
+    convention: str | Convention,
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float | None = None,
+    groups: int | None = None,
+    normalized_ndim: int = 1,
+    **kwargs: Any,
+) -> NormResult:
+    """Any layer by its convention: the protocol of the family vectors and audits,
+    ``f(x, weight, bias, eps, groups)``.  LayerNorm and RMSNorm normalize the trailing
+    ``weight.ndim`` axes (``normalized_ndim`` when weight is None); GroupNorm takes ``groups``;
+    BatchNorm passes ``kwargs`` (``training``, running statistics, ...) through.
+
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+    >>> forward("torch_layer_norm", x).y.tolist() == layer_norm(x, 1).y.tolist()
+    True
+    """
+    conv = get_convention(convention)
+    fn = _LAYERS[conv.layer]
+    if conv.layer in ("layer_norm", "rms_norm"):
+        k = np.ndim(weight) if weight is not None else normalized_ndim
+        args = (x, k, weight) if conv.layer == "rms_norm" else (x, k, weight, bias)
+        if conv.layer == "rms_norm" and bias is not None:
+            raise InvalidArgumentError(expected("no bias (RMSNorm has none)", "bias", "given"))
+        return fn(*args, eps=eps, convention=conv, **kwargs)
+    if conv.layer == "group_norm":
+        return fn(x, groups, weight, bias, eps=eps, convention=conv, **kwargs)
+    return fn(x, weight, bias, eps=eps, convention=conv, **kwargs)
+
+
+def instance_norm_tracked(
+    x: Any,
+    running_mean: Any,
+    running_var: Any,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deprecated: ``instance_norm(x, running_mean=..., running_var=...,
+    convention="torch_instance_norm_tracked")``, which returns a :class:`NormResult`."""
+    import warnings
+
+    warnings.warn(
+        "instance_norm_tracked is deprecated; use instance_norm(..., convention='torch_instance_norm_tracked')",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    r = instance_norm(
+        x,
+        running_mean=running_mean,
+        running_var=running_var,
+        training=training,
+        momentum=momentum,
+        eps=eps,
+        convention="torch_instance_norm_tracked",
+    )
+    assert r.running_mean is not None and r.running_var is not None
+    return r.y, r.running_mean, r.running_var

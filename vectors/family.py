@@ -1,0 +1,82 @@
+"""The family layers' battery and exact outputs, shared by the vectors and the family audit.
+
+:func:`family_battery` names the cases (LayerNorm, RMSNorm, GroupNorm, InstanceNorm) that
+``normspec vectors generate`` writes and ``normspec audit`` runs; :func:`exact_family_output`
+is the correctly rounded ``y`` of one of them under a profile.  Here, below
+:mod:`normspec.targets`, so that the vectors need not import the audit targets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from normspec.spec.conventions import Convention
+
+__all__ = ["exact_family_output", "family_battery", "per_channel_affine"]
+
+F32 = np.float32
+Case = dict[str, Any]
+
+
+def per_channel_affine(weight: Any, bias: Any, channels: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and bias given one per group (ONNX GroupNormalization-18, MXNet 1.9) repeated over each
+    group's channels: the same formula in the per-channel form the oracle takes."""
+    return np.repeat(weight, channels // groups), np.repeat(bias, channels // groups)
+
+
+def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
+    """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
+    from normspec.oracle import forward
+
+    x, w, b = case["x"][0], case["weight"], case["bias"]
+    eps = float(case["eps"])
+    return forward(
+        conv,
+        x,
+        w,
+        None if conv.layer == "rms_norm" else b,
+        eps=None if np.isnan(eps) else eps,  # NaN stands for "eps=None"
+        groups=int(case["groups"]) if conv.layer == "group_norm" else None,
+    ).y
+
+
+def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str]]:
+    """(name, case, note) for a family layer."""
+    rng = np.random.default_rng(seed)
+    eps = float("nan") if conv.eps_default is None else conv.eps_default  # NaN stands for "eps=None"
+    nd = conv.layer in ("group_norm", "instance_norm")
+    shape = (4, 6, 5) if nd else (6, 8)
+    feat = shape[1] if nd else shape[-1]
+    rows: list[tuple[str, np.ndarray, str]] = [
+        ("random", rng.standard_normal(shape), "standard normal"),
+        ("large_mean_rows", rng.standard_normal(shape) + 2000, "pytorch#51102: mean 2000"),
+        (
+            "raw_moments_trigger",
+            np.broadcast_to(40000 + np.arange(shape[-1]) % 4, shape).astype(np.float64),
+            "onnxruntime#28463, tvm#19592: [40000, 40001, 40002, 40003]",
+        ),
+        ("constant", np.full(shape, 1.2345678e7), "exact output beta"),
+        ("huge_magnitude", rng.choice([-1.0, 1.0], shape) * 1e30 * (1 + rng.random(shape)), "squares overflow float32"),
+    ]
+    out = []
+    for name, x, note in rows:
+        case = {
+            "x": x.astype(F32)[None],
+            "weight": (1 + 0.5 * rng.standard_normal(feat)).astype(F32),
+            "bias": rng.standard_normal(feat).astype(F32),
+            "eps": np.array(eps),
+            "training": np.array(True),
+            "momentum": np.array(0.0),
+            "running_mean": np.zeros(feat, F32),
+            "running_var": np.ones(feat, F32),
+            "groups": np.array(2 if conv.layer == "group_norm" else 1),
+        }
+        if conv.affine == "none":
+            case["weight"], case["bias"] = np.ones(feat, F32), np.zeros(feat, F32)
+        elif conv.affine == "per_group":
+            case["weight"], case["bias"] = case["weight"][: int(case["groups"])], case["bias"][: int(case["groups"])]
+        out.append((name, case, note))
+    return out
