@@ -117,9 +117,9 @@ def _rational_value(terms: list[tuple[Fraction, Fraction]]) -> Fraction | None:
     return rational if all(c == 0 for _, c in classes) else None
 
 
-def _rsqrt_floor(D: Fraction, bits: int, cache: dict[tuple[Fraction, int], int]) -> int:
+def _rsqrt_floor(D: Fraction, bits: int, cache: dict[tuple[int, int, int], int]) -> int:
     """``floor(2**bits / sqrt(D))``, exactly (an integer square root of a floor is the floor of the root)."""
-    key = (D, bits)
+    key = (D.numerator, D.denominator, bits)  # integer keys: hashing a Fraction costs a modular inverse
     got = cache.get(key)
     if got is None:
         got = math.isqrt((D.denominator << (2 * bits)) // D.numerator)
@@ -128,7 +128,7 @@ def _rsqrt_floor(D: Fraction, bits: int, cache: dict[tuple[Fraction, int], int])
 
 
 def round_sqrt_sum(
-    terms: list[tuple[Fraction, Fraction]], fmt: Format, cache: dict[tuple[Fraction, int], int] | None = None
+    terms: list[tuple[Fraction, Fraction]], fmt: Format, cache: dict[tuple[int, int, int], int] | None = None
 ) -> float:
     """``sum A_k / sqrt(D_k)`` (every ``D_k > 0``) correctly rounded to ``fmt``, ties to even.
 
@@ -148,11 +148,12 @@ def round_sqrt_sum(
     >>> round_sqrt_sum([(Fraction(1), Fraction(2)), (Fraction(-2), Fraction(8))], FLOAT32)  # exactly 0
     0.0
     """
-    by_d: dict[Fraction, Fraction] = {}
+    by_d: dict[tuple[int, int], list[Any]] = {}
     for A, D in terms:
         if A != 0:
-            by_d[D] = by_d.get(D, Fraction(0)) + A
-    items = [(A, D) for D, A in by_d.items() if A != 0]
+            slot = by_d.setdefault((D.numerator, D.denominator), [Fraction(0), D])
+            slot[0] += A
+    items = [(A, D) for A, D in by_d.values() if A != 0]
     if not items:
         return 0.0
     if len(items) == 1:
@@ -378,7 +379,7 @@ def _backward(
     if len(todo_b) or len(todo_w):
         members = _members(flat_p, np.concatenate([todo_b, todo_w]))
         flat_x, flat_dy, flat_g = x3.ravel(), dy3.ravel(), gidx.ravel()
-        roots: dict[tuple[Fraction, int], int] = {}
+        roots: dict[tuple[int, int, int], int] = {}
         for j in todo_b:
             idx = members[int(j)]
             dbias[j] = round_fraction(sum((Fraction(float(v)) for v in flat_dy[idx]), Fraction(0)), pfmt)
