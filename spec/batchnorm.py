@@ -77,7 +77,7 @@ def running_update(
 
     Hazard: ``momentum`` means the weight of the *new* value in PyTorch and
     cuDNN but of the *old* value in Keras, Flax, MXNet, ONNX and Paddle, so
-    PyTorch 0.1 is Keras 0.9 (docs/bugs.md #48: an exporter that forgot).
+    PyTorch 0.1 is Keras 0.9 (microsoft/onnxscript PR #1289: an exporter that forgot).
 
     >>> import sympy as sp
     >>> r, b, m = sp.symbols("r b m")
