@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 from normspec.oracle.core import _split_fraction, exact_rsqrt
+from normspec.oracle.exact import exact_sums
 from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array
 from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _running_params, _spread, _View
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
@@ -195,32 +196,27 @@ def _decided(v: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.ndarray,
 
 
 def _dx_fast(
-    x3: np.ndarray,
+    d: np.ndarray,
+    e_d: np.ndarray,
     h: np.ndarray,
-    groups: list[tuple[float, float, float, float, float, float, float, float]],
+    per_group: np.ndarray,
     centred: bool,
     training: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """float64 ``dx`` and a rigorous bound on its error, for every element.
 
-    Per group: ``mu = mu_hi + mu_lo`` within ``e_mu``; ``s`` = S/m and ``q`` = T/(m D) as
-    computed from float sums, within ``e_s`` and ``e_q``; ``r`` = 1/sqrt(D) within 2**-52 r.
-    With u = 2**-53, ``d = fl(fl(x - mu_hi) - mu_lo)`` is within ``e_d = e_mu + 2u(|x - mu_hi| +
-    |d|)`` of x - mu; ``h = dy * gamma`` within ``u |h|`` (exact for inputs of at most 26
-    bits, bounded anyway); ``t = fl(d q)`` within ``|q| e_d + |d| e_q + u |t|``; ``a =
-    fl(fl(h - s) - t)`` within ``e_a = u|h| + e_s + e_t + u|h - s| + u|a|``; ``dx = fl(a r)``
-    within ``|r| e_a + 2**-52 |r| (|a| + e_a) + u |dx|``.  The bound returned doubles that sum
-    (covering the roundings made in computing it) and adds 2**-1060 for underflow.
+    ``d`` is x - mu within ``e_d`` (see :func:`_backward`), ``h = dy * gamma`` within ``u |h|``
+    (u = 2**-53; exact for inputs of at most 26 bits, bounded anyway).  Per group
+    (``per_group`` rows ``s, e_s, q, e_q, r``): ``s`` = S/m and ``q`` = T/(m D) as computed from
+    float sums, within ``e_s`` and ``e_q``; ``r`` = 1/sqrt(D) within 2**-52 r.  Then ``t = fl(d
+    q)`` is within ``|q| e_d + |d| e_q + u |t|``; ``a = fl(fl(h - s) - t)`` within ``e_a =
+    u|h| + e_s + e_t + u|h - s| + u|a|``; ``dx = fl(a r)`` within ``|r| e_a + 2**-52 |r| (|a| +
+    e_a) + u |dx|``.  The bound returned doubles that sum (covering the roundings made in
+    computing it) and adds 2**-1060 for underflow.
     """
-    g_n = x3.shape[1]
-    gp = np.array(groups, dtype=np.float64).reshape(g_n, 8).T
-    mu_hi, mu_lo, e_mu, s, e_s, q, e_q, r = (v.reshape(1, g_n, 1) for v in gp)
-    x = x3.astype(np.float64)
+    s, e_s, q, e_q, r = (v.reshape(1, -1, 1) for v in per_group)
     with np.errstate(invalid="ignore", over="ignore"):
         if training:
-            t1 = x - mu_hi
-            d = t1 - mu_lo
-            e_d = e_mu + 2 * _U * (np.abs(t1) + np.abs(d))
             t = d * q
             e_t = np.abs(q) * e_d + np.abs(d) * e_q + _U * np.abs(t)
             hs = h - s if centred else h
@@ -251,7 +247,6 @@ def _backward(
     fmt = format_of(xa.dtype, "x")
     if dya.shape != xa.shape:
         raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
-    format_of(dya.dtype, "dy")
     dyd = dya.astype(np.float64)
     if not np.isfinite(dyd).all():
         raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
@@ -269,49 +264,49 @@ def _backward(
         mean = [Fraction(float(running_mean[c])) for c in view.channel]
         var = [Fraction(float(running_var[c])) for c in view.channel]
     plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
-    gamma = np.broadcast_to(view.gamma3, x3.shape)
-    with np.errstate(invalid="ignore", over="ignore"):
-        h = dy3 * gamma
-        sum_h = h.sum(axis=(0, 2))
-        abs_h = np.abs(h).sum(axis=(0, 2))
-    bound_n = (m + 2) * _U * 1.01
     finite = [k == "" for k in plan.special]
+    gamma = np.broadcast_to(view.gamma3, x3.shape)
+    # d = x - mu, computed once for dx, T and dweight: mu = mu_hi + mu_lo within e_mu, and with
+    # u = 2**-53, d = fl(fl(x - mu_hi) - mu_lo) is within e_d = e_mu + 2u(|x - mu_hi| + |d|) of x - mu.
+    split = np.array([_split_fraction(mc) for mc in plan.mean], dtype=np.float64).reshape(g_n, 3).T
+    mu_hi, mu_lo = split[0].reshape(1, g_n, 1), split[1].reshape(1, g_n, 1)
+    e_mu = (split[2] + 2.0**-52 * np.abs(split[1])).reshape(1, g_n, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t1 = x3 - mu_hi
+        d = t1 - mu_lo
+        e_d = e_mu + 2 * _U * (np.abs(t1) + np.abs(d))
+        del t1
+        h = dy3 * gamma
+    rs = np.array([exact_rsqrt(denom[g])[0] if finite[g] else math.nan for g in range(g_n)])
 
-    # per-group float parameters of the fast path, each with its error bound
-    groups: list[tuple[float, float, float, float, float, float, float, float]] = []
+    # per-group float parameters of the fast path (s, e_s, q, e_q, r), each with its error bound
+    per_group = np.zeros((5, g_n))
+    per_group[4] = rs
     if training:
-        mu_split = [_split_fraction(mc) if ok else (0.0, 0.0, 0.0) for mc, ok in zip(plan.mean, finite, strict=True)]
-        mu_hi = np.array([v[0] for v in mu_split]).reshape(1, g_n, 1)
-        mu_lo = np.array([v[1] for v in mu_split]).reshape(1, g_n, 1)
         with np.errstate(invalid="ignore", over="ignore"):
-            d = (x3 - mu_hi) - mu_lo
+            sum_h = h.sum(axis=(0, 2))
+            abs_h = np.abs(h).sum(axis=(0, 2))
             hd = h * d
             t_sum = hd.sum(axis=(0, 2))
             t_abs = np.abs(hd).sum(axis=(0, 2))
-            h_abs_d = (np.abs(h) * (np.abs(x3) + np.abs(mu_hi))).sum(axis=(0, 2))
-        del d, hd
-    for g in range(g_n):
-        if not finite[g]:
-            groups.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan))
-            continue
-        r, _ = exact_rsqrt(denom[g])
-        if not training:
-            groups.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, r))
-            continue
-        mh, ml, me = mu_split[g]
-        e_mu = me + 2.0**-52 * abs(ml)
-        s = float(sum_h[g]) / m
-        e_s = (bound_n * float(abs_h[g])) / m * (1 + 4 * _U) + 2 * _U * abs(s)
-        inv_md = 1.0 / float(m * denom[g])
-        q = float(t_sum[g]) * inv_md
-        # T's float sum: products of h and d (each within u), d within e_d, summed within (m+2)u
-        e_T = float(h_abs_d[g]) * 2 * _U + float(abs_h[g]) * e_mu + bound_n * float(t_abs[g]) * 1.01
-        e_q = (e_T * abs(inv_md) + 3 * _U * abs(q)) * (1 + 4 * _U)
-        groups.append((mh, ml, e_mu, s if conv.centred else 0.0, e_s if conv.centred else 0.0, q, e_q, r))
+            h_e_d = (np.abs(h) * e_d).sum(axis=(0, 2))
+        del hd
+        for g in map(int, np.flatnonzero(finite)):
+            if conv.centred:
+                # S's float sum: each h within u, summed within (m+2)u
+                s = float(sum_h[g]) / m
+                per_group[0, g] = s
+                per_group[1, g] = (m + 2) * _U * 1.01 * float(abs_h[g]) / m * (1 + 4 * _U) + 2 * _U * abs(s)
+            inv_md = 1.0 / float(m * denom[g])
+            q = float(t_sum[g]) * inv_md
+            # T's float sum: h within u|h|, d within e_d, each product within u, summed within (m+2)u
+            e_T = 1.01 * (float(h_e_d[g]) + (m + 5) * _U * float(t_abs[g]))
+            per_group[2, g] = q
+            per_group[3, g] = (e_T * abs(inv_md) + 3 * _U * abs(q)) * (1 + 4 * _U)
 
     undecided_total = 0
     # dx
-    dx_fast, delta = _dx_fast(x3, h, groups, conv.centred, training)
+    dx_fast, delta = _dx_fast(d, e_d, h, per_group, conv.centred, training)
     if fmt is FLOAT64:
         dx_out = np.full(x3.shape, math.nan)
         ok = np.zeros(x3.shape, dtype=bool)
@@ -323,11 +318,8 @@ def _backward(
     pending = np.nonzero(~ok)
     undecided_total += len(pending[0])
     if len(pending[0]):
-        exact_group: dict[int, tuple[Fraction, Fraction]] = {}
-        for i, g, k in zip(*pending, strict=True):
-            g = int(g)
-            if training and g not in exact_group:
-                exact_group[g] = _exact_s_t(x3[:, g, :], dy3[:, g, :], gamma[:, g, :], plan.mean[g], fmt)
+        exact_group = _exact_s_t(x3, dy3, gamma, plan.mean, np.unique(pending[1]), fmt) if training else {}
+        for i, g, k in zip(*(p.tolist() for p in pending), strict=True):
             hx = Fraction(float(dy3[i, g, k])) * Fraction(float(gamma[i, g, k]))
             if training:
                 S, T = exact_group[g]
@@ -353,21 +345,14 @@ def _backward(
     db_abs = np.bincount(flat_p, weights=np.abs(dy3).ravel(), minlength=p_n)
     dbias, ok_b = _decided(db, (counts + 2) * _U * 1.01 * db_abs + 2.0**-1060, pfmt)
     # dweight: terms dy (x - mu) r, each within (|dy| e_d + 4u |term|) |r|-relative, summed within (n+2)u
-    r3 = np.array([gp[7] for gp in groups]).reshape(1, g_n, 1)
-    mean_split = [_split_fraction(mc) if isinstance(mc, Fraction) else (0.0, 0.0, 0.0) for mc in plan.mean]
-    mh3 = np.array([v[0] for v in mean_split]).reshape(1, g_n, 1)
-    ml3 = np.array([v[1] for v in mean_split]).reshape(1, g_n, 1)
-    em3 = np.array([v[2] + 2.0**-52 * abs(v[1]) for v in mean_split]).reshape(1, g_n, 1)
+    r3 = rs.reshape(1, g_n, 1)
     with np.errstate(invalid="ignore", over="ignore"):
-        t1 = x3 - mh3
-        d = t1 - ml3
-        e_d = em3 + 2 * _U * (np.abs(t1) + np.abs(d))
         term = dy3 * d * r3
         e_term = np.abs(dy3) * e_d * np.abs(r3) + 4 * _U * np.abs(term)
     dw = np.bincount(flat_p, weights=term.ravel(), minlength=p_n)
     dw_err = np.bincount(flat_p, weights=e_term.ravel(), minlength=p_n)
     dw_abs = np.bincount(flat_p, weights=np.abs(term).ravel(), minlength=p_n)
-    del t1, d, e_d, term, e_term
+    del d, e_d, term, e_term
     dweight, ok_w = _decided(dw, 2 * (dw_err + (counts + 2) * _U * 1.01 * dw_abs) + 2.0**-1060, pfmt)
     in_bad_group = np.broadcast_to(nan_groups.reshape(1, g_n, 1), x3.shape).ravel()
     bad_params = np.bincount(flat_p, weights=in_bad_group, minlength=p_n) > 0
@@ -385,13 +370,13 @@ def _backward(
             dbias[j] = round_fraction(sum((Fraction(float(v)) for v in flat_dy[idx]), Fraction(0)), pfmt)
         for j in todo_w:
             idx = members[int(j)]
-            per_group: dict[int, Fraction] = {}
+            by_group: dict[int, Fraction] = {}
             for e in idx:
-                g = int(flat_g[e])
-                per_group[g] = per_group.get(g, Fraction(0)) + Fraction(float(flat_dy[e])) * (
-                    Fraction(float(flat_x[e])) - plan.mean[g]
+                ge = int(flat_g[e])
+                by_group[ge] = by_group.get(ge, Fraction(0)) + Fraction(float(flat_dy[e])) * (
+                    Fraction(float(flat_x[e])) - plan.mean[ge]
                 )
-            dweight[j] = round_sqrt_sum([(A, denom[g]) for g, A in per_group.items()], pfmt, roots)
+            dweight[j] = round_sqrt_sum([(A, denom[ge]) for ge, A in by_group.items()], pfmt, roots)
     return Gradients(
         dx,
         dweight.astype(numpy_dtype(pfmt)).reshape(pshape),
@@ -407,43 +392,33 @@ def _members(flat_p: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
     return {int(j): where[vals == j] for j in np.unique(wanted)}
 
 
-def _exact_sum(values: np.ndarray) -> Fraction:
-    """The exact sum of finite doubles, by scaling them to integers (a Fraction sum if the range is too wide)."""
-    v = values.ravel()
-    nz = v[v != 0]
-    if nz.size == 0:
-        return Fraction(0)
-    e_min = int(np.frexp(np.abs(nz))[1].min()) - 53
-    scaled = np.ldexp(v, -e_min)  # integers, exactly, unless the range overflows
-    if not np.isfinite(scaled).all():
-        return sum((Fraction(float(t)) for t in v), Fraction(0))
-    total = sum(int(t) for t in scaled.tolist())
-    return Fraction(total) * Fraction(2) ** e_min
-
-
 def _exact_s_t(
-    xg: np.ndarray, dyg: np.ndarray, gg: np.ndarray, mean: Fraction, fmt: Format
-) -> tuple[Fraction, Fraction]:
-    """Exact ``S = sum h`` and ``T = sum h (x - mean)`` of one group, ``h = dy * gamma``.
+    x3: np.ndarray, dy3: np.ndarray, gamma: np.ndarray, mean: list[Fraction], groups: np.ndarray, fmt: Format
+) -> dict[int, tuple[Fraction, Fraction]]:
+    """Exact ``S = sum h`` and ``T = sum h (x - mean)`` of the given groups, ``h = dy * gamma``.
 
     For inputs of at most 26 significant bits ``h`` is an exact double, and after Veltkamp's
-    split ``h = hh + hl`` (26 bits each) so are ``hh x`` and ``hl x``: integer sums make both
-    exact.  Wider inputs take Fraction arithmetic.
+    split ``h = hh + hl`` (26 bits each) so are ``hh x`` and ``hl x``; the oracle's exact sums
+    (:func:`~normspec.oracle.exact.exact_sums`) add them.  Wider inputs take Fraction arithmetic.
     """
+    gs = [int(g) for g in groups]
     if fmt.p > 26:
-        S = T = Fraction(0)
-        for xv, dv, gv in zip(xg.ravel(), dyg.ravel(), gg.ravel(), strict=True):
-            h = Fraction(float(dv)) * Fraction(float(gv))
-            S += h
-            T += h * (Fraction(float(xv)) - mean)
-        return S, T
-    x = xg.astype(np.float64)
-    h = dyg * gg  # exact
+        out = {}
+        for g in gs:
+            S = T = Fraction(0)
+            for xv, dv, gv in zip(x3[:, g, :].ravel(), dy3[:, g, :].ravel(), gamma[:, g, :].ravel(), strict=True):
+                hv = Fraction(float(dv)) * Fraction(float(gv))
+                S += hv
+                T += hv * (Fraction(float(xv)) - mean[g])
+            out[g] = (S, T)
+        return out
+    x = x3[:, gs, :].astype(np.float64)
+    h = dy3[:, gs, :] * gamma[:, gs, :]  # exact
     t = 134217729.0 * h
     hh = t - (t - h)
     hl = h - hh
-    S = _exact_sum(h)
-    return S, _exact_sum(hh * x) + _exact_sum(hl * x) - mean * S
+    sums = [exact_sums(v, fmt_bits=53, second=False)[0] for v in (h, hh * x, hl * x)]
+    return {g: (S, a + b - mean[g] * S) for g, S, a, b in zip(gs, *sums, strict=True)}
 
 
 # ---------------------------------------------------------------- the layers
@@ -464,8 +439,7 @@ def batch_norm_backward(
     """BatchNorm's ``(dx, dweight, dbias)``, each correctly rounded (see the module docstring):
     in training the batch statistics depend on x; in evaluation the running statistics do not."""
     conv = get_convention(convention, layer="batch_norm")
-    xa, dya = _array(x), _array(dy)
-    format_of(xa.dtype, "x")
+    xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None, axis=axis)
     rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
     return _backward(
@@ -485,8 +459,7 @@ def layer_norm_backward(
     """LayerNorm's ``(dx, dweight, dbias)`` over the trailing ``normalized_ndim`` axes, each
     correctly rounded; ``dweight``/``dbias`` have the normalized shape."""
     conv = get_convention(convention, layer="layer_norm")
-    xa, dya = _array(x), _array(dy)
-    format_of(xa.dtype, "x")
+    xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
     pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
     return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
@@ -503,8 +476,7 @@ def rms_norm_backward(
 ) -> Gradients:
     """RMSNorm's ``(dx, dweight, dbias)``; ``dbias`` is the gradient a bias would get (sum dy)."""
     conv = get_convention(convention, layer="rms_norm")
-    xa, dya = _array(x), _array(dy)
-    format_of(xa.dtype, "x")
+    xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
     pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
     return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
@@ -522,8 +494,7 @@ def group_norm_backward(
     """GroupNorm's ``(dx, dweight, dbias)``, parameters per channel (or per group where the
     convention says so), each correctly rounded."""
     conv = get_convention(convention, layer="group_norm")
-    xa, dya = _array(x), _array(dy)
-    format_of(xa.dtype, "x")
+    xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None, groups=num_groups)
     pshape = (num_groups,) if conv.affine == "per_group" else (xa.shape[1],)
     return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
@@ -543,8 +514,7 @@ def instance_norm_backward(
     """InstanceNorm's ``(dx, dweight, dbias)``; in evaluation (a convention with running
     statistics) the running statistics are constants."""
     conv = get_convention(convention, layer="instance_norm")
-    xa, dya = _array(x), _array(dy)
-    format_of(xa.dtype, "x")
+    xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None)
     rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
     return _backward(

@@ -129,6 +129,7 @@ def exact_sums(
     fmt_bits: int | None = None,
     progress: Callable[[int], None] | None = None,
     first: bool = True,
+    second: bool = True,
 ) -> tuple[list[Fraction], list[Fraction], np.ndarray]:
     """Exact ``sum(x)`` and ``sum(x**2)`` over axes 0 and 2 of an (A, G, B) array.
 
@@ -137,7 +138,8 @@ def exact_sums(
     is the significand width of the input format (24 for float32); it
     decides whether squares are exact doubles.  ``progress`` is called with
     the number of elements done after each block.  ``first=False`` skips
-    ``sum(x)`` (RMSNorm needs only the squares); its list is then all zeros.
+    ``sum(x)`` (RMSNorm needs only the squares) and ``second=False`` skips ``sum(x**2)``;
+    a skipped list is all zeros.
     """
     a_n, g_n, b_n = x3.shape
     n = a_n * b_n
@@ -164,11 +166,13 @@ def exact_sums(
             xb = np.where(skip[sg].reshape(1, -1, 1), 0.0, xb)
         if first:
             s1.add(xb, sg)
-        for term in squares(xb):
-            s2.add(term, sg)
+        if second:
+            for term in squares(xb):
+                s2.add(term, sg)
         if progress is not None:
             progress(xb.size)
-    sum1, sum2 = s1.totals() if first else [Fraction(0)] * g_n, s2.totals()
+    sum1 = s1.totals() if first else [Fraction(0)] * g_n
+    sum2 = s2.totals() if second else [Fraction(0)] * g_n
     for g in np.flatnonzero(slow & ~nonfinite):
         sum1[g], sum2[g] = _slow_sums(x3, int(g))
     return sum1, sum2, nonfinite

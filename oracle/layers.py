@@ -52,7 +52,7 @@ import mpmath
 import numpy as np
 from normspec.oracle.core import GroupPlan, normalize
 from normspec.oracle.exact import exact_sums
-from normspec.oracle.formats import FLOAT32, FORMATS, Format, format_of, numpy_dtype, round_array
+from normspec.oracle.formats import FLOAT32, FORMATS, Format, bfloat16_dtype, format_of, numpy_dtype, round_array
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention, running_update
 
@@ -98,10 +98,7 @@ class _View:
 def _param(value: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray | None:
     if value is None:
         return None
-    if (isinstance(value, np.ndarray) and value.dtype.kind == "c") or np.iscomplexobj(value):
-        raise DTypeError(expected("a real array", f"{name}.dtype", np.asarray(value).dtype.name))
-    arr = np.asarray(value)
-    format_of(arr.dtype, name)
+    arr = _array(value, name)
     if arr.shape != shape:
         raise ShapeError(expected(f"{name} of shape {shape}, {what}", f"{name}.shape", arr.shape))
     wide = arr.astype(np.float64)
@@ -597,24 +594,24 @@ def _running_params(
     return rm, rv
 
 
-def _array(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor: to host, as numpy can hold it
-        x = x.detach().cpu()
-        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
-            from normspec.oracle.formats import bfloat16_dtype
+def _array(value: Any, name: str) -> np.ndarray:
+    """An input as a numpy array of a supported format (a torch tensor is moved to the host)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16: reinterpret the bits
+            import torch
 
             bf = bfloat16_dtype()
             if bf is None:
                 raise DTypeError("bfloat16 needs the ml_dtypes package: pip install 'normspec[bfloat16]'")
-            return x.view(__import__("torch").int16).numpy().view(bf)
-        x = x.numpy()
+            return value.view(torch.int16).numpy().view(bf)
+        value = value.numpy()
     try:
-        xa = np.asarray(x)
+        arr = np.asarray(value)
     except ValueError as err:  # ragged nested lists
-        raise ShapeError(expected("a rectangular array", "x", type(x).__name__)) from err
-    if xa.dtype.kind == "c":
-        raise DTypeError(expected("a real array", "x.dtype", xa.dtype.name))
-    return xa
+        raise ShapeError(expected("a rectangular array", name, type(value).__name__)) from err
+    format_of(arr.dtype, name)
+    return arr
 
 
 # ---------------------------------------------------------------- the layers
@@ -676,8 +673,7 @@ def batch_norm(
     array([1.6666666], dtype=float32)
     """
     conv = get_convention(convention, layer="batch_norm")
-    xa = _array(x)
-    format_of(xa.dtype, "x")
+    xa = _array(x, "x")
     view, w, b = _layout(xa, conv, weight, bias, axis=axis)
     if w is not None and b is not None and w.dtype != b.dtype:
         raise DTypeError(expected(f"bias.dtype equal to weight.dtype={w.dtype.name}", "bias.dtype", b.dtype.name))
@@ -703,8 +699,7 @@ def layer_norm(
     ``axis = -normalized_ndim``); ``weight``/``bias`` have the normalized shape.  ``eps=None`` is
     the convention's default.  Same guarantee as :func:`batch_norm`."""
     conv = get_convention(convention, layer="layer_norm")
-    xa = _array(x)
-    format_of(xa.dtype, "x")
+    xa = _array(x, "x")
     view, _, _ = _layout(xa, conv, weight, bias, normalized_ndim=normalized_ndim)
     return _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
@@ -725,8 +720,7 @@ def rms_norm(
     convention's default (PyTorch: ``finfo(x.dtype).eps``).  ``mean`` is 0 and ``var`` the mean
     square.  Same guarantee as :func:`batch_norm`."""
     conv = get_convention(convention, layer="rms_norm")
-    xa = _array(x)
-    format_of(xa.dtype, "x")
+    xa = _array(x, "x")
     view, _, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
     return _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
@@ -755,8 +749,7 @@ def group_norm(
     (True, True)
     """
     conv = get_convention(convention, layer="group_norm")
-    xa = _array(x)
-    format_of(xa.dtype, "x")
+    xa = _array(x, "x")
     view, _, _ = _layout(xa, conv, weight, bias, groups=num_groups)
     return _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
@@ -783,8 +776,7 @@ def instance_norm(
     them towards the batch average of the per-instance mean and corrected variance, and
     evaluation normalizes every instance with them."""
     conv = get_convention(convention, layer="instance_norm")
-    xa = _array(x)
-    format_of(xa.dtype, "x")
+    xa = _array(x, "x")
     view, _, _ = _layout(xa, conv, weight, bias)
     rm, rv = _running_params(conv, view.channels, running_mean, running_var, training)
     return _forward(

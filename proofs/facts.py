@@ -584,7 +584,7 @@ _FACT_LIST = [
         "bessel_factor",
         "Unbiased running update = biased * n/(n-1); undefined at n = 1",
         ("n >= 2",),
-        "the biased/unbiased running-variance split across frameworks (pytorch/pytorch#19902; PaddlePaddle/Paddle PR #68159)",
+        "the biased/unbiased running-variance split across frameworks (pytorch#19902; Paddle PR #68159)",
         _bessel_steps,
         _bessel_confirm,
     ),

@@ -70,7 +70,9 @@ def test_layer_norm_over_two_trailing_axes_and_instance_norm():
     same_bits(
         layer_norm(x, 2, w).y, exact_rows(x.reshape(2, 12), w.ravel(), np.zeros(12), 1e-5, True, F32).reshape(x.shape)
     )
-    same_bits(instance_norm(x).y, exact_rows(x.reshape(6, 4), np.ones(4), np.zeros(4), 1e-5, True, F32).reshape(x.shape))
+    same_bits(
+        instance_norm(x).y, exact_rows(x.reshape(6, 4), np.ones(4), np.zeros(4), 1e-5, True, F32).reshape(x.shape)
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,3 +167,45 @@ def test_empty_input_gives_empty_outputs():
         assert res.y.size == 0 and res.y.dtype == F32
     r = rms_norm(np.ones((2, 0), F32), 1)
     assert r.rstd.shape == (2, 1) and np.isnan(r.var).all()  # statistics of no values: 0/0
+
+
+def test_torch_tensors_are_taken_as_their_exact_values():
+    """A tensor that requires grad, and a bfloat16 one (which numpy cannot hold), give what their
+    numpy values give."""
+    torch = pytest.importorskip("torch", reason="the torch extra is not installed")
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="the bfloat16 extra is not installed")
+    x = np.random.default_rng(9).standard_normal((3, 8)).astype(F32)
+    same_bits(layer_norm(torch.tensor(x, requires_grad=True), 1).y, layer_norm(x, 1).y)
+    xb = x.astype(ml_dtypes.bfloat16)
+    got = rms_norm(torch.tensor(x).to(torch.bfloat16), 1).y
+    assert got.dtype == xb.dtype
+    same_bits(got, rms_norm(xb, 1).y)
+
+
+def test_cast_points_round_between_stages_and_the_weight_offset_is_exact():
+    """A convention that rounds x-hat to the input format before the weight (the HF Llama order) is
+    the exact product of the rounded x-hat and the weight, rounded once; an offset weight (Gemma's
+    1 + w) is the plain formula with w + 1."""
+    from dataclasses import replace
+
+    from normspec.spec import get_convention
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 16)).astype(np.float16)
+    w = rng.standard_normal(16).astype(np.float16)
+    base = get_convention("torch_rms_norm")
+    cast = replace(base, name="cast_normalized", cast_points=(("normalized", "input"),))
+    xhat = rms_norm(x, 1, eps=1e-6).y
+    # a product of two float16 values is exact in float64, and numpy converts float64 to float16 in one rounding
+    prod = xhat.astype(np.float64) * w.astype(np.float64)
+    assert all(
+        Fraction(float(p)) == Fraction(float(a)) * Fraction(float(b))
+        for p, a, b in zip(prod.ravel(), xhat.ravel(), np.tile(w, 4), strict=True)
+    )
+    got = rms_norm(x, 1, w, eps=1e-6, convention=cast).y
+    assert got.dtype == np.float16
+    same_bits(got, prod.astype(np.float16))
+    assert (got != rms_norm(x, 1, w, eps=1e-6).y).any()  # a different function from rounding once
+    offset = replace(base, name="offset", weight_offset=1.0)
+    w32 = w.astype(F32)
+    same_bits(rms_norm(x, 1, w32, eps=1e-6, convention=offset).y, rms_norm(x, 1, w32 + 1, eps=1e-6).y)
