@@ -27,6 +27,7 @@ from normspec.oracle.layers import (
     instance_norm,
     instance_norm_tracked,
     layer_norm,
+    mean_variance_norm,
     rms_norm,
 )
 from normspec.oracle.ulp import relative_ulp_error, ulp_distance
@@ -43,6 +44,7 @@ __all__ = [
     "rms_norm",
     "group_norm",
     "instance_norm",
+    "mean_variance_norm",
     "batch_norm_backward",
     "layer_norm_backward",
     "rms_norm_backward",

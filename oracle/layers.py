@@ -16,6 +16,7 @@ layer_norm      rows, ``x.shape[:-k] + (1,) * k``           element of the row
 rms_norm        rows, as LayerNorm (no centring)            element of the row
 group_norm      (sample, group), ``(N, G)``                 channel or group
 instance_norm   (sample, channel), ``(N, C)``               channel
+mean_variance   the kept axes, keepdim over ``axes``        (none)
 ==============  ==========================================  ==================
 
 **Guarantee.**  Every output (``y``, the saved statistics ``mean``, ``var``
@@ -42,6 +43,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ import numpy as np
 from normspec.oracle.core import GroupPlan, normalize
 from normspec.oracle.exact import exact_sums
 from normspec.oracle.formats import FLOAT32, FORMATS, Format, bfloat16_dtype, format_of, numpy_dtype, round_array
-from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
+from normspec.oracle.sqrtform import eps_outside_parts, round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention, running_update
 
 from normspec.errors import (
@@ -74,6 +76,7 @@ __all__ = [
     "rms_norm",
     "group_norm",
     "instance_norm",
+    "mean_variance_norm",
     "Stat",
 ]
 
@@ -147,7 +150,7 @@ def _layout(
     shape = xa.shape
     stats_shape: tuple[int, ...]
     pshape: tuple[int, ...]
-    if layer == "batch_norm":
+    if layer == "batch_norm" and not (xa.ndim == 1 and xa.size == 0 and axis == 1):
         assert axis is not None
         if xa.ndim == 0:
             raise ShapeError(expected("an array with a channel axis", "x.shape", shape))
@@ -158,7 +161,12 @@ def _layout(
         x3 = xa.reshape(math.prod(shape[:k]), c, math.prod(shape[k + 1 :]))
         pshape, what, stats_shape = (c,), "one value per channel", (c,)
         channel, channels = np.arange(c), c
-    elif layer in ("layer_norm", "rms_norm"):
+    elif layer == "batch_norm":
+        # PyTorch reads C = size(1) as 0 on an empty 1-D input (an OpInfo sample): empty in, empty out
+        x3 = xa.reshape(0, 0, 1)
+        pshape, what, stats_shape = (0,), "one value per channel", (0,)
+        channel, channels = np.arange(0), 0
+    elif layer in ("layer_norm", "rms_norm", "mean_variance_norm"):
         k = normalized_ndim if normalized_ndim is not None else 1
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= xa.ndim:
             raise ShapeError(expected(f"1 <= normalized_ndim <= {xa.ndim}", "normalized_ndim", normalized_ndim))
@@ -196,9 +204,11 @@ def _spread(
         return np.full((1, 1, 1), default if p is None else float(p))
     if layer == "batch_norm":
         return p.reshape(1, -1, 1)
-    if layer in ("layer_norm", "rms_norm"):
+    if layer in ("layer_norm", "rms_norm", "mean_variance_norm"):
         return p.reshape(1, 1, -1)
     n, groups = shape[0], s3[1] // max(shape[0], 1)
+    if n == 0:  # an empty batch: nothing to scale
+        return np.zeros((1, 0, s3[2]))
     per = p.size // groups  # 1 for per-group parameters and for InstanceNorm
     if per == 1:
         return np.tile(p, n).reshape(1, s3[1], 1)
@@ -218,7 +228,9 @@ class ExactNorm:
     ``running_mean``/``running_var`` the updated running statistics, all as
     :class:`fractions.Fraction` (a float only where the value is NaN or infinite).  Each
     output element is ``y = B + A / sqrt(D)`` with the rationals :meth:`parts` returns (where
-    the convention has a cast point, these are the exact parts of the first stage).
+    the convention has a cast point, these are the exact parts of the first stage; where eps
+    sits outside the square root, ``eps_outside``, the parts of ``(x - mean) * gamma /
+    (sqrt(var) + eps) + beta`` rewritten in that form).
     """
 
     x: np.ndarray
@@ -232,10 +244,17 @@ class ExactNorm:
     running_mean: tuple[Stat, ...] | None
     running_var: tuple[Stat, ...] | None
     identity: bool = False
+    eps_outside: bool = False
+    perm: tuple[int, ...] | None = None  # x3 views x transposed by perm (MeanVarianceNormalization)
 
     def group_of(self, index: tuple[int, ...]) -> tuple[int, int, int]:
         """The (A, G, B) position of ``x[index]``."""
-        flat = int(np.ravel_multi_index(index, self.x.shape))
+        if self.perm is None:
+            flat = int(np.ravel_multi_index(index, self.x.shape))
+        else:
+            flat = int(
+                np.ravel_multi_index(tuple(index[p] for p in self.perm), tuple(self.x.shape[p] for p in self.perm))
+            )
         a, g, b = (int(v) for v in np.unravel_index(flat, self.x3.shape))
         return a, g, b
 
@@ -254,6 +273,11 @@ class ExactNorm:
         pos = (a, g, b)
         gamma = float(self.gamma3[tuple(i if s != 1 else 0 for i, s in zip(pos, self.gamma3.shape, strict=True))])
         beta = float(self.beta3[tuple(i if s != 1 else 0 for i, s in zip(pos, self.beta3.shape, strict=True))])
+        if self.eps_outside:
+            parts = eps_outside_parts((x - mean) * Fraction(gamma), Fraction(beta), var, self.eps)
+            if parts is None:
+                raise DomainError(expected("sqrt(var) + eps != 0", f"sqrt(var) + eps at group {g}", 0.0))
+            return parts
         return (x - mean) * Fraction(gamma), Fraction(beta), var + self.eps
 
     def y(self, index: tuple[int, ...], prec: int = 113) -> mpmath.mpf:
@@ -304,13 +328,18 @@ def _round_stats(values: tuple[Stat, ...] | list[Stat], fmt: Format, shape: tupl
     return out.astype(numpy_dtype(fmt)).reshape(shape)
 
 
-def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format) -> float:
+def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format, eps_outside: Fraction | None = None) -> float:
+    """``1/sqrt(denom)``, or ``1/(sqrt(denom) + eps_outside)`` where eps sits outside the root."""
     if kind == "nan" or not isinstance(mean, Fraction):
         return math.nan
     if kind == "guard":
         return 0.0
     if kind == "div0":
         return math.inf
+    if eps_outside is not None:
+        parts = eps_outside_parts(Fraction(1), Fraction(0), denom, eps_outside)
+        assert parts is not None  # "div0" above
+        return round_sqrt_form(*parts, fmt)
     return round_sqrt_form(Fraction(1), Fraction(0), denom, fmt)
 
 
@@ -377,6 +406,44 @@ def _plan(
     return GroupPlan(means, denom, special), denom
 
 
+def _plan_outside(mean: list[Stat], var: list[Stat], eps: Fraction) -> tuple[GroupPlan, list[Fraction]]:
+    """The plan where eps sits outside the root: ``denom`` holds ``var``; ``sqrt(var) + eps == 0``
+    (only at ``var == eps**2`` with ``eps <= 0``) follows IEEE division."""
+    special, denom, means = [], [], []
+    for mc, vc in zip(mean, var, strict=True):
+        if not isinstance(mc, Fraction) or not isinstance(vc, Fraction):
+            special.append("nan")
+            means.append(Fraction(0))
+            denom.append(Fraction(1))
+            continue
+        means.append(mc)
+        denom.append(vc)
+        special.append("div0" if vc == eps * eps and eps <= 0 else "")
+    return GroupPlan(means, denom, special), denom
+
+
+def _normalize_outside(
+    x3: np.ndarray, fmt: Format, plan: GroupPlan, gamma3: np.ndarray, beta3: np.ndarray, eps: Fraction
+) -> np.ndarray:
+    """``(x - mean) * gamma / (sqrt(var) + eps) + beta``, each element decided exactly
+    (:func:`~normspec.oracle.sqrtform.eps_outside_parts`); no fast path, so for small inputs."""
+    out = np.empty(x3.shape, dtype=np.float64)
+    g3, b3 = np.broadcast_to(gamma3, x3.shape), np.broadcast_to(beta3, x3.shape)
+    for idx in np.ndindex(x3.shape):
+        g = idx[1]
+        if plan.special[g] == "nan":
+            out[idx] = math.nan
+            continue
+        A = (Fraction(float(x3[idx])) - plan.mean[g]) * Fraction(float(g3[idx]))
+        B = Fraction(float(b3[idx]))
+        parts = None if plan.special[g] == "div0" else eps_outside_parts(A, B, plan.denom[g], eps)
+        if parts is None:
+            out[idx] = (math.nan if A == 0 else math.copysign(math.inf, A)) + float(B)
+            continue
+        out[idx] = round_sqrt_form(*parts, fmt)
+    return out.astype(numpy_dtype(fmt))
+
+
 def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt: Format) -> np.ndarray:
     """``round(xr * gamma + beta)`` exactly, once: xr is a cast x-hat, gamma and beta exact doubles."""
     g = np.broadcast_to(gamma3, xr.shape)
@@ -432,10 +499,19 @@ def _forward(
         assert rm is not None and rv is not None
         mean = [Fraction(float(rm[c])) for c in view.channel]
         var = [Fraction(float(rv[c])) for c in view.channel]
-    plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
+    outside = conv.eps_placement == "outside"
+    if outside:
+        plan, denom = _plan_outside(mean, var, eps_q)
+    else:
+        plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
 
     if identity:
         y, undecided = xa.copy(), 0
+        if progress is not None:
+            progress(xa.size)
+    elif outside:
+        y3 = _normalize_outside(x3, fmt, plan, view.gamma3, view.beta3, eps_q)
+        y, undecided = y3.reshape(xa.shape), x3.size
         if progress is not None:
             progress(xa.size)
     else:
@@ -475,7 +551,9 @@ def _forward(
         new_rm, new_rv = _running(mean, var, bessel, view, rm, rv, mom_q, direction)
 
     stats_fmt = _stats_format(conv, fmt, rm)
-    exact = ExactNorm(xa, x3, view.gamma3, view.beta3, m, tuple(mean), tuple(var), eps_q, new_rm, new_rv, identity)
+    exact = ExactNorm(
+        xa, x3, view.gamma3, view.beta3, m, tuple(mean), tuple(var), eps_q, new_rm, new_rv, identity, outside
+    )
     out_rm = out_rv = None
     if rm is not None and rv is not None and new_rm is not None and new_rv is not None:
         # statistics that were not recomputed come back as copies, bit for bit (-0.0 stays -0.0)
@@ -489,8 +567,10 @@ def _forward(
         assert rv is not None
         mean_out = rm[view.channel].reshape(shape).copy()
         var_out = rv[view.channel].reshape(shape).copy()
+    eps_out = eps_q if outside else None
     rstd = np.array(
-        [_rstd(mc, d, k, stats_fmt) for mc, d, k in zip(mean, denom, plan.special, strict=True)], dtype=np.float64
+        [_rstd(mc, d, k, stats_fmt, eps_out) for mc, d, k in zip(mean, denom, plan.special, strict=True)],
+        dtype=np.float64,
     )
     return NormResult(
         y=y,
@@ -785,6 +865,57 @@ def instance_norm(
     )  # fmt: skip
 
 
+def mean_variance_norm(
+    x: Any,
+    axes: Any = (0, 2, 3),
+    *,
+    eps: float | None = None,
+    convention: str | Convention = "onnx_mvn13",
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """``(x - mean) / (sqrt(var) + eps)`` over ``axes`` (ONNX MeanVarianceNormalization; its default
+    axes ``(0, 2, 3)``, eps the float32 constant ``1e-9`` outside the root).  ``var`` is the biased
+    variance, which ONNX writes ``E[x^2] - E[x]^2``: equal in exact arithmetic.  The statistics have
+    x's shape with 1 at ``axes``; ``rstd`` is ``1/(sqrt(var) + eps)``.  Same guarantee as
+    :func:`batch_norm`; every element goes through exact arithmetic (meant for test-sized inputs).
+
+    >>> import numpy as np
+    >>> r = mean_variance_norm(np.array([[1.0, 3.0]], np.float32), axes=(1,), eps=0.0)
+    >>> r.y.tolist(), r.mean.shape
+    ([[-1.0, 1.0]], (1, 1))
+    """
+    conv = get_convention(convention, layer="mean_variance_norm")
+    xa = _array(x, "x")
+    try:
+        red = sorted({int(a) % xa.ndim for a in axes}) if xa.ndim else []
+        ok = len(red) == len(tuple(axes)) and len(red) > 0 and all(-xa.ndim <= int(a) < xa.ndim for a in axes)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
+        raise ShapeError(expected(f"distinct axes in [-{xa.ndim}, {xa.ndim}), at least one", "axes", axes))
+    kept = [i for i in range(xa.ndim) if i not in red]
+    xt = np.ascontiguousarray(np.transpose(xa, kept + red))
+    view, _, _ = _layout(xt, conv, None, None, normalized_ndim=len(red))
+    r = _forward(
+        xt, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
+        num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+    )  # fmt: skip
+    stats_shape = tuple(1 if i in red else n for i, n in enumerate(xa.shape))
+    back = np.argsort(kept + red)
+    return NormResult(
+        y=np.transpose(r.y, back),
+        mean=r.mean.reshape(stats_shape),
+        var=r.var.reshape(stats_shape),
+        rstd=r.rstd.reshape(stats_shape),
+        running_mean=None,
+        running_var=None,
+        num_batches_tracked=0,
+        convention=r.convention,
+        undecided=r.undecided,
+        exact=dataclasses.replace(r.exact, x=xa, perm=tuple(kept + red)),
+    )
+
+
 # One table from a layer to its function: the only dispatch on a layer's name.
 _LAYERS: dict[str, Callable[..., NormResult]] = {
     "batch_norm": batch_norm,
@@ -792,6 +923,7 @@ _LAYERS: dict[str, Callable[..., NormResult]] = {
     "rms_norm": rms_norm,
     "group_norm": group_norm,
     "instance_norm": instance_norm,
+    "mean_variance_norm": mean_variance_norm,
 }
 
 
@@ -826,6 +958,12 @@ def forward(
         return fn(*args, eps=eps, convention=conv, **kwargs)
     if conv.layer == "group_norm":
         return fn(x, groups, weight, bias, eps=eps, convention=conv, **kwargs)
+    if conv.layer == "mean_variance_norm":
+        if weight is not None or bias is not None:
+            raise InvalidArgumentError(
+                expected("no weight or bias (MeanVarianceNormalization has none)", "weight", "given")
+            )
+        return fn(x, eps=eps, convention=conv, **kwargs)
     return fn(x, weight, bias, eps=eps, convention=conv, **kwargs)
 
 

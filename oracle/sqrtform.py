@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from normspec.oracle.formats import Format, is_even, next_up, round_rational
 
-__all__ = ["compare", "round_sqrt_form", "round_fraction"]
+__all__ = ["compare", "round_sqrt_form", "round_fraction", "eps_outside_parts"]
 
 
 def _sign(q: Fraction | int) -> int:
@@ -41,6 +41,24 @@ def compare(A: Fraction, B: Fraction, D: Fraction, m: Fraction) -> int:
     if c == 0 or _sign(c) != sa:
         return sa
     return sa * _sign(A * A - c * c * D)
+
+
+def eps_outside_parts(A: Fraction, B: Fraction, v: Fraction, e: Fraction) -> tuple[Fraction, Fraction, Fraction] | None:
+    """``B + A/(sqrt(v) + e)`` (``v >= 0``) as ``B' + A'/sqrt(D')``; None where ``sqrt(v) + e == 0``.
+
+    With ``s = sqrt(v)`` and ``v != e**2``: ``1/(s + e) = (s - e)/(v - e**2)``, so the value is
+    ``B - A e/(v - e**2) + (A v/(v - e**2))/s``.  At ``v == e**2 > 0`` (``s == e``) and at
+    ``v == 0`` it is rational.
+
+    >>> eps_outside_parts(Fraction(1), Fraction(0), Fraction(4), Fraction(2))  # 1/(2 + 2)
+    (Fraction(0, 1), Fraction(1, 4), Fraction(1, 1))
+    """
+    if v == e * e:
+        return None if e <= 0 else (Fraction(0), B + A / (2 * e), Fraction(1))
+    if v == 0:
+        return Fraction(0), B + A / e, Fraction(1)
+    k = 1 / (v - e * e)
+    return A * v * k, B - A * e * k, v
 
 
 def round_fraction(q: Fraction, fmt: Format) -> float:

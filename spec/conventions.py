@@ -45,14 +45,15 @@ __all__ = [
     "running_update",
 ]
 
-Layer = Literal["batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm"]
-LAYERS: tuple[str, ...] = ("batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm")
+Layer = Literal["batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "mean_variance_norm"]
+LAYERS: tuple[str, ...] = ("batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "mean_variance_norm")
 Affine = Literal["per_channel", "per_element", "per_group", "none"]
 MomentumDirection = Literal["new", "old"]
 VarCorrection = Literal["none", "unbiased", "unbiased_clamped"]
 UpdateTime = Literal["forward", "backward", "forward_not_at_init"]
 OneValue = Literal["error", "compute", "identity"]
 Cast = Literal["float64", "float32"]
+EpsPlacement = Literal["inside", "outside"]
 # Where an implementation rounds an intermediate (the output itself is always rounded to its dtype):
 #   "weight": the effective weight (w + weight_offset), "normalized": x-hat before the affine step.
 CAST_STAGES: tuple[str, ...] = ("weight", "normalized")
@@ -79,7 +80,8 @@ class Convention:
     **What is normalized together** (``layer``): ``batch_norm`` (every axis but the channel
     axis), ``layer_norm``/``rms_norm`` (the trailing axes; RMSNorm does not centre),
     ``group_norm`` (each sample's channels in ``groups`` groups), ``instance_norm`` (each
-    sample's channel on its own).
+    sample's channel on its own), ``mean_variance_norm`` (any set of axes, no affine: ONNX
+    MeanVarianceNormalization).
 
     **Affine form**: ``affine`` is ``per_channel``, ``per_element`` (the normalized shape),
     ``per_group`` (one scale per group: ONNX GroupNormalization-18, MXNet 1.x) or ``none``;
@@ -87,7 +89,9 @@ class Convention:
 
     **eps**: ``eps_default`` (None: the input dtype's machine epsilon, PyTorch RMSNorm),
     ``eps_min`` (raised to at least this: TF fused), ``eps_cast`` (the dtype it is held in;
-    the oracle uses the exact value of that cast).  eps sits inside the square root.
+    the oracle uses the exact value of that cast), ``eps_placement``: ``"inside"`` the square
+    root, ``1/sqrt(var + eps)`` (every layer but one), or ``"outside"``, ``1/(sqrt(var) + eps)``
+    (ONNX MeanVarianceNormalization; elsewhere that placement is a bug, docs/bugs.md).
 
     **Running statistics** (``running_stats``; BatchNorm, InstanceNorm with
     ``track_running_stats``): ``momentum_direction``/``momentum_default`` (see the module
@@ -122,6 +126,7 @@ class Convention:
     eps_default: float | None = 1e-5
     eps_min: float | None = None
     eps_cast: Cast = "float64"
+    eps_placement: EpsPlacement = "inside"
     rms_scaling: bool = False
     running_stats: bool | None = None  # None: True for BatchNorm, False otherwise
     momentum_direction: MomentumDirection = "new"
@@ -149,6 +154,8 @@ class Convention:
             raise DomainError(expected("one of " + ", ".join(LAYERS), "layer", self.layer))
         if self.running_stats is None:
             object.__setattr__(self, "running_stats", self.layer == "batch_norm")
+        if self.eps_placement not in ("inside", "outside"):
+            raise DomainError(expected("'inside' or 'outside'", "eps_placement", self.eps_placement))
         for stage, _fmt in self.cast_points:
             if stage not in CAST_STAGES:
                 raise DomainError(expected("a cast stage in " + ", ".join(CAST_STAGES), "cast stage", stage))
@@ -630,6 +637,27 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("S onnx/defs/nn/defs.cc",),
+    ),
+    _c(
+        name="onnx_rms_norm23",
+        layer="rms_norm",
+        description="ONNX RMSNormalization-23 (stash_type=1: float32 first stage)",
+        eps_default=1e-05,
+        affine="per_element",
+        eps_cast="float32",
+        accumulator="float32 (stash_type)",
+        sources=("S onnx/defs/nn/defs.cc", "S onnx/reference/ops/op_rms_normalization.py"),
+    ),
+    _c(
+        name="onnx_mvn13",
+        layer="mean_variance_norm",
+        description="ONNX MeanVarianceNormalization-13: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over axes",
+        eps_default=1e-09,
+        affine="none",
+        eps_cast="float32",
+        eps_placement="outside",
+        variance_algorithm="raw_moments",
+        sources=("S onnx/defs/nn/defs.cc (function body: Epsilon = Constant 1e-09f, Add(Sqrt(Variance), Epsilon))",),
     ),
     _c(
         name="tf_keras2_layer_norm",

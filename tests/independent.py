@@ -128,3 +128,81 @@ def _one(x: float, m: Fraction, v: Fraction, g: float, b: float, eps: float, dty
             mpmath.mpf(D.numerator) / D.denominator
         )
         return round_mpf(y, np.dtype(dtype), (A, B, D))
+
+
+# ---------------------------------------------------------------- any layer, any reduction
+
+
+def _outside(A: Fraction, B: Fraction, v: Fraction, e: Fraction):
+    """Parts (A', B', D') of B + A/(sqrt(v) + e) as B' + A'/sqrt(D'), for the tie checks only."""
+    if v == 0:
+        return Fraction(0), B + A / e, Fraction(1)
+    if v == e * e:
+        return Fraction(0), B + A / (2 * e), Fraction(1)
+    # A/(s + e) = A (s - e) / (v - e^2) = A v/((v - e^2) s) - A e/(v - e^2)
+    d = v - e * e
+    return A * v / d, B - A * e / d, v
+
+
+def round_exact(q: Fraction, dtype) -> np.generic:
+    """A rational rounded to ``dtype`` through the same independent rounding."""
+    with mpmath.workprec(600):
+        return round_mpf(mpmath.mpf(q.numerator) / q.denominator, np.dtype(dtype), (Fraction(0), q, Fraction(1)))
+
+
+def reference_norm(x, reduce_axes, gamma, beta, eps, *, centred=True, eps_outside=False, stats_dtype=None):
+    """Exact normalization of ``x`` over ``reduce_axes``: ``(x - m) * gamma / sqrt(v + eps) + beta``
+    (``/ (sqrt(v) + eps)`` with ``eps_outside``), m and v by two-pass rationals (RMSNorm: m = 0,
+    v the mean square), each output by 600-bit mpmath and the independent rounding.
+
+    ``gamma``/``beta`` broadcast against x.  Returns ``y`` and the rounded ``mean``, ``var``,
+    ``rstd`` (x's shape with 1 on the reduced axes) and the exact per-row means and variances.
+    """
+    x = np.asarray(x)
+    red = sorted(a % x.ndim for a in reduce_axes)
+    kept = [a for a in range(x.ndim) if a not in red]
+    perm = kept + red
+    K = int(np.prod([x.shape[a] for a in kept], dtype=np.int64))
+    R = int(np.prod([x.shape[a] for a in red], dtype=np.int64))
+    xt = np.transpose(x, perm).reshape(K, R)
+    gt = np.transpose(np.broadcast_to(np.asarray(gamma, np.float64), x.shape), perm).reshape(K, R)
+    bt = np.transpose(np.broadcast_to(np.asarray(beta, np.float64), x.shape), perm).reshape(K, R)
+    e = Fraction(eps)
+    sdt = np.dtype(stats_dtype or x.dtype)
+    y = np.empty((K, R), x.dtype)
+    means, variances = [], []
+    mean_r, var_r, rstd_r = (np.empty(K, sdt) for _ in range(3))
+    for k in range(K):
+        vals = [Fraction(float(v)) for v in xt[k]]
+        if R == 0:
+            means.append(None)
+            variances.append(None)
+            mean_r[k] = var_r[k] = rstd_r[k] = np.nan
+            continue
+        m = sum(vals, Fraction(0)) / R if centred else Fraction(0)
+        v = sum(((u - m) ** 2 for u in vals), Fraction(0)) / R
+        means.append(m)
+        variances.append(v)
+        mean_r[k], var_r[k] = round_exact(m, sdt), round_exact(v, sdt)
+        with mpmath.workprec(600):
+            sv = mpmath.sqrt(mpmath.mpf(v.numerator) / v.denominator)
+            ev = mpmath.mpf(e.numerator) / e.denominator
+            den = sv + ev if eps_outside else mpmath.sqrt(mpmath.mpf((v + e).numerator) / (v + e).denominator)
+            rparts = _outside(Fraction(1), Fraction(0), v, e) if eps_outside else (Fraction(1), Fraction(0), v + e)
+            rstd_r[k] = round_mpf(1 / den, sdt, rparts)
+            for j, u in enumerate(vals):
+                A, B = (u - m) * Fraction(float(gt[k, j])), Fraction(float(bt[k, j]))
+                parts = _outside(A, B, v, e) if eps_outside else (A, B, v + e)
+                val = mpmath.mpf(B.numerator) / B.denominator + (mpmath.mpf(A.numerator) / A.denominator) / den
+                y[k, j] = round_mpf(val, x.dtype, parts)
+    stats_shape = tuple(1 if a in red else n for a, n in enumerate(x.shape))
+    back = np.argsort(perm)
+    y_out = np.transpose(y.reshape([x.shape[a] for a in perm]), back)
+    return {
+        "y": y_out,
+        "mean": mean_r.reshape(stats_shape),
+        "var": var_r.reshape(stats_shape),
+        "rstd": rstd_r.reshape(stats_shape),
+        "means": means,
+        "vars": variances,
+    }

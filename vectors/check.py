@@ -206,7 +206,7 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
 
 
 def family_oracle_target(layer: str) -> Target:
-    from normspec.oracle import group_norm, layer_norm, rms_norm
+    from normspec.oracle import group_norm, layer_norm, mean_variance_norm, rms_norm
     from normspec.vectors.family import per_channel_affine
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
@@ -215,6 +215,8 @@ def family_oracle_target(layer: str) -> Target:
             return layer_norm(x, 1, w, b, eps=e or 0.0).y
         if layer == "rms_norm":
             return rms_norm(x, 1, w, eps=e).y
+        if layer == "mean_variance_norm":  # default axes; no affine parameters (the case's are ones and zeros)
+            return mean_variance_norm(x, eps=e).y
         channels = np.shape(x)[1]
         if layer == "instance_norm":  # GroupNorm with one channel per group, per-channel affine
             groups = channels
@@ -226,7 +228,7 @@ def family_oracle_target(layer: str) -> Target:
 
 
 def check_case(case: VectorCase, target: Target) -> CaseResult:
-    if case.kind in ("layer_norm", "rms_norm", "group_norm", "instance_norm"):
+    if case.kind in ("layer_norm", "rms_norm", "group_norm", "instance_norm", "mean_variance_norm"):
         return _check_family(case, target)
     inp, exp = case.inputs, case.expected
     worst_ulp, shares, worst = 0.0, [], ""

@@ -32,6 +32,8 @@ def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
     from normspec.oracle import forward
 
     x, w, b = case["x"][0], case["weight"], case["bias"]
+    if conv.layer == "mean_variance_norm":  # no affine parameters: the case's ones and zeros are not passed
+        w = b = None
     eps = float(case["eps"])
     return forward(
         conv,
@@ -47,8 +49,9 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
     """(name, case, note) for a family layer."""
     rng = np.random.default_rng(seed)
     eps = float("nan") if conv.eps_default is None else conv.eps_default  # NaN stands for "eps=None"
-    nd = conv.layer in ("group_norm", "instance_norm")
-    shape = (4, 6, 5) if nd else (6, 8)
+    nd = conv.layer in ("group_norm", "instance_norm", "mean_variance_norm")
+    # MeanVarianceNormalization's default axes (0, 2, 3) need a 4-D input
+    shape = (2, 3, 2, 4) if conv.layer == "mean_variance_norm" else (4, 6, 5) if nd else (6, 8)
     feat = shape[1] if nd else shape[-1]
     rows: list[tuple[str, np.ndarray, str]] = [
         ("random", rng.standard_normal(shape), "standard normal"),
