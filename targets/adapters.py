@@ -446,7 +446,15 @@ def _kernels(case: Case, convention: str = "torch") -> Result:
 ADAPTERS: dict[str, Adapter] = {
     a.name: a
     for a in [
-        Adapter("torch", "torch", "torch", _torch, "torch.nn.functional.batch_norm, CPU", backward=_torch_backward),
+        Adapter(
+            "torch",
+            "torch",
+            "torch",
+            _torch,
+            "torch.nn.functional.batch_norm, CPU",
+            backward=_torch_backward,
+            algorithm="torch_cpu",
+        ),
         Adapter(
             "torch_raw",
             "torch_raw",
@@ -454,6 +462,7 @@ ADAPTERS: dict[str, Adapter] = {
             lambda c: _torch(c, raw=True),
             "raw torch.batch_norm op, CPU",
             backward=_torch_backward,
+            algorithm="torch_cpu",
         ),
         Adapter(
             "onnx_reference_bn9",
@@ -491,6 +500,7 @@ ADAPTERS: dict[str, Adapter] = {
             _keras,
             "Keras 3 BatchNormalization, NumPy backend",
             (("KERAS_BACKEND", "numpy"),),
+            algorithm="raw_moments_float32",
         ),
         Adapter(
             "keras_jax",
@@ -507,6 +517,7 @@ ADAPTERS: dict[str, Adapter] = {
             _keras,
             "Keras 3 BatchNormalization, torch backend",
             (("KERAS_BACKEND", "torch"),),
+            algorithm="raw_moments_float32",
         ),
         Adapter(
             "flax_linen",
@@ -516,9 +527,26 @@ ADAPTERS: dict[str, Adapter] = {
             "flax.linen.BatchNorm (jax CPU)",
             (("JAX_PLATFORMS", "cpu"),),
             backward=_flax_backward,
+            algorithm="flax_fast_variance",
         ),
-        Adapter("flax_nnx", "flax_nnx", "flax", _flax_nnx, "flax.nnx.BatchNorm (jax CPU)", (("JAX_PLATFORMS", "cpu"),)),
-        Adapter("kernels", "torch", "numba", _kernels, "normspec.kernels (numba CPU)", backward=_kernels_backward),
+        Adapter(
+            "flax_nnx",
+            "flax_nnx",
+            "flax",
+            _flax_nnx,
+            "flax.nnx.BatchNorm (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+            algorithm="flax_fast_variance",
+        ),
+        Adapter(
+            "kernels",
+            "torch",
+            "numba",
+            _kernels,
+            "normspec.kernels (numba CPU)",
+            backward=_kernels_backward,
+            algorithm="float64_inside",
+        ),
         Adapter(
             "mxnet_cpu",
             "mxnet_cpu",
@@ -617,14 +645,3 @@ def prepare_environment(adapter: Adapter) -> None:
         os.environ[key] = value
 
 
-# The evaluation order each target is documented to use (docs/conventions.md, Table 2),
-# for the audit's budget check.  A recursive-summation budget holds for any summation order.
-DECLARED_ALGORITHMS: dict[str, str] = {
-    "torch": "torch_cpu",
-    "torch_raw": "torch_cpu",
-    "keras_numpy": "raw_moments_float32",
-    "keras_torch": "raw_moments_float32",
-    "flax_linen": "flax_fast_variance",
-    "flax_nnx": "flax_fast_variance",
-    "kernels": "float64_inside",
-}

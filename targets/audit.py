@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
-from normspec.targets.adapters import ADAPTERS, DECLARED_ALGORITHMS, Adapter, get_adapter
+from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
 
 import normspec
 from normspec.errors import NormspecError, TargetUnavailableError, UnknownNameError
@@ -832,7 +832,7 @@ def _judge(
                 "exact_var": exact["running_var"][:, 0].tolist(),
                 "ulps": d[finite_exact].tolist(),
             }
-    declared = DECLARED_ALGORITHMS.get(target)
+    declared = ADAPTERS[target].algorithm if target in ADAPTERS else None
     if declared is not None and not bad.any():
         beyond, worst_ratio = _beyond_budget(case, got_y, declared, conv)
         row["budget_algorithm"] = declared

@@ -31,3 +31,6 @@ class Adapter:
     evaluation_only: bool = False  # the library offers no training step we can drive
     venv: str | None = None  # runs in .venvs/<venv> (scripts/setup-target-venvs.sh), not in normspec's own
     backward: Callable[[Case], Result] | None = None  # gradients (dx, dweight, dbias) of a training forward
+    # The evaluation order the target is documented to use (a key of normspec.budgets.ALGORITHMS;
+    # docs/conventions.md, Table 2), for the audit's budget check; None: no budget verdict.
+    algorithm: str | None = None
