@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import sympy as sp
+from normspec.spec.conventions import running_update
 from normspec.spec.core import affine, biased_var, mean, normalize, unbiased_var
 
 __all__ = [
@@ -68,25 +69,6 @@ def batch_norm_eval(x: sp.Expr, mean: sp.Expr, var: sp.Expr, gamma: sp.Expr, bet
     3
     """
     return affine(normalize(x, mean, var, eps), gamma, beta)
-
-
-def running_update(
-    running: sp.Expr, batch: sp.Expr, momentum: sp.Expr, direction: Literal["new", "old"] = "new"
-) -> sp.Expr:
-    """Exponential moving average of a statistic.
-
-    Hazard: ``momentum`` means the weight of the *new* value in PyTorch and
-    cuDNN but of the *old* value in Keras, Flax, MXNet, ONNX and Paddle, so
-    PyTorch 0.1 is Keras 0.9 (microsoft/onnxscript PR #1289: an exporter that forgot).
-
-    >>> import sympy as sp
-    >>> r, b, m = sp.symbols("r b m")
-    >>> running_update(r, b, m, "new"), running_update(r, b, m, "old")
-    (b*m + r*(1 - m), b*(1 - m) + m*r)
-    """
-    if direction == "new":
-        return (1 - momentum) * running + momentum * batch
-    return momentum * running + (1 - momentum) * batch
 
 
 def running_var_input(xs: Sequence[sp.Expr], correction: Literal["none", "unbiased", "unbiased_clamped"]) -> sp.Expr:

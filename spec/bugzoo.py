@@ -29,6 +29,7 @@ from typing import Any, Literal
 import mpmath
 import numpy as np
 import sympy as sp
+from normspec.spec.conventions import running_update
 
 from normspec.errors import UnknownNameError, expected
 
@@ -92,12 +93,8 @@ def _running(
             factor = mpmath.mpf(n) / (n - 1) if bessel and n > 1 else (mpmath.nan if bessel else 1)
             b_var = variances[c] * factor
             old_m, old_v = mpmath.mpf(float(case["running_mean"][c])), mpmath.mpf(float(case["running_var"][c]))
-            if direction == "new":
-                rm.append((1 - m) * old_m + m * means[c])
-                rv.append((1 - m) * old_v + m * b_var)
-            else:
-                rm.append(m * old_m + (1 - m) * means[c])
-                rv.append(m * old_v + (1 - m) * b_var)
+            rm.append(running_update(old_m, means[c], m, direction))
+            rv.append(running_update(old_v, b_var, m, direction))
     return {
         "running_mean": np.array([float(v) for v in rm], dtype=np.float32),
         "running_var": np.array([float(v) for v in rv], dtype=np.float32),
@@ -186,8 +183,11 @@ def _onnx_bn9_blended(case: Case) -> Outputs:
     means, variances, _ = _mp_stats(case["x"])
     m = mpmath.mpf(0.9)
     with mpmath.workprec(120):
-        bm = [m * mpmath.mpf(float(r)) + (1 - m) * b for r, b in zip(case["running_mean"], means, strict=True)]
-        bv = [m * mpmath.mpf(float(r)) + (1 - m) * v for r, v in zip(case["running_var"], variances, strict=True)]
+        # the inference node blends the batch statistics into the running ones, old-weight
+        rm = [mpmath.mpf(float(r)) for r in case["running_mean"]]
+        rv = [mpmath.mpf(float(r)) for r in case["running_var"]]
+        bm = [running_update(r, b, m, "old") for r, b in zip(rm, means, strict=True)]
+        bv = [running_update(r, v, m, "old") for r, v in zip(rv, variances, strict=True)]
     return {"y": _normalize(case["x"], case, bm, bv, _inside)}
 
 

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from numbers import Real
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,14 +59,23 @@ EpsPlacement = Literal["inside", "outside"]
 CAST_STAGES: tuple[str, ...] = ("weight", "normalized")
 
 
-def running_update(old: Fraction, batch: Fraction | float, momentum: Fraction, direction: str) -> Fraction | float:
+def running_update(old: Any, batch: Any, momentum: Any, direction: str = "new") -> Any:
     """The running update, the only copy in the package: ``"new"`` weighs the batch statistic by
-    ``momentum``, ``"old"`` weighs the running one.  Exact for a rational ``batch``; IEEE arithmetic
-    for a NaN or infinite one.
+    ``momentum``, ``"old"`` weighs the running one.  Written once for every number type it meets:
+    SymPy expressions (the spec and its proofs), Fractions (the oracle: exact for a rational
+    ``batch``, IEEE arithmetic for a NaN or infinite one) and mpmath numbers (the bug zoo).
+
+    Hazard: ``momentum`` means the weight of the *new* value in PyTorch and cuDNN but of the *old*
+    value in Keras, Flax, MXNet, ONNX and Paddle, so PyTorch 0.1 is Keras 0.9 (microsoft/onnxscript
+    PR #1289: an exporter that forgot).
 
     >>> r, b = Fraction(0), Fraction(1)
     >>> running_update(r, b, Fraction(1, 10), "new"), running_update(r, b, Fraction(9, 10), "old")
     (Fraction(1, 10), Fraction(1, 10))
+    >>> import sympy as sp
+    >>> r, b, m = sp.symbols("r b m")
+    >>> running_update(r, b, m, "new"), running_update(r, b, m, "old")
+    (b*m + r*(1 - m), b*(1 - m) + m*r)
     """
     if direction == "new":
         return (1 - momentum) * old + momentum * batch

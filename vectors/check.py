@@ -122,7 +122,7 @@ def _family_or(convention: str) -> Target | None:
     from normspec.spec.conventions import CONVENTIONS
 
     conv = CONVENTIONS.get(convention)
-    return family_oracle_target(conv.layer) if conv is not None and conv.layer != "batch_norm" else None
+    return family_oracle_target(convention) if conv is not None and conv.layer != "batch_norm" else None
 
 
 def resolve_target(spec: str) -> Callable[[str], Target]:
@@ -205,24 +205,15 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
     return CaseResult(case.name, "exact" if worst == 0 else "differs", worst, float(np.mean(d == 0)))
 
 
-def family_oracle_target(layer: str) -> Target:
-    from normspec.oracle import group_norm, layer_norm, mean_variance_norm, rms_norm
-    from normspec.vectors.family import per_channel_affine
+def family_oracle_target(convention: str) -> Target:
+    """The oracle as a family target, through the one dispatch (:func:`normspec.oracle.forward`)."""
+    from normspec.spec.conventions import get_convention
+    from normspec.vectors.family import family_forward
+
+    conv = get_convention(convention)
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
-        e = None if np.isnan(eps) else eps
-        if layer == "layer_norm":
-            return layer_norm(x, 1, w, b, eps=e or 0.0).y
-        if layer == "rms_norm":
-            return rms_norm(x, 1, w, eps=e).y
-        if layer == "mean_variance_norm":  # default axes; no affine parameters (the case's are ones and zeros)
-            return mean_variance_norm(x, eps=e).y
-        channels = np.shape(x)[1]
-        if layer == "instance_norm":  # GroupNorm with one channel per group, per-channel affine
-            groups = channels
-        if np.shape(w)[0] != channels:  # given one per group
-            w, b = per_channel_affine(w, b, channels, groups)
-        return group_norm(x, groups, w, b, eps=e or 0.0).y
+        return family_forward(conv, x, w, b, eps, groups)
 
     return run
 

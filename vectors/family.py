@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from normspec.spec.conventions import Convention
 
-__all__ = ["exact_family_output", "family_battery", "per_channel_affine"]
+__all__ = ["exact_family_output", "family_battery", "family_forward", "per_channel_affine"]
 
 F32 = np.float32
 Case = dict[str, Any]
@@ -27,22 +27,26 @@ def per_channel_affine(weight: Any, bias: Any, channels: int, groups: int) -> tu
     return np.repeat(weight, channels // groups), np.repeat(bias, channels // groups)
 
 
-def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
-    """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
+def family_forward(conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any) -> np.ndarray:
+    """The family protocol ``f(x, weight, bias, eps, groups) -> y`` on the oracle, under ``conv``:
+    eps NaN stands for None (the profile's default); RMSNorm ignores the bias and
+    MeanVarianceNormalization both parameters (the cases carry ones and zeros for them)."""
     from normspec.oracle import forward
 
-    x, w, b = case["x"][0], case["weight"], case["bias"]
-    if conv.layer == "mean_variance_norm":  # no affine parameters: the case's ones and zeros are not passed
-        w = b = None
-    eps = float(case["eps"])
+    layer = conv.layer
     return forward(
         conv,
         x,
-        w,
-        None if conv.layer == "rms_norm" else b,
-        eps=None if np.isnan(eps) else eps,  # NaN stands for "eps=None"
-        groups=int(case["groups"]) if conv.layer == "group_norm" else None,
+        None if layer == "mean_variance_norm" else weight,
+        None if layer in ("rms_norm", "mean_variance_norm") else bias,
+        eps=None if np.isnan(eps) else float(eps),
+        groups=int(groups) if layer == "group_norm" else None,
     ).y
+
+
+def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
+    """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
+    return family_forward(conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"])
 
 
 def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str]]:
