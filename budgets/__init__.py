@@ -9,6 +9,14 @@ the elementwise stage FPTaylor-style from a SymPy model);
 
 from normspec.budgets.algorithm import ALGORITHMS, Algorithm, get_algorithm
 from normspec.budgets.classify import Classification, classify
-from normspec.budgets.derive import budget_for_batch_norm
+from normspec.budgets.derive import budget_for_batch_norm, budget_for_layer
 
-__all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "budget_for_batch_norm", "classify", "Classification"]
+__all__ = [
+    "Algorithm",
+    "ALGORITHMS",
+    "get_algorithm",
+    "budget_for_batch_norm",
+    "budget_for_layer",
+    "classify",
+    "Classification",
+]

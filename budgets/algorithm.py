@@ -22,7 +22,7 @@ from typing import Any
 
 from normspec.errors import InvalidArgumentError, UnknownNameError, expected
 
-__all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "UNIT_ROUNDOFF"]
+__all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "plain_algorithm", "UNIT_ROUNDOFF"]
 
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
 
@@ -34,6 +34,7 @@ _CHOICES = {
     "inv_std": ("one_over_sqrt", "rsqrt"),
     "compute": tuple(UNIT_ROUNDOFF),
     "mean_rounding": ("none", *UNIT_ROUNDOFF),
+    "subnormals": ("gradual", "flush"),
 }
 
 
@@ -65,6 +66,9 @@ class Algorithm:
     inv_std: str = "one_over_sqrt"
     rsqrt_ulps: float = 2.0
     compute: str = "float32"
+    # "flush": subnormal inputs are read as zero and subnormal results become zero (a CPU's
+    # flush-to-zero / denormals-are-zero mode, TensorFlow's default)
+    subnormals: str = "gradual"
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -98,15 +102,35 @@ ALGORITHMS: dict[str, Algorithm] = {
     "raw_moments_float32": Algorithm(
         "raw_moments", "recursive", "float32", "none", "folded", "one_over_sqrt", 2.0, "float32"
     ),
-    # Flax default (use_fast_variance): clamped raw moments, rsqrt, unfolded.
+    # Flax default (use_fast_variance): clamped raw moments, rsqrt, unfolded; XLA's CPU backend flushes
+    # subnormals (jax 0.10.2: float32 1e-40 * 1.0 == 0).
     "flax_fast_variance": Algorithm(
-        "raw_moments_clamped", "recursive", "float32", "none", "unfolded", "rsqrt", 2.0, "float32"
+        "raw_moments_clamped", "recursive", "float32", "none", "unfolded", "rsqrt", 2.0, "float32", subnormals="flush"
+    ),
+    # The audit's reference for a target that declares no algorithm: the spec's formula in plain float32
+    # (two-pass, recursive sums, unfolded); subnormals may flush, a platform mode not charged to anyone.
+    "plain_float32": Algorithm(
+        "two_pass", "recursive", "float32", "none", "unfolded", "one_over_sqrt", 2.0, "float32", subnormals="flush"
+    ),
+    # The same in float16, for float16 inputs ("the input's precision").
+    "plain_float16": Algorithm(
+        "two_pass", "recursive", "float16", "none", "unfolded", "one_over_sqrt", 2.0, "float16", subnormals="flush"
+    ),
+    # TensorFlow's fused CPU kernel: two-pass in float32, (x - mean) * (rsqrt(var + eps) * gamma) + beta,
+    # with subnormals flushed to zero (TensorFlow's CPU default; measured on 2.21).
+    "tf_fused_cpu": Algorithm(
+        "two_pass", "recursive", "float32", "none", "unfolded", "rsqrt", 2.0, "float32", subnormals="flush"
     ),
     # A float64-inside kernel (normspec.kernels without its certificate): everything in double, one final rounding.
     "float64_inside": Algorithm(
         "two_pass", "recursive", "float64", "none", "unfolded", "one_over_sqrt", 2.0, "float64"
     ),
 }
+
+
+def plain_algorithm(dtype: Any) -> str:
+    """The name of the plain evaluation in an input dtype's precision (float32 for all but float16)."""
+    return "plain_float16" if str(dtype) == "float16" else "plain_float32"
 
 
 def get_algorithm(spec: str | Algorithm | dict[str, Any]) -> Algorithm:

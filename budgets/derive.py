@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cache
 from typing import Any
 
@@ -40,12 +41,20 @@ import numpy as np
 import sympy as sp
 from normspec.budgets.algorithm import UNIT_ROUNDOFF, Algorithm
 
-__all__ = ["StatBounds", "stat_bounds", "elementwise_model", "element_budget", "gamma_k"]
+__all__ = ["StatBounds", "stat_bounds", "elementwise_model", "element_budget", "gamma_k", "budget_for_layer"]
 
 x_s, m_s, g_s, b_s, D_s = sp.symbols("x m gamma beta D", real=True)
 # Underflow: fl(a op b) = (a op b)(1 + d) + e with |e| <= half the smallest subnormal (e = 0 for + and -).
 UNDERFLOW = {"float16": 2.0**-25, "bfloat16": 2.0**-134, "float32": 2.0**-150, "float64": 2.0**-1075}
 _MARGIN = 1 + 1e-12
+# With subnormals flushed, every result below the smallest normal may become zero (additions too)
+# and every subnormal input is read as zero: the absolute error per operation is the smallest normal.
+TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022}
+
+
+def _under(alg: Algorithm, fmt: str) -> float:
+    """The absolute error an operation in ``fmt`` may add near zero under ``alg``'s subnormal mode."""
+    return TINY[fmt] if alg.subnormals == "flush" else UNDERFLOW[fmt]
 
 
 def gamma_k(k: float, u: float) -> float:
@@ -115,7 +124,9 @@ def stat_bounds(
     ua = UNIT_ROUNDOFF[alg.accumulator]
     s = _depth(n, alg.summation)
     g_s1 = gamma_k(s, ua)
-    ea = UNDERFLOW[alg.accumulator]
+    ea = _under(alg, alg.accumulator)
+    if alg.subnormals == "flush":  # subnormal inputs read as zero move the mean by at most TINY
+        ea = 2 * ea
     e_mu = g_s1 * mean_abs + ua * (np.abs(mean) + g_s1 * mean_abs) + ea  # the sum, then the division
     e_v_welford = None
     if alg.variance == "welford":
@@ -127,7 +138,7 @@ def stat_bounds(
         # mean lies between the roundings of the ends: its error is known exactly when they agree
         e_mu = _rounded_mean_error(mean, e_mu, alg.mean_rounding)
     if alg.mean_rounding == "none" and UNIT_ROUNDOFF[alg.compute] > ua:  # the mean enters the stage in compute
-        e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu) + UNDERFLOW[alg.compute]
+        e_mu = e_mu + UNIT_ROUNDOFF[alg.compute] * (np.abs(mean) + e_mu) + _under(alg, alg.compute)
     if e_v_welford is not None:
         e_v = e_v_welford
     elif alg.variance == "two_pass":
@@ -142,7 +153,7 @@ def stat_bounds(
         e_sq = 2 * np.abs(mean) * e_mu + e_mu**2 + ua * mu_hi**2
         e_v = e_m2 + e_sq + ua * (mean_sq + e_m2 + mu_hi**2) + 4 * ea  # the final subtraction; underflows
     if UNIT_ROUNDOFF[alg.compute] > ua:  # the variance is converted to the compute precision
-        e_v = e_v + UNIT_ROUNDOFF[alg.compute] * (var + e_v) + UNDERFLOW[alg.compute]
+        e_v = e_v + UNIT_ROUNDOFF[alg.compute] * (var + e_v) + _under(alg, alg.compute)
     return StatBounds(e_mu * _MARGIN, e_v * _MARGIN)
 
 
@@ -279,7 +290,10 @@ def element_budget(
             remainder = remainder + weight * _maxabs(h, {**box, **full}) * u_of[ds[i]] * u_of[ds[j]]
         # underflow in the stage's products (a = gamma inv, t a, mean a, x a): absolute, each at most
         # half the smallest subnormal, carried by at most |t| or |x| + |mean| afterwards
-        under = UNDERFLOW[alg.compute] * (3 + (np.abs(x) + np.abs(mean) + e_mu) * (1 + np.abs(gamma) * inv_hi))
+        tiny = _under(alg, alg.compute)
+        under = tiny * (3 + (np.abs(x) + np.abs(mean) + e_mu) * (1 + np.abs(gamma) * inv_hi))
+        if alg.subnormals == "flush":  # x read as zero, and the subtraction and addition flushed as well
+            under = under + tiny * (2 + 2 * np.abs(gamma) * inv_hi)
         total = prop + first_order + remainder + np.where(np.isfinite(under), under, np.inf)
         # the final conversion to the output type, when the stage ran wider
         if UNIT_ROUNDOFF[out_dtype] > uc:  # half the output's spacing at the largest possible |y|
@@ -341,3 +355,65 @@ def budget_for_batch_norm(
         beta,
         StatBounds(bounds.e_mu.reshape(shape), bounds.e_v.reshape(shape)),
     )
+
+
+def budget_for_layer(
+    alg: Algorithm,
+    convention: Any,
+    x: np.ndarray,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float | None = None,
+    groups: int | None = None,
+) -> np.ndarray:
+    """Per-element budget of ``alg`` on a training forward of any layer, ``y`` only.
+
+    The layer's grouping and affine layout come from its convention record through the oracle
+    (:func:`normspec.oracle.forward`, whose exact statistics the bound starts from): each group
+    is a reduction of ``n`` values, each element carries its own ``gamma`` and ``beta``.  RMSNorm
+    computes no mean: its "variance" is the mean square, a sum of squares.  Where eps sits
+    outside the root (MeanVarianceNormalization) the elementwise model does not apply and the
+    budget is infinite.
+    """
+    from normspec.oracle import forward
+    from normspec.spec.conventions import get_convention
+
+    conv = get_convention(convention)
+    xa = np.asarray(x)
+    training = {"training": True} if conv.running_stats else {}
+    res = forward(conv, xa, weight, bias, eps=eps, groups=groups, **training)
+    ex = res.exact
+    if conv.eps_placement != "inside" or xa.size == 0:
+        return np.full(xa.shape, np.inf)
+    x3 = ex.x3.astype(np.float64)
+    n = x3.shape[0] * x3.shape[2]
+    shape = (1, x3.shape[1], 1)
+    pairs = zip(ex.mean, ex.var, strict=True)
+    finite = np.array([isinstance(m, Fraction) and isinstance(v, Fraction) for m, v in pairs], dtype=bool)
+    mean = np.array([float(m) if ok else np.nan for m, ok in zip(ex.mean, finite, strict=True)])
+    var = np.array([float(v) if ok else np.nan for v, ok in zip(ex.var, finite, strict=True)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        max_abs = np.abs(x3).max(axis=(0, 2))
+        spread = x3.max(axis=(0, 2)) - x3.min(axis=(0, 2))
+        if conv.centred:
+            mean_abs = np.abs(x3).mean(axis=(0, 2)) * (1 + 1e-12)
+            mean_sq = np.array(
+                [float(v + m * m) if ok else np.nan for m, v, ok in zip(ex.mean, ex.var, finite, strict=True)]
+            ) * (1 + 1e-12)
+        else:  # no mean is computed: a zero mean carries only the underflow term
+            mean_abs = np.zeros_like(mean)
+            mean_sq = var * (1 + 1e-12)
+        bounds = stat_bounds(alg, n, mean, var, mean_abs, mean_sq, max_abs, spread)
+    budget = element_budget(
+        alg,
+        xa.dtype.name,
+        x3,
+        mean.reshape(shape),
+        var.reshape(shape),
+        float(ex.eps),
+        ex.gamma3,
+        ex.beta3,
+        StatBounds(bounds.e_mu.reshape(shape), bounds.e_v.reshape(shape)),
+    )
+    return np.broadcast_to(budget, x3.shape).reshape(xa.shape)

@@ -10,13 +10,34 @@ import numpy as np
 from normspec.budgets.algorithm import Algorithm
 
 
-def _sum(v: np.ndarray, how: str) -> np.generic:
+def _keep(v):
+    return v
+
+
+def _flusher(dtype: type):
+    """Flush-to-zero in ``dtype``: a result (or an input) below the smallest normal becomes zero."""
+    tiny = np.finfo(dtype).tiny
+
+    def flush(v):
+        arr = np.asarray(v, dtype=dtype)
+        out = np.where(np.abs(arr) < tiny, dtype(0) * np.sign(arr), arr).astype(dtype)
+        return out if out.ndim else dtype(out)
+
+    return flush
+
+
+def _sum(v: np.ndarray, how: str, f=_keep) -> np.generic:
     if how == "recursive":
-        return np.add.accumulate(v, dtype=v.dtype)[-1]
+        if f is _keep:
+            return np.add.accumulate(v, dtype=v.dtype)[-1]
+        total = v.dtype.type(0)
+        for term in v:
+            total = f(v.dtype.type(total + term))
+        return total
     if v.size == 1:
         return v[0]
     half = v.size // 2
-    return v.dtype.type(_sum(v[:half], how) + _sum(v[half:], how))
+    return f(v.dtype.type(_sum(v[:half], how, f) + _sum(v[half:], how, f)))
 
 
 def emulate(
@@ -30,6 +51,8 @@ def emulate(
     running_var: np.ndarray | None = None,
 ) -> np.ndarray:
     acc, cd = np.dtype(alg.accumulator).type, np.dtype(alg.compute).type
+    flush = alg.subnormals == "flush"
+    fa, fc = (_flusher(acc), _flusher(cd)) if flush else (_keep, _keep)
     c = x.shape[1]
     means, variances = [], []
     for ch in range(c):
@@ -37,27 +60,27 @@ def emulate(
             means.append(cd(running_mean[ch]))
             variances.append(cd(running_var[ch]))
             continue
-        vals = x[:, ch].ravel().astype(acc)
+        vals = fa(x[:, ch].ravel().astype(acc))  # flushed: subnormal inputs read as zero
         n = acc(vals.size)
         with np.errstate(all="ignore"):
             if alg.variance == "welford":  # West's update, sequential: mean += d/k, M += d (x - mean)
                 mu, m2 = acc(0), acc(0)
                 for k, xv in enumerate(vals, start=1):
-                    d = acc(xv - mu)
-                    mu = acc(mu + acc(d / acc(k)))
-                    m2 = acc(m2 + acc(d * acc(xv - mu)))
+                    d = fa(acc(xv - mu))
+                    mu = fa(acc(mu + fa(acc(d / acc(k)))))
+                    m2 = fa(acc(m2 + fa(acc(d * fa(acc(xv - mu))))))
             else:
-                mu = acc(_sum(vals, alg.summation) / n)
+                mu = fa(acc(_sum(vals, alg.summation, fa) / n))
             if alg.mean_rounding != "none":
                 mu = acc(np.dtype(alg.mean_rounding).type(mu))
             if alg.variance == "welford":
-                v = acc(m2 / n)
+                v = fa(acc(m2 / n))
             elif alg.variance == "two_pass":
-                d = (vals - mu).astype(acc)
-                v = acc(_sum((d * d).astype(acc), alg.summation) / n)
+                d = fa((vals - mu).astype(acc))
+                v = fa(acc(_sum(fa((d * d).astype(acc)), alg.summation, fa) / n))
             else:
-                m2 = acc(_sum((vals * vals).astype(acc), alg.summation) / n)
-                v = acc(m2 - acc(mu * mu))
+                m2 = fa(acc(_sum(fa((vals * vals).astype(acc)), alg.summation, fa) / n))
+                v = fa(acc(m2 - fa(acc(mu * mu))))
                 if alg.variance == "raw_moments_clamped":
                     v = max(v, acc(0))
         means.append(cd(mu))
@@ -66,16 +89,16 @@ def emulate(
     m = np.array(means, dtype=cd).reshape(shape)
     v = np.array(variances, dtype=cd).reshape(shape)
     g, b = gamma.astype(cd).reshape(shape), beta.astype(cd).reshape(shape)
-    xc = x.astype(cd)
+    xc = fc(x.astype(cd))
     with np.errstate(all="ignore"):
-        D = (v + cd(eps)).astype(cd)
+        D = fc((v + cd(eps)).astype(cd))
         if alg.inv_std == "one_over_sqrt":
-            inv = (cd(1) / np.sqrt(D).astype(cd)).astype(cd)
+            inv = fc((cd(1) / fc(np.sqrt(D).astype(cd))).astype(cd))
         else:  # within 1 ULP: a correctly rounded double rsqrt, rounded again
-            inv = (1 / np.sqrt(D.astype(np.float64))).astype(cd)
-        a = (g * inv).astype(cd)
+            inv = fc((1 / np.sqrt(D.astype(np.float64))).astype(cd))
+        a = fc((g * inv).astype(cd))
         if alg.affine == "unfolded":
-            y = (((xc - m).astype(cd) * a).astype(cd) + b).astype(cd)
+            y = fc((fc(fc((xc - m).astype(cd)) * a).astype(cd) + b).astype(cd))
         else:
-            y = ((xc * a).astype(cd) + (b - (m * a).astype(cd)).astype(cd)).astype(cd)
+            y = fc((fc((xc * a).astype(cd)) + fc((b - fc((m * a).astype(cd))).astype(cd))).astype(cd))
     return y.astype(x.dtype)
