@@ -44,8 +44,11 @@ def _audit_description() -> str:
         f"BatchNorm targets: {names(ADAPTERS)}. Family targets (LayerNorm, RMSNorm, GroupNorm, InstanceNorm): "
         f"{names(FAMILY_ADAPTERS)}. Starred targets run in venvs of their own (bash scripts/setup-target-venvs.sh). "
         "Or python:module:function (f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
-        "(y, running_mean, running_var)). Each runs in its own process with a timeout. Exit status 1 when there "
-        "is a finding of kind convention, non-finite or crash."
+        "(y, running_mean, running_var)). Each runs in its own process with a timeout. Findings: semantic (a "
+        "different function), accuracy (beyond the declared algorithm's budget, or the plain formula's error), "
+        "non-finite, crash (also hangs and wrong shapes), degenerate-input (n = 1, eps <= 0 or an empty batch: "
+        "refusing versus computing), profile-drift, unavailable (what to install). Exit status 1 for semantic, "
+        "accuracy, non-finite and crash findings; --strict adds degenerate-input and profile-drift; 0 otherwise."
     )
 
 
@@ -188,6 +191,11 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--convention", default=None, help="the profile the target claims (default: the target's own)")
     aud.add_argument("--timeout", type=float, default=120.0, help="seconds per case before it counts as a hang")
     aud.add_argument("--json", action="store_true")
+    aud.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit status 1 also for degenerate-input and profile-drift findings",
+    )
     aud.add_argument(
         "--report",
         type=Path,
@@ -627,7 +635,7 @@ def _audit(args: argparse.Namespace) -> int:
         page = write_html(rep, args.report)
         if not args.json:
             print(f"report: {page}")
-    return 1 if rep.failed else 0
+    return rep.exit_code(strict=args.strict)
 
 
 def _run_options(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
@@ -644,6 +652,7 @@ def _audit_family(args: argparse.Namespace) -> int:
 
     from normspec._progress import Progress
     from normspec.targets.family import run_family_audit
+    from normspec.targets.verdict import exit_status
 
     bar = Progress(5, f"normspec audit {args.target}", mode=args.progress)
     rep = run_family_audit(args.target, args.convention, **_run_options(args, bar))
@@ -651,8 +660,11 @@ def _audit_family(args: argparse.Namespace) -> int:
     if args.report:  # the family report is the JSON and the reproducers (no plots yet)
         args.report.mkdir(parents=True, exist_ok=True)
         (args.report / "report.json").write_text(json.dumps(rep, indent=2))
+    missing = [f for f in rep["findings"] if f["kind"] == "unavailable"]
     if args.json:
         print(json.dumps(rep, indent=2))
+    elif missing:
+        print(f"normspec audit: {rep['target']} ({rep['description']})\n[unavailable] {missing[0]['message']}")
     else:
         print(
             f"normspec audit: {rep['target']} ({rep['description']}); {rep['layer']}, claimed convention "
@@ -667,7 +679,7 @@ def _audit_family(args: argparse.Namespace) -> int:
                     c["status"],
                     f"{c['max_ulp']:.3g}" if "max_ulp" in c else "-",
                     "-" if cr is None else f"{100 * cr:.1f} %",
-                    c["note"],
+                    c.get("verdict") or c["note"],
                 )
             )
         _table(rows)
@@ -676,10 +688,13 @@ def _audit_family(args: argparse.Namespace) -> int:
             print(f"  [{f['kind']}] {f['case']}: {f['message'][:200]}")
             if "reproducer" in f:
                 print(f"      reproducer: {f['reproducer']}/repro.py")
-        print(f"{len(rep['findings'])} finding(s) ({rep['seconds']} s)")
+        print(
+            f"{len(rep['findings'])} finding(s); exit status {exit_status(rep['findings'])} (1 for semantic, accuracy, "
+            f"non-finite or crash; --strict also degenerate-input and profile-drift) ({rep['seconds']} s)"
+        )
         if args.report:
             print(f"report: {args.report / 'report.json'}")
-    return 1 if any(f["kind"] in ("convention", "non-finite", "crash") for f in rep["findings"]) else 0
+    return exit_status(rep["findings"], strict=args.strict)
 
 
 # ---------------------------------------------------------------- budget

@@ -18,7 +18,7 @@ weight: ``r <- m r + (1-m) b``.
 'none'
 >>> get_convention("torch_layer_norm").layer, get_convention("torch_layer_norm").affine
 ('layer_norm', 'per_element')
->>> get_convention("tf_fused_batch_norm_v3").effective_eps(1e-6) == float(np.float32(1.001e-5))
+>>> get_convention("keras3").effective_eps(1e-3) == float(np.float32(1e-3))  # held in float32
 True
 """
 
@@ -97,7 +97,8 @@ class Convention:
     ``weight_offset`` is added to the stored weight (Gemma's ``1 + w``: 1.0).
 
     **eps**: ``eps_default`` (None: the input dtype's machine epsilon, PyTorch RMSNorm),
-    ``eps_min`` (raised to at least this: TF fused), ``eps_cast`` (the dtype it is held in;
+    ``eps_min`` (raised to at least this: TensorFlow's fused path up to 2.x releases that
+    applied cuDNN's 1.001e-5 everywhere; TF 2.21 no longer does), ``eps_cast`` (the dtype it is held in;
     the oracle uses the exact value of that cast), ``eps_placement``: ``"inside"`` the square
     root, ``1/sqrt(var + eps)`` (every layer but one), or ``"outside"``, ``1/(sqrt(var) + eps)``
     (ONNX MeanVarianceNormalization; elsewhere that placement is a bug, docs/bugs.md).
@@ -309,7 +310,6 @@ _PROFILES = [
         momentum_default=0.99,
         eps_default=1e-3,
         running_var_correction="unbiased_clamped",
-        eps_min=1.001e-5,
         eps_cast="float32",
         momentum_cast="float32",
         default_axis=-1,
@@ -317,8 +317,9 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float32",
         sources=(
-            "S tensorflow/python/ops/nn_impl.py fused_batch_norm (eps clamp)",
             "S tensorflow/core/kernels/fused_batch_norm_op.cc (n/max(n-1,1))",
+            "R tensorflow 2.21: fused_batch_norm with eps = 1e-6 normalizes with 1e-6 (the 1.001e-5 clamp of "
+            "earlier releases, docs/bugs.md #24, is gone)",
         ),
     ),
     _c(
@@ -345,14 +346,16 @@ _PROFILES = [
         momentum_default=1.0,
         eps_default=1e-3,
         running_var_correction="unbiased_clamped",
-        eps_min=1.001e-5,
         eps_cast="float32",
         momentum_cast="float32",
         default_axis=-1,
         affine_form="unfolded",
         variance_algorithm="two_pass",
         accumulator="float32",
-        sources=("S tensorflow/core/kernels/fused_batch_norm_op.cc (exponential_avg_factor)",),
+        sources=(
+            "S tensorflow/core/kernels/fused_batch_norm_op.cc (exponential_avg_factor)",
+            "R tensorflow 2.21: no eps clamp (eps = 1e-6 is used as given)",
+        ),
     ),
     _c(
         name="flax_linen",
@@ -396,7 +399,6 @@ _PROFILES = [
         eps_default=1e-5,
         running_var_correction="none",
         update_time="backward",
-        zero_var_guard=True,
         affine_form="unfolded",
         variance_algorithm="two_pass",
         accumulator="float32 for float16/float32, float64 for float64",
@@ -404,6 +406,7 @@ _PROFILES = [
             "S src/operator/nn/batch_norm.cc",
             "I apache/mxnet#18751, #14357",
             "R mxnet 1.9.1: forward-only training leaves 0/1",
+            "R mxnet 1.9.1: var = eps = 0 gives NaN (no 0/0 guard)",
         ),
     ),
     _c(

@@ -105,10 +105,17 @@ def _torch_backward(case: Case) -> Result:
 # ---------------------------------------------------------------- ONNX
 
 
-def _onnx_model(opset: int, training: bool, shape: tuple[int, ...], eps: float, momentum: float) -> Any:
+def _onnx_model(
+    opset: int, training: bool, shape: tuple[int, ...], eps: float, momentum: float, dtype: Any = np.float32
+) -> Any:
     from onnx import TensorProto, helper
 
     c = shape[1]
+    x_type = TensorProto.FLOAT
+    if np.dtype(dtype) == np.float16:
+        if opset < 15:  # one type T for X and its parameters: a float16 x needs float16 parameters
+            raise NotImplementedError(f"BatchNormalization-{opset} takes X and its parameters in one type")
+        x_type = TensorProto.FLOAT16  # BatchNormalization-15: X, Y in T; scale, B in T1; statistics in T2
     ins = ["X", "scale", "B", "mean", "var"]
     attrs: dict[str, Any] = {"epsilon": float(eps), "momentum": float(momentum)}
     if opset >= 14:
@@ -118,10 +125,10 @@ def _onnx_model(opset: int, training: bool, shape: tuple[int, ...], eps: float, 
         outs = ["Y", "running_mean", "running_var", "saved_mean", "saved_var"]
     node = helper.make_node("BatchNormalization", ins, outs, **attrs)
     f = TensorProto.FLOAT
-    inputs = [helper.make_tensor_value_info("X", f, list(shape))] + [
+    inputs = [helper.make_tensor_value_info("X", x_type, list(shape))] + [
         helper.make_tensor_value_info(n, f, [c]) for n in ins[1:]
     ]
-    outputs = [helper.make_tensor_value_info("Y", f, list(shape))] + [
+    outputs = [helper.make_tensor_value_info("Y", x_type, list(shape))] + [
         helper.make_tensor_value_info(n, f, None) for n in outs[1:]
     ]
     graph = helper.make_graph([node], "bn", inputs, outputs)
@@ -135,7 +142,7 @@ def _onnx(case: Case, opset: int, runtime: str) -> Result:
     ys, rms, rvs = [], [], []
     training = bool(case["training"])
     for x in case["x"]:
-        model = _onnx_model(opset, training, x.shape, case["eps"], case["momentum"])
+        model = _onnx_model(opset, training, x.shape, case["eps"], case["momentum"], x.dtype)
         feeds = {"X": x, "scale": case["weight"], "B": case["bias"], "mean": rm, "var": rv}
         if runtime == "reference":
             from onnx.reference import ReferenceEvaluator
@@ -572,6 +579,7 @@ ADAPTERS: dict[str, Adapter] = {
             _tf_fused,
             "tf.compat.v1.nn.fused_batch_norm (FusedBatchNormV3), CPU",
             venv="tf",
+            algorithm="tf_fused_cpu",
         ),
         Adapter(
             "tf_keras2_fused",
@@ -581,6 +589,7 @@ ADAPTERS: dict[str, Adapter] = {
             "tf_keras (Keras 2) BatchNormalization, fused path",
             venv="tf",
             backward=lambda c: _tf_keras2_backward(c, True),
+            algorithm="tf_fused_cpu",
         ),
         Adapter(
             "tf_keras2_nonfused",
@@ -643,5 +652,3 @@ def get_adapter(name: str) -> Adapter:
 def prepare_environment(adapter: Adapter) -> None:
     for key, value in adapter.env:
         os.environ[key] = value
-
-

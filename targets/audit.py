@@ -40,9 +40,10 @@ import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
 from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
+from normspec.targets.verdict import VACUOUS_FACTOR, VACUOUS_ULP, degenerate_reason, exit_status, status_word
 
 import normspec
-from normspec.errors import NormspecError, TargetUnavailableError, UnknownNameError
+from normspec.errors import DomainError, NormspecError, TargetUnavailableError, UnknownNameError
 
 __all__ = ["AuditCase", "Outcome", "AuditReport", "battery", "run_audit", "claimed_conventions"]
 
@@ -104,7 +105,11 @@ class AuditReport:
 
     @property
     def failed(self) -> bool:
-        return any(f["kind"] in ("convention", "non-finite", "crash") for f in self.findings)
+        """A finding with exit-status weight (:mod:`normspec.targets.verdict`)."""
+        return exit_status(self.findings) == 1
+
+    def exit_code(self, strict: bool = False) -> int:
+        return exit_status(self.findings, strict=strict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +216,17 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             rm=[0.0],
             rv=[0.25],
             note="var 0.25, eps 0.125: inside and outside the square root differ",
+        ),
+        _case(
+            "probe_eps_clamp",
+            "probe",
+            [[[0.0, 1.0]]],
+            conv,
+            training=False,
+            eps=2.0**-20,
+            rm=[0.0],
+            rv=[2.0**-20],
+            note="eps 2**-20 below 1.001e-5: raised or used as given",
         ),
         _case(
             "probe_one_value",
@@ -503,6 +519,7 @@ def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
     """The exact sequence (raises NormspecError where the convention refuses the case)."""
     rm, rv = case.running_mean, case.running_var
     ys, rms, rvs, mags = [], [], [], []
+    identity = False
     for k, x in enumerate(case.x):
         r = batch_norm(
             x,
@@ -519,6 +536,7 @@ def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
         )
         assert r.running_mean is not None and r.running_var is not None
         rm, rv = r.running_mean, r.running_var
+        identity = identity or r.exact.identity
         ys.append(r.y)
         rms.append(rm)
         rvs.append(rv)
@@ -529,7 +547,13 @@ def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
         )
         with np.errstate(invalid="ignore"):  # |gamma xhat| + |gamma| + |beta|: the terms' scale, never 0
             mags.append(np.abs(r.y.astype(np.float64) - case.bias.reshape(shape)) + g + b)
-    return {"y": np.stack(ys), "running_mean": np.stack(rms), "running_var": np.stack(rvs), "magnitude": np.stack(mags)}
+    return {
+        "y": np.stack(ys),
+        "running_mean": np.stack(rms),
+        "running_var": np.stack(rvs),
+        "magnitude": np.stack(mags),
+        "identity": identity,  # the profile defines y = x here (one value per channel, Paddle CPU)
+    }
 
 
 def _rel_ulp(got: np.ndarray, want: np.ndarray, mag: np.ndarray) -> float:
@@ -561,13 +585,14 @@ def naive_float32(case: AuditCase, conv: Convention) -> np.ndarray:
     return np.stack(ys)
 
 
-def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Convention) -> tuple[int, float]:
-    """Elements farther from the exact value than the declared algorithm's budget allows."""
+def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Convention) -> tuple[int, float, int]:
+    """Elements farther from the exact value than the algorithm's budget allows, the worst
+    error/budget ratio, and the number of elements whose budget is unbounded."""
     from normspec.budgets import budget_for_batch_norm, get_algorithm
 
     alg = get_algorithm(algorithm)
     rm, rv = case.running_mean, case.running_var
-    beyond, worst = 0, 0.0
+    beyond, worst, unbounded = 0, 0.0, 0
     eps = conv.effective_eps(case.eps)
     for k, x in enumerate(case.x):
         r = batch_norm(
@@ -589,6 +614,7 @@ def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Con
             err = np.abs(got_y[k].astype(np.float64) - exact)
             over = err > budget
         beyond += int(over.sum())
+        unbounded += int((~np.isfinite(budget)).sum())
         finite = np.isfinite(budget) & (budget > 0)
         if finite.any():
             worst = max(worst, float((err[finite] / budget[finite]).max()))
@@ -596,7 +622,7 @@ def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Con
             r.running_mean if r.running_mean is not None else rm,
             r.running_var if r.running_var is not None else rv,
         )
-    return beyond, worst
+    return beyond, worst, unbounded
 
 
 def claimed_conventions(conv: Convention) -> dict[str, str]:
@@ -614,6 +640,18 @@ def claimed_conventions(conv: Convention) -> dict[str, str]:
 def _weight_text(conv: Convention) -> str:
     w = conv.momentum if conv.momentum_direction == "new" else 1 - conv.momentum
     return f"{w:g} by default"
+
+
+def _clamp_seen(out: Outcome | None, conv: Convention) -> str:
+    """ ", raised to >= E" when the target normalized with a larger eps than the 2**-20 it was given
+    (x = 1, mean 0, var 2**-20), as the claim words it; "" when it used eps as given (or as claimed)."""
+    if out is None or out.status != "ok" or out.result is None:
+        return f", raised to >= {conv.eps_min:g}" if conv.eps_min else ""
+    y = float(out.result["y"][0][0, 0, 1])
+    used = 1 / (y * y) - 2.0**-20 if y > 0 else math.inf
+    if conv.eps_min and abs(used - conv.effective_eps(2.0**-20)) <= 1e-3 * used:
+        return f", raised to >= {conv.eps_min:g}"  # as claimed
+    return "" if abs(used - 2.0**-20) <= 1e-3 * 2.0**-20 else f", raised to >= {used:.4g}"
 
 
 def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
@@ -653,7 +691,7 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
         e = conv.effective_eps(0.125)
         inside, outside = 1 / math.sqrt(0.25 + e), 1 / (0.5 + e)
         inferred["eps"] = (
-            "inside sqrt" + (f", raised to >= {conv.eps_min:g}" if conv.eps_min else "")
+            "inside sqrt" + _clamp_seen(outcomes.get("probe_eps_clamp"), conv)
             if abs(y - inside) < abs(y - outside)
             else "outside sqrt (added to the standard deviation)"
         )
@@ -708,6 +746,10 @@ def run_audit(
     conv = get_convention(convention or adapter.convention)
     report = AuditReport(target, conv.name, adapter.description, claimed_conventions(conv))
     t0 = time.perf_counter()
+    missing = unavailable_reason(adapter)
+    if missing is not None:  # one line, no cases, no other findings
+        report.findings.append({"kind": "unavailable", "case": "-", "message": missing})
+        return report
     cases = battery(conv, seed)
     skipped = [c for c in cases if adapter.evaluation_only and c.training]
     cases = [c for c in cases if c not in skipped]
@@ -722,9 +764,11 @@ def run_audit(
         claimed = report.claimed.get(key, "")
         agree = value == claimed or value.endswith("as claimed") or (key == "running_var" and value == claimed)
         if not agree:
+            # at one value per channel, refusing versus computing is a degenerate-input difference
+            refusal = key == "one_value" and "error" in (claimed, value)
             report.findings.append(
                 {
-                    "kind": "convention",
+                    "kind": "degenerate-input" if refusal else "semantic",
                     "case": f"probe ({key})",
                     "message": f"{key}: claimed {claimed!r}, observed {value!r}",
                 }
@@ -762,10 +806,17 @@ def _judge(
         return row
     if case.dy is not None:
         return _judge_backward(case, out, conv, report, reproducers, target, row)
+    step = case.x[0]
+    channels = step.shape[1] if step.ndim > 1 else 0
+    degenerate = degenerate_reason(step.size // max(channels, 1), case.eps, case.training, step.shape[0])
+    outside_domain = False
     try:
         if conv.refuses_nonpositive_eps_in_training and case.training and case.eps is not None and case.eps <= 0:
             raise NormspecError(f"the convention refuses eps = {case.eps!r} <= 0 in training")
         exact = oracle_sequence(case, conv.name)
+    except DomainError as exc:  # normspec's own domain (var + eps < 0): never charged to the target
+        exact, outside_domain = None, True
+        row["expected"] = f"outside normspec's domain: {exc}"
     except NormspecError as exc:
         exact = None
         row["expected"] = f"refused: {exc}"
@@ -773,12 +824,16 @@ def _judge(
         _finding(report, "crash", case, out.message, reproducers, target, exact)
         return row
     if exact is None:
-        if out.status == "ok" and case.kind != "probe":
+        if out.status == "refused":
+            row["status"] = "outside normspec's domain" if outside_domain else "refused as claimed"
+        if out.status == "ok" and case.kind != "probe" and not outside_domain:
+            kind = "degenerate-input" if degenerate else "semantic"
+            what = f" ({degenerate})" if degenerate else ""
             _finding(
                 report,
-                "convention",
+                kind,
                 case,
-                f"accepted an input that is refused here ({row['expected']})",
+                f"computed an input{what} that profile {conv.name} refuses ({row['expected']})",
                 reproducers,
                 target,
                 exact,
@@ -787,11 +842,13 @@ def _judge(
     if out.status == "refused":
         row["message"] = out.message
         if case.kind != "probe":
+            kind = "degenerate-input" if degenerate else "semantic"
+            what = f" ({degenerate})" if degenerate else ""
             _finding(
                 report,
-                "convention",
+                kind,
                 case,
-                f"refused an input the convention accepts: {out.message}",
+                f"refused an input{what} that profile {conv.name} computes: {out.message}",
                 reproducers,
                 target,
                 exact,
@@ -832,36 +889,55 @@ def _judge(
                 "exact_var": exact["running_var"][:, 0].tolist(),
                 "ulps": d[finite_exact].tolist(),
             }
+    if case.kind == "probe" or (exact.get("identity") and not bad.any()):
+        # probes feed the convention inference (their differences are semantic findings there); an
+        # output the profile defines as x itself (one value per channel, Paddle) has no error budget
+        _set_status(row, status_word(row["max_ulp"], non_finite=bool(bad.any())))
+        return row
     declared = ADAPTERS[target].algorithm if target in ADAPTERS else None
-    if declared is not None and not bad.any():
-        beyond, worst_ratio = _beyond_budget(case, got_y, declared, conv)
-        row["budget_algorithm"] = declared
-        row["beyond_budget"] = beyond
+    naive = naive_float32(case, conv)
+    row["naive_rel_ulp"] = _rel_ulp(naive[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
+    if not bad.any():
+        from normspec.budgets.algorithm import plain_algorithm
+
+        name = declared or plain_algorithm(case.x.dtype)
+        beyond, worst_ratio, unbounded = _beyond_budget(case, got_y, name, conv)
+        label = name if declared else f"{name} (none declared)"
+        row["budget_algorithm"], row["beyond_budget"], row["unbounded"] = label, beyond, unbounded
+        # where no algorithm is declared and the plain formula's budget says nothing (var + eps below its
+        # statistics' error), the plain formula's own error on the case is the yardstick
+        vacuous = (
+            not beyond
+            and declared is None
+            and unbounded > 0
+            and row["rel_ulp"] > max(VACUOUS_FACTOR * row["naive_rel_ulp"], row["naive_rel_ulp"] + VACUOUS_ULP)
+        )
         if beyond:
             _finding(
                 report,
                 "accuracy",
                 case,
-                f"{beyond} element(s) beyond the error budget of its declared algorithm "
-                f"{declared} (worst error/budget {worst_ratio:.3g})",
+                f"{beyond} element(s) beyond the error budget of {label} (worst error/budget {worst_ratio:.3g})",
                 reproducers,
                 target,
                 exact,
             )
+        elif vacuous:
+            _finding(
+                report,
+                "accuracy",
+                case,
+                f"{row['rel_ulp']:.3g} ULP at the terms' scale where the budget of {label} is unbounded, more than "
+                f"{VACUOUS_FACTOR:g} times the plain float32 formula's error on this case ({row['naive_rel_ulp']:.3g})",
+                reproducers,
+                target,
+                exact,
+            )
+        _set_status(row, status_word(row["max_ulp"], non_finite=False, budget=label, beyond=beyond, inaccurate=vacuous))
+        if unbounded and row["status"] == "within budget":
+            row["verdict"] += f" (unbounded on {unbounded} element(s): var + eps below its statistics' error)"
         return row
-    naive = naive_float32(case, conv)
-    row["naive_rel_ulp"] = _rel_ulp(naive[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
-    if not bad.any() and row["rel_ulp"] > max(2 * row["naive_rel_ulp"], row["naive_rel_ulp"] + 2):
-        _finding(
-            report,
-            "accuracy",
-            case,
-            f"{row['rel_ulp']:.3g} ULP at the terms' scale, worse than the plain float32 formula "
-            f"({row['naive_rel_ulp']:.3g}) on the same case",
-            reproducers,
-            target,
-            exact,
-        )
+    _set_status(row, status_word(row["max_ulp"], non_finite=True))
     if bad.any():
         i = tuple(int(v) for v in np.argwhere(bad)[0])
         _finding(
@@ -874,6 +950,33 @@ def _judge(
             exact,
         )
     return row
+
+
+def _set_status(row: dict[str, Any], verdict: tuple[str, str]) -> None:
+    row["status"], explanation = verdict
+    if explanation:
+        row["verdict"] = explanation
+
+
+_EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels"}
+
+
+def unavailable_reason(adapter: Adapter) -> str | None:
+    """One line saying what to install when ``adapter``'s library is missing, else None."""
+    import importlib.util
+
+    if adapter.venv is not None:
+        python = venv_root() / adapter.venv / "bin" / "python"
+        if python.exists():
+            return None
+        return (
+            f"{adapter.name} runs in its own virtual environment, which is missing ({python}): "
+            f"bash scripts/setup-target-venvs.sh {adapter.venv}"
+        )
+    if importlib.util.find_spec(adapter.library) is not None:
+        return None
+    extra = _EXTRAS.get(adapter.library, "audit")
+    return f"{adapter.library} is not installed (target {adapter.name}): pip install 'normspec[{extra}]'"
 
 
 def _judge_backward(
@@ -894,7 +997,7 @@ def _judge_backward(
         row["message"] = out.message
         _finding(
             report,
-            "convention",
+            "semantic",
             case,
             f"refused a gradient the convention defines: {out.message}",
             reproducers,
@@ -928,6 +1031,13 @@ def _judge_backward(
                 None,
             )
     row["max_ulp"] = row["dx_max_ulp"]
+    worst = max(row.get(f"{n}_max_ulp", 0.0) for n in ("dx", "dweight", "dbias"))
+    if not any(f["case"] == case.name and f["kind"] == "non-finite" for f in report.findings):
+        row["status"] = "ok" if worst <= 1 else "no budget"
+        if worst > 1:
+            row["verdict"] = f"{worst:.3g} ULP from the exact gradients; the backward has no error budget yet"
+    else:
+        row["status"] = "non-finite"
     return row
 
 

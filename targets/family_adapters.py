@@ -222,8 +222,9 @@ def _a(
     description: str,
     env: tuple[tuple[str, str], ...] = (),
     venv: str | None = None,
+    algorithm: str | None = None,
 ) -> Adapter:
-    return Adapter(name, convention, library, run, description, env, venv=venv)
+    return Adapter(name, convention, library, run, description, env, venv=venv, algorithm=algorithm)
 
 
 FAMILY_ADAPTERS: dict[str, Adapter] = {
@@ -242,6 +243,7 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _keras("layer_norm"),
             "Keras 3 LayerNormalization, NumPy",
             (("KERAS_BACKEND", "numpy"),),
+            algorithm="raw_moments_float32",
         ),
         _a(
             "keras_group_norm",
@@ -250,6 +252,7 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _keras("group_norm"),
             "Keras 3 GroupNormalization, NumPy",
             (("KERAS_BACKEND", "numpy"),),
+            algorithm="raw_moments_float32",
         ),
         _a(
             "flax_layer_norm",
@@ -258,6 +261,7 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _flax("layer_norm"),
             "flax.linen.LayerNorm (jax CPU)",
             (("JAX_PLATFORMS", "cpu"),),
+            algorithm="flax_fast_variance",
         ),
         _a(
             "flax_rms_norm",
@@ -295,6 +299,7 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _flax_group_norm,
             "flax.linen.GroupNorm (jax CPU)",
             (("JAX_PLATFORMS", "cpu"),),
+            algorithm="flax_fast_variance",
         ),
         _a(
             "onnx_reference_instance_norm",

@@ -21,25 +21,38 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+_QUIET = ("ok", "within budget", "as plain float", "no budget", "refused as claimed", "unsupported", "skipped")
+
+
+def _failing_first(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cases whose status is not a quiet one first, in battery order otherwise."""
+    return sorted(cases, key=lambda c: c["status"] in _QUIET)
+
+
 def render_text(rep: AuditReport) -> str:
-    lines = [f"normspec audit: {rep.target} ({rep.description}); claimed convention {rep.convention}", ""]
+    head = f"normspec audit: {rep.target} ({rep.description}); claimed convention {rep.convention}"
+    missing = [f for f in rep.findings if f["kind"] == "unavailable"]
+    if missing:
+        return f"{head}\n[unavailable] {missing[0]['message']}"
+    lines = [head, ""]
     lines.append(f"{'convention':20} {'claimed':48} observed")
     for key, claimed in rep.claimed.items():
         seen = rep.inferred.get(key, "not run")
         mark = "" if seen == claimed or seen.endswith("as claimed") or seen.startswith("not run") else "   <-- differs"
         lines.append(f"{key:20} {claimed:48} {seen}{mark}")
-    lines += ["", f"{'case':34} {'status':8} {'max ULP':>10} {'ULP@terms':>10} {'naive f32':>10} {'CR %':>6}  note"]
-    for c in rep.cases:
+    lines += ["", f"{'case':34} {'status':18} {'max ULP':>10} {'ULP@terms':>10} {'naive f32':>10} {'CR %':>6}  note"]
+    for c in _failing_first(rep.cases):
         cr = c.get("correctly_rounded")
         lines.append(
-            f"{c['case']:34} {c['status']:8} {_fmt(c.get('max_ulp')):>10} {_fmt(c.get('rel_ulp')):>10} "
+            f"{c['case']:34} {c['status'][:18]:18} {_fmt(c.get('max_ulp')):>10} {_fmt(c.get('rel_ulp')):>10} "
             f"{_fmt(c.get('naive_rel_ulp')):>10} {'-' if cr is None else f'{100 * cr:5.1f}':>6}  "
-            f"{c.get('note', '')[:50]}"
+            f"{(c.get('verdict') or c.get('note', ''))[:70]}"
         )
     lines += [
         "",
         "ULP@terms: distance in float32 ULPs of |gamma xhat| + |gamma| + |beta|; naive f32: the same for the",
-        "spec's formula in plain float32 on the same case; CR: share correctly rounded.",
+        "spec's formula in plain float32 on the same case; CR: share correctly rounded. Cases with a status",
+        "other than ok, within budget, as plain float, no budget or refused as claimed come first.",
         "",
     ]
     if rep.findings:
@@ -50,7 +63,10 @@ def render_text(rep: AuditReport) -> str:
                 lines.append(f"      reproducer: {f['reproducer']}/repro.py")
     else:
         lines.append("no findings")
-    lines.append(f"({rep.seconds:.1f} s)")
+    lines.append(
+        f"exit status {rep.exit_code()} (1 for semantic, accuracy, non-finite or crash findings; "
+        f"--strict: {rep.exit_code(strict=True)}, also degenerate-input and profile-drift) ({rep.seconds:.1f} s)"
+    )
     return "\n".join(lines)
 
 
@@ -101,13 +117,15 @@ def write_html(rep: AuditReport, directory: Path) -> Path:
         f"<li><b>{f['kind']}</b> {html.escape(f['case'])}: {html.escape(f['message'][:400])}</li>" for f in rep.findings
     ] or ["<li>none</li>"]
     body.append(
-        "</ul><h2>Cases</h2><table border=1 cellpadding=4><tr><th>case</th><th>status</th><th>max ULP</th>"
-        "<th>ULP at the terms' scale</th><th>note</th></tr>"
+        "</ul><h2>Cases</h2><p>Failing cases first.</p><table border=1 cellpadding=4><tr><th>case</th>"
+        "<th>status</th><th>max ULP</th><th>ULP at the terms' scale</th><th>naive float32</th><th>verdict</th>"
+        "<th>note</th></tr>"
     )
-    for c in rep.cases:
+    for c in _failing_first(rep.cases):
         body.append(
-            f"<tr><td>{c['case']}</td><td>{c['status']}</td><td>{_fmt(c.get('max_ulp'))}</td>"
-            f"<td>{_fmt(c.get('rel_ulp'))}</td><td>{html.escape(c.get('note', ''))}</td></tr>"
+            f"<tr><td>{c['case']}</td><td>{html.escape(c['status'])}</td><td>{_fmt(c.get('max_ulp'))}</td>"
+            f"<td>{_fmt(c.get('rel_ulp'))}</td><td>{_fmt(c.get('naive_rel_ulp'))}</td>"
+            f"<td>{html.escape(c.get('verdict', ''))}</td><td>{html.escape(c.get('note', ''))}</td></tr>"
         )
     body.append("</table>")
     body += [f'<h2>{html.escape(img)}</h2><img src="{img}">' for img in images]

@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from normspec.spec.conventions import Convention
 
-__all__ = ["exact_family_output", "family_battery", "family_forward", "per_channel_affine"]
+__all__ = ["exact_family_output", "family_arguments", "family_battery", "family_forward", "per_channel_affine"]
 
 F32 = np.float32
 Case = dict[str, Any]
@@ -27,21 +27,32 @@ def per_channel_affine(weight: Any, bias: Any, channels: int, groups: int) -> tu
     return np.repeat(weight, channels // groups), np.repeat(bias, channels // groups)
 
 
-def family_forward(conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any) -> np.ndarray:
-    """The family protocol ``f(x, weight, bias, eps, groups) -> y`` on the oracle, under ``conv``:
-    eps NaN stands for None (the profile's default); RMSNorm ignores the bias and
-    MeanVarianceNormalization both parameters (the cases carry ones and zeros for them)."""
-    from normspec.oracle import forward
-
+def family_arguments(
+    conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The family protocol's ``(x, weight, bias, eps, groups)`` as the arguments of
+    :func:`normspec.oracle.forward` under ``conv``: eps NaN stands for None (the profile's
+    default); RMSNorm ignores the bias and MeanVarianceNormalization both parameters (the cases
+    carry ones and zeros for them)."""
     layer = conv.layer
-    return forward(
-        conv,
+    args = (
         x,
         None if layer == "mean_variance_norm" else weight,
         None if layer in ("rms_norm", "mean_variance_norm") else bias,
-        eps=None if np.isnan(eps) else float(eps),
-        groups=int(groups) if layer == "group_norm" else None,
-    ).y
+    )
+    eps_v = float(eps)
+    return args, {
+        "eps": None if np.isnan(eps_v) else eps_v,
+        "groups": int(groups) if layer == "group_norm" else None,
+    }
+
+
+def family_forward(conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any) -> np.ndarray:
+    """The family protocol ``f(x, weight, bias, eps, groups) -> y`` on the oracle, under ``conv``."""
+    from normspec.oracle import forward
+
+    args, kwargs = family_arguments(conv, x, weight, bias, eps, groups)
+    return forward(conv, *args, **kwargs).y
 
 
 def exact_family_output(conv: Convention, case: Case) -> np.ndarray:

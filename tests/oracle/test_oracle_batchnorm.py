@@ -228,8 +228,16 @@ def test_update_time_backward_only_and_flax_init():
 
 def test_eps_clamp_and_cast_follow_the_convention():
     x = np.array([[0.0], [2e-3]], np.float32)  # var 1e-6
-    tf = batch_norm(x, training=True, eps=1e-6, convention="tf_fused_batch_norm_v3")
+    import dataclasses
+
+    from normspec.spec import get_convention
+
+    # a clamp as TensorFlow's fused path had it before 2.21 (docs/bugs.md #24); 2.21 uses eps as given
+    clamped = dataclasses.replace(get_convention("tf_fused_batch_norm_v3"), name="tf_clamped", eps_min=1.001e-5)
+    tf = batch_norm(x, training=True, eps=1e-6, convention=clamped)
     assert tf.exact.eps == Fraction(float(np.float32(1.001e-5)))
+    tf221 = batch_norm(x, training=True, eps=1e-6, convention="tf_fused_batch_norm_v3")
+    assert tf221.exact.eps == Fraction(float(np.float32(1e-6)))
     keras = batch_norm(x, training=True, convention="keras3")
     assert keras.exact.eps == Fraction(float(np.float32(1e-3)))
     torch = batch_norm(x, training=True, eps=1e-6)

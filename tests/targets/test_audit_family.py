@@ -29,7 +29,23 @@ def test_torch_family_on_normal_rows_and_group_norm():
     for target in ("torch_layer_norm", "torch_rms_norm", "torch_group_norm", "torch_instance_norm"):
         rep = run_family_audit(target)
         row = next(c for c in rep["cases"] if c["case"] == "random")
-        assert row["status"] == "ok" and row["max_ulp"] < 1e4, (target, row)
+        assert row["status"] in ("ok", "within budget") and row["max_ulp"] < 1e4, (target, row)
+        assert not findings(rep, "random"), rep["findings"]
+        if row["status"] != "ok":  # never "ok" far from the exact value without saying how far and why
+            assert "ULP from the exact value" in row["verdict"], row
+
+
+def test_family_accuracy_verdicts_on_a_constant_input():
+    """torch 2.13 group_norm/instance_norm on a constant input of 1.2345678e7: the exact y is the bias, torch
+    returns values of order 100 (no algorithm declared: the plain formula's budget is unbounded there, and its own
+    error is far smaller)."""
+    need("torch")
+    for target in ("torch_group_norm", "torch_instance_norm"):
+        rep = run_family_audit(target)
+        row = next(c for c in rep["cases"] if c["case"] == "constant")
+        assert row["status"] == "inaccurate" and "accuracy" in findings(rep, "constant"), (target, row)
+    ln = run_family_audit("torch_layer_norm")  # LayerNorm gets the bias exactly
+    assert next(c for c in ln["cases"] if c["case"] == "constant")["status"] == "ok"
 
 
 def test_our_kernels_are_correctly_rounded_on_the_family_battery():
@@ -44,7 +60,7 @@ def test_onnx_layer_norm17_matches_and_cli(capsys):
     need("onnx")
     rep = run_family_audit("onnx_reference_layer_norm17")
     assert rep["layer"] == "layer_norm" and {c["case"] for c in rep["cases"]} >= {"random", "raw_moments_trigger"}
-    failing = any(f["kind"] in ("convention", "non-finite", "crash") for f in rep["findings"])
+    failing = any(f["kind"] in ("semantic", "accuracy", "non-finite", "crash") for f in rep["findings"])
     assert main(["audit", "onnx_reference_layer_norm17"]) == int(failing)
     assert "normspec audit: onnx_reference_layer_norm17" in capsys.readouterr().out
 
@@ -69,9 +85,9 @@ def test_mxnet_group_norm_takes_scale_and_bias_per_group():
     need_venv("mxnet")
     own = run_family_audit("mxnet_group_norm")  # its own (per-group) profile: the values agree
     row = next(c for c in own["cases"] if c["case"] == "random")
-    assert row["status"] == "ok" and row["max_ulp"] < 1e3, row
+    assert row["status"] in ("ok", "within budget") and row["max_ulp"] < 1e3, row
     per_channel = run_family_audit("mxnet_group_norm", "torch_group_norm")  # per-channel weights: refused
-    assert "convention" in findings(per_channel, "random")
+    assert "semantic" in findings(per_channel, "random")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +103,8 @@ def test_venv_family_targets_agree_on_normal_rows(venv, targets):
     for target in targets:
         rep = run_family_audit(target)
         row = next(c for c in rep["cases"] if c["case"] == "random")
-        assert row["status"] == "ok" and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
+        ok = row["status"] in ("ok", "within budget")
+        assert ok and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
 
 
 def test_onnx_instance_and_group_norm_targets():
@@ -95,8 +112,9 @@ def test_onnx_instance_and_group_norm_targets():
     for target in ("onnx_reference_instance_norm", "onnxruntime_instance_norm", "onnxruntime_group_norm21"):
         rep = run_family_audit(target)
         row = next(c for c in rep["cases"] if c["case"] == "random")
-        assert row["status"] == "ok" and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
-        assert {c["case"] for c in rep["cases"] if c["status"] == "ok"} == {c["case"] for c in rep["cases"]}
+        ok = row["status"] in ("ok", "within budget")
+        assert ok and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
+        assert not {f["kind"] for f in rep["findings"]} & {"crash", "semantic"}  # every case computed
 
 
 def test_flax_group_norm_raw_moments_overflow_at_huge_magnitude():
