@@ -41,7 +41,15 @@ import numpy as np
 import sympy as sp
 from normspec.budgets.algorithm import UNIT_ROUNDOFF, Algorithm
 
-__all__ = ["StatBounds", "stat_bounds", "elementwise_model", "element_budget", "gamma_k", "budget_for_layer"]
+__all__ = [
+    "StatBounds",
+    "stat_bounds",
+    "elementwise_model",
+    "element_budget",
+    "gamma_k",
+    "budget_for_layer",
+    "running_budget",
+]
 
 x_s, m_s, g_s, b_s, D_s = sp.symbols("x m gamma beta D", real=True)
 # Underflow: fl(a op b) = (a op b)(1 + d) + e with |e| <= half the smallest subnormal (e = 0 for + and -).
@@ -417,3 +425,70 @@ def budget_for_layer(
         StatBounds(bounds.e_mu.reshape(shape), bounds.e_v.reshape(shape)),
     )
     return np.broadcast_to(budget, x3.shape).reshape(xa.shape)
+
+
+def running_budget(
+    alg: Algorithm,
+    convention: Any,
+    x_steps: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    momentum: float,
+    *,
+    eps: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds on the running mean and variance after each training step, ``(steps, C)`` each.
+
+    Step ``k`` computes ``r_k = (1 - w) r_{k-1} + w b_k`` (``w`` the weight of the new statistic
+    under the convention's momentum direction; ``b`` the batch mean, or the batch variance times
+    the convention's correction) from a batch statistic that carries the algorithm's error
+    (:func:`stat_bounds`) and a running value that carries the previous step's.  Each step adds
+    the roundings of the batch statistic to the update's precision, of the weights, the two
+    products, the sum, the correction and the store in the running statistics' dtype.  Steps
+    where the correction is undefined (n = 1) get an infinite bound.
+    """
+    from normspec.oracle import batch_norm
+    from normspec.spec.conventions import get_convention
+
+    conv = get_convention(convention)
+    ua = UNIT_ROUNDOFF[alg.accumulator]
+    us = UNIT_ROUNDOFF[np.asarray(running_mean).dtype.name]
+    uo = max(ua, us, UNIT_ROUNDOFF[alg.compute])  # the update runs in one of these
+    w = float(conv.effective_momentum(momentum))
+    w = w if conv.momentum_direction == "new" else 1.0 - w
+    rm, rv = np.asarray(running_mean), np.asarray(running_var)
+    e_rm, e_rv = np.zeros(rm.shape), np.zeros(rv.shape)
+    out_m: list[np.ndarray] = []
+    out_v: list[np.ndarray] = []
+    for x in np.asarray(x_steps):
+        r = batch_norm(x, None, None, rm, rv, training=True, momentum=momentum, eps=eps, convention=conv)
+        ex = r.exact
+        c = x.shape[1]
+        moved = np.moveaxis(x.astype(np.float64), 1, 0).reshape(c, -1)
+        n = moved.shape[1]
+        mean = np.array([float(m) for m in ex.mean])
+        var = np.array([float(v) for v in ex.var])
+        mean_sq = np.array([float(v + m * m) for m, v in zip(ex.mean, ex.var, strict=True)]) * (1 + 1e-12)
+        spread = moved.max(axis=1) - moved.min(axis=1)
+        b = stat_bounds(alg, n, mean, var, np.abs(moved).mean(axis=1) * (1 + 1e-12), mean_sq,
+                        np.abs(moved).max(axis=1), spread)  # fmt: skip
+        bessel = conv.bessel(n)
+        f = math.inf if bessel is None else float(bessel)
+        with np.errstate(invalid="ignore"):  # 0 * inf where the correction is undefined (n = 1)
+            bv, e_bv = var * f, b.e_v * f + ua * var * f  # the correction's own rounding
+        old_m, old_v = rm.astype(np.float64), rv.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for old, e_old, new, e_new, acc in ((old_m, e_rm, mean, b.e_mu, out_m), (old_v, e_rv, bv, e_bv, out_v)):
+                # the batch statistic rounded to the update's precision, then the weights (1 - m
+                # computed), the two products and the sum, each rounded, and the store
+                e_in = e_new + uo * (np.abs(new) + e_new)
+                # each weight may be formed in the update's precision from the other (1 - m held in
+                # float32, or m rounded first): an absolute error up to uo (|w| + |1 - w|)
+                e_w = uo * (abs(w) + abs(1 - w)) * (np.abs(old) + e_old + np.abs(new) + e_in)
+                carried = abs(1 - w) * e_old + abs(w) * e_in + e_w
+                terms = (abs(1 - w) * (np.abs(old) + e_old) + abs(w) * (np.abs(new) + e_in)) * (1 + 8 * uo)
+                acc.append(carried + (5 * uo + us) * terms + 4 * _under(alg, "float32"))
+        e_rm, e_rv = out_m[-1], out_v[-1]
+        assert r.running_mean is not None and r.running_var is not None
+        rm, rv = r.running_mean, r.running_var
+    return np.array(out_m), np.where(np.isnan(out_v), np.inf, np.array(out_v))

@@ -44,7 +44,9 @@ def _audit_description() -> str:
         f"BatchNorm targets: {names(ADAPTERS)}. Family targets (LayerNorm, RMSNorm, GroupNorm, InstanceNorm): "
         f"{names(FAMILY_ADAPTERS)}. Starred targets run in venvs of their own (bash scripts/setup-target-venvs.sh). "
         "Or python:module:function (f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
-        "(y, running_mean, running_var)). Each runs in its own process with a timeout. Findings: semantic (a "
+        "(y, running_mean, running_var); with a family --convention, f(x, weight, bias, eps, groups) -> y: "
+        "LayerNorm and RMSNorm normalize the last axis, GroupNorm has channels on axis 1). Each runs in its own "
+        "process with a timeout. Findings: semantic (a "
         "different function), accuracy (beyond the declared algorithm's budget, or the plain formula's error), "
         "non-finite, crash (also hangs and wrong shapes), degenerate-input (n = 1, eps <= 0 or an empty batch: "
         "refusing versus computing), profile-drift, unavailable (what to install). Exit status 1 for semantic, "
@@ -621,7 +623,12 @@ def _audit(args: argparse.Namespace) -> int:
     from normspec.targets.family import FAMILY_ADAPTERS
     from normspec.targets.report import render_text, write_html
 
-    if args.target in FAMILY_ADAPTERS:
+    user_family = (
+        args.target.startswith("python:")
+        and args.convention is not None
+        and get_convention(args.convention).layer != "batch_norm"
+    )
+    if args.target in FAMILY_ADAPTERS or user_family:
         return _audit_family(args)
     total = len(battery(get_convention(args.convention or "torch")))
     bar = Progress(total, f"normspec audit {args.target}", mode=args.progress)

@@ -936,6 +936,7 @@ def _judge(
         _set_status(row, status_word(row["max_ulp"], non_finite=False, budget=label, beyond=beyond, inaccurate=vacuous))
         if unbounded and row["status"] == "within budget":
             row["verdict"] += f" (unbounded on {unbounded} element(s): var + eps below its statistics' error)"
+        _judge_running(case, out, conv, exact, name, label, bool(beyond or vacuous), row, report, reproducers, target)
         return row
     _set_status(row, status_word(row["max_ulp"], non_finite=True))
     if bad.any():
@@ -950,6 +951,61 @@ def _judge(
             exact,
         )
     return row
+
+
+def _judge_running(
+    case: AuditCase,
+    out: Outcome,
+    conv: Convention,
+    exact: dict[str, Any],
+    algorithm: str,
+    label: str,
+    y_inaccurate: bool,
+    row: dict[str, Any],
+    report: AuditReport,
+    reproducers: Path | None,
+    target: str,
+) -> None:
+    """The running statistics of a training case against their budget, step by step: an update
+    that is a different function (stale or skipped statistics, another momentum or correction)
+    is semantic; one that is only as wrong as the normalized output is accuracy."""
+    from normspec.budgets import get_algorithm
+    from normspec.budgets.derive import running_budget
+
+    if not case.training or not case.backward or conv.update_time != "forward" or out.result is None:
+        return
+    got_m = np.asarray(out.result["running_mean"], np.float64)
+    got_v = np.asarray(out.result["running_var"], np.float64)
+    want_m, want_v = exact["running_mean"].astype(np.float64), exact["running_var"].astype(np.float64)
+    if got_m.shape != want_m.shape or got_v.shape != want_v.shape:
+        return
+    bm, bv = running_budget(
+        get_algorithm(algorithm), conv, case.x, case.running_mean, case.running_var, case.momentum,
+        eps=conv.effective_eps(case.eps),
+    )  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        over_m = np.abs(got_m - want_m) > bm
+        over_v = np.abs(got_v - want_v) > bv
+    both_nan_v = np.isnan(got_v) & np.isnan(want_v)
+    over_v &= ~both_nan_v
+    if not (over_m.any() or over_v.any()):
+        return
+    stat, over, got, want, bound = (
+        ("running_mean", over_m, got_m, want_m, bm) if over_m.any() else ("running_var", over_v, got_v, want_v, bv)
+    )
+    k, c = (int(v) for v in np.argwhere(over)[0])
+    row["running_beyond_budget"] = int(over_m.sum() + over_v.sum())
+    _finding(
+        report,
+        "accuracy" if y_inaccurate else "semantic",
+        case,
+        f"{stat} after step {k + 1}, channel {c}: {got[k, c]!r}, exact {want[k, c]!r}, beyond the budget of "
+        f"{label} ({bound[k, c]:.3g}); the normalized output is "
+        + ("beyond its budget too" if y_inaccurate else "within its budget, so the update itself differs"),
+        reproducers,
+        target,
+        exact,
+    )
 
 
 def _set_status(row: dict[str, Any], verdict: tuple[str, str]) -> None:

@@ -12,6 +12,7 @@ compares with the oracle (``layer_norm``, ``rms_norm``, ``group_norm``,
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from normspec.spec.conventions import Convention
 from normspec.targets.family_adapters import FAMILY_ADAPTERS
 from normspec.targets.verdict import VACUOUS_FACTOR, VACUOUS_ULP, degenerate_reason, status_word
 from normspec.vectors.family import exact_family_output, family_battery, per_channel_affine
+
+from normspec.errors import InvalidArgumentError, expected
 
 __all__ = [
     "FAMILY_ADAPTERS",
@@ -45,6 +48,55 @@ def _values_per_group(conv: Convention, case: Case) -> int:
         return int(x.size // max(x.shape[1], 1))
     groups = x.shape[1] if conv.layer == "instance_norm" else int(case["groups"])
     return int(x.size // max(x.shape[0] * groups, 1))
+
+
+_PROBE_EPS = 0.125  # with the values [0, 1] (var 0.25, mean square 0.5): inside and outside the root differ
+
+
+def family_probes(conv: Convention) -> list[tuple[str, Case, str]]:
+    """Convention probes in the family protocol: one group of the values [0, 1], eps 0.125."""
+    layer = conv.layer
+    if layer in ("layer_norm", "rms_norm"):
+        x, feat, groups = np.array([[0.0, 1.0]]), 2, 1
+    elif layer == "mean_variance_norm":
+        x, feat, groups = np.array([[[[0.0, 1.0]]]]), 1, 1
+    elif layer == "instance_norm":
+        x, feat, groups = np.array([[[0.0, 1.0]]]), 1, 1
+    else:
+        x, feat, groups = np.array([[[0.0], [1.0]]]), 2, 1
+    pfeat = groups if conv.affine == "per_group" else feat
+    case = {
+        "x": x.astype(np.float32)[None],
+        "weight": np.ones(pfeat, np.float32),
+        "bias": np.zeros(pfeat, np.float32),
+        "eps": np.array(_PROBE_EPS),
+        "training": np.array(True),
+        "momentum": np.array(0.0),
+        "running_mean": np.zeros(pfeat, np.float32),
+        "running_var": np.ones(pfeat, np.float32),
+        "groups": np.array(groups),
+    }
+    return [("probe_eps", case, "values [0, 1], eps 0.125: inside and outside the square root differ")]
+
+
+def _infer_eps(conv: Convention, rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, str]:
+    """Where the target puts eps, from the probe's y at the value 1; a semantic finding if not where claimed."""
+    row = rows[0]
+    for f in [f for f in findings if f["case"] == "probe_eps"]:
+        findings.remove(f)  # a probe feeds the inference only
+    y = row.pop("y", None)
+    if y is None:
+        return {"eps": f"not inferred ({row['status']})"}
+    mean, var = (0.5, 0.25) if conv.centred else (0.0, 0.5)
+    e = conv.effective_eps(_PROBE_EPS)
+    inside, outside = (1 - mean) / math.sqrt(var + e), (1 - mean) / (math.sqrt(var) + e)
+    got = float(y[1])  # the element whose x is 1
+    seen = "inside sqrt" if abs(got - inside) < abs(got - outside) else "outside sqrt"
+    claimed = "inside sqrt" if conv.eps_placement == "inside" else "outside sqrt"
+    if seen != claimed:
+        message = f"eps: claimed {claimed}, observed {seen} (y = {got:.6g} at x = 1 of [0, 1], eps 0.125)"
+        findings.insert(0, {"kind": "semantic", "case": "probe (eps)", "message": message})
+    return {"eps": seen if seen != claimed else f"{seen}, as claimed"}
 
 
 def naive_family(conv: Convention, case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -174,6 +226,8 @@ def _judge(
                 row["status"] = "crash"
                 rows.append(row)
                 continue
+            if name.startswith("probe_"):
+                row["y"] = got.astype(np.float64).ravel().tolist()  # for the inference
             with np.errstate(invalid="ignore", over="ignore"):
                 d = ulp_distance(got, want)
             finite = np.isfinite(want)
@@ -260,7 +314,16 @@ def run_family_audit(
     from normspec.spec.conventions import get_convention
     from normspec.targets.audit import unavailable_reason
 
-    adapter = FAMILY_ADAPTERS[target]
+    if target.startswith("python:"):  # a user's implementation of the layer its --convention names
+        from normspec.targets.adapters import get_adapter
+
+        adapter = get_adapter(target)
+        if convention is None or get_convention(convention).layer == "batch_norm":
+            raise InvalidArgumentError(
+                expected("a family profile (--convention torch_layer_norm, ...)", "convention", convention)
+            )
+    else:
+        adapter = FAMILY_ADAPTERS[target]
     conv = get_convention(convention or adapter.convention)
     t0 = time.perf_counter()
     missing = unavailable_reason(adapter)
@@ -274,11 +337,16 @@ def run_family_audit(
             "findings": [{"kind": "unavailable", "case": "-", "message": missing}],
             "seconds": 0.0,
         }
-    rows, findings, cases = _judge(target, conv, family_battery(conv), timeout, progress, adapter.algorithm)
+    probes = family_probes(conv)
+    rows, findings, cases = _judge(target, conv, probes + family_battery(conv), timeout, progress, adapter.algorithm)
+    inferred = _infer_eps(conv, rows[: len(probes)], findings)
+    rows = rows[len(probes) :]
     if reproducers is not None:
         by_name = {c.name: c for c in cases}
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in target)
         for f in findings:
+            if f["case"] not in by_name:  # an inference finding: its probe is in the battery listing
+                continue
             folder = Path(reproducers) / safe / f["case"]
             folder.mkdir(parents=True, exist_ok=True)
             np.savez(folder / "case.npz", **by_name[f["case"]].arrays())
@@ -289,6 +357,7 @@ def run_family_audit(
         "convention": conv.name,
         "layer": conv.layer,
         "description": adapter.description,
+        "inferred": inferred,
         "cases": rows,
         "findings": findings,
         "seconds": round(time.perf_counter() - t0, 2),

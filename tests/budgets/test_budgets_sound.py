@@ -192,3 +192,39 @@ def test_torch_cpu_against_folded_and_unfolded_budgets():
         unfolded = budget_for_batch_norm(ALGORITHMS["two_pass_unfolded_f64acc"], x, None, None, 1e-5, training=True)
         assert (err <= folded).all()
         assert (err > unfolded).any()
+
+
+@given(
+    seq=hnp.arrays(F32, (3, 4, 2, 3), elements=st.floats(-3, 3, width=32)),
+    shift=st.sampled_from([0.0, 100.0, 1e4]),
+    momentum=st.sampled_from([0.1, 0.99, 0.5]),
+    convention=st.sampled_from(["torch", "keras3"]),
+)
+def test_running_statistics_budget_is_sound(seq, shift, momentum, convention):
+    """A float32 running update, computed as implementations do (weights formed in float32, either
+    way round), stays within running_budget of the exact running statistics, step after step."""
+    from normspec.budgets.derive import running_budget
+    from normspec.spec import get_convention
+
+    conv = get_convention(convention)
+    x = (seq.astype(np.float64) + shift).astype(F32)
+    rm0, rv0 = np.array([0.5, -1.0], F32), np.array([1.0, 2.0], F32)
+    bm, bv = running_budget(ALGORITHMS["naive_float32"], conv, x, rm0, rv0, momentum, eps=2.0**-10)
+    rm, rv, em, ev = rm0, rv0, rm0, rv0
+    m32 = F32(momentum)
+    for k, step in enumerate(x):
+        n = step.size // step.shape[1]
+        mean = step.mean(axis=(0, 2), dtype=F32)
+        var = ((step - mean.reshape(1, -1, 1)) ** 2).mean(axis=(0, 2), dtype=F32)
+        if conv.running_var_correction == "unbiased":
+            var = (var * F32(n / (n - 1))).astype(F32)
+        if conv.momentum_direction == "new":
+            rm = (F32(1 - m32) * rm + m32 * mean).astype(F32)
+            rv = (F32(1 - m32) * rv + m32 * var).astype(F32)
+        else:  # Keras: both weights from the Python float, each rounded to float32
+            rm = (F32(momentum) * rm + F32(1 - momentum) * mean).astype(F32)
+            rv = (F32(momentum) * rv + F32(1 - momentum) * var).astype(F32)
+        r = batch_norm(step, None, None, em, ev, training=True, momentum=momentum, eps=2.0**-10, convention=conv)
+        em, ev = r.running_mean, r.running_var
+        assert (np.abs(rm.astype(np.float64) - em.astype(np.float64)) <= bm[k]).all(), (k, rm, em, bm[k])
+        assert (np.abs(rv.astype(np.float64) - ev.astype(np.float64)) <= bv[k]).all(), (k, rv, ev, bv[k])

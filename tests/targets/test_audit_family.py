@@ -138,3 +138,39 @@ def test_family_report_writes_reproducers_that_rerun_the_finding(tmp_path):
     out = subprocess.run([sys.executable, "repro.py"], cwd=folder, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[non-finite]" in out.stdout and "observed nan" in out.stdout
+
+
+FAMILY_USER = """
+import numpy as np
+
+def ln64(x, w, b, eps, groups):  # LayerNorm in float64, rounded once: correct
+    x64 = x.astype(np.float64)
+    m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
+    return ((x64 - m) / np.sqrt(v + eps) * w + b).astype(x.dtype)
+
+def ln_eps_outside(x, w, b, eps, groups):  # eps added to the standard deviation: another function
+    x64 = x.astype(np.float64)
+    m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
+    return ((x64 - m) / (np.sqrt(v) + eps) * w + b).astype(x.dtype)
+
+def rms_centred(x, w, b, eps, groups):  # RMSNorm that subtracts the mean
+    x64 = x.astype(np.float64)
+    v = x64.var(axis=-1, keepdims=True)
+    return ((x64 - x64.mean(axis=-1, keepdims=True)) / np.sqrt(v + eps) * w).astype(x.dtype)
+"""
+
+
+def test_user_family_implementations_through_the_cli(tmp_path, capsys):
+    impl = tmp_path / "impl.py"
+    impl.write_text(FAMILY_USER)
+    ok = ["audit", f"python:{impl}:ln64", "--convention", "torch_layer_norm", "--progress", "never"]
+    assert main(ok) == 0
+    assert "0 finding(s)" in capsys.readouterr().out
+    outside = ["audit", f"python:{impl}:ln_eps_outside", "--convention", "torch_layer_norm", "--progress", "never"]
+    assert main(outside) == 1
+    assert "[semantic] probe (eps): eps: claimed inside sqrt, observed outside sqrt" in capsys.readouterr().out
+    centred = ["audit", f"python:{impl}:rms_centred", "--convention", "torch_rms_norm", "--progress", "never"]
+    assert main(centred) == 1
+    capsys.readouterr()
+    with pytest.raises(Exception, match="family profile"):
+        run_family_audit(f"python:{impl}:ln64")  # a user's family target needs its profile named

@@ -211,6 +211,53 @@ def test_a_correct_float64_implementation_of_the_torch_profile_exits_0(tmp_path,
     assert main(["audit", f"python:{impl}:torch64", "--convention", "torch", "--strict", "--progress", "never"]) == 1
 
 
+STALE = (
+    TORCH64.replace("def torch64", "def exact64")
+    + """
+_previous = {}
+
+def stale(x, w, b, rm, rv, training, momentum, eps):
+    # an off-by-one in a training pipeline: the running update uses the previous call's batch statistics
+    if training:
+        n = x.size // x.shape[1]
+        axes = (0, *range(2, x.ndim))
+        now = (x.astype(np.float64).mean(axis=axes), x.astype(np.float64).var(axis=axes) * n / max(n - 1, 1))
+        m, v = _previous.get(x.shape[1:], now)
+        _previous[x.shape[1:]] = now
+        y, _, _ = exact64(x, w, b, rm, rv, training, momentum, eps)
+        rm = ((1 - momentum) * rm + momentum * m).astype(np.float32)
+        rv = ((1 - momentum) * rv + momentum * v).astype(np.float32)
+        return y, rm, rv
+    return exact64(x, w, b, rm, rv, training, momentum, eps)
+"""
+)
+
+
+def test_stale_statistics_across_consecutive_steps_are_a_semantic_finding(tmp_path, capsys):
+    """The steps of a sequence run one after another in one process, so state kept between calls shows."""
+    impl = tmp_path / "impl.py"
+    impl.write_text(STALE)
+    rep = run_audit(f"python:{impl}:stale", "torch")
+    semantic = [f for f in rep.findings if f["kind"] == "semantic"]
+    assert [f["case"] for f in semantic] == ["random_sequence"], rep.findings
+    assert "running_mean after step 2" in semantic[0]["message"]
+    good = run_audit(f"python:{impl}:exact64", "torch")
+    assert not good.failed, good.findings
+
+
+def test_a_missing_library_is_one_unavailable_line(monkeypatch, capsys):
+    import dataclasses
+
+    from normspec.targets import adapters
+
+    fake = dataclasses.replace(adapters.ADAPTERS["torch"], name="nolib", library="normspec_no_such_library")
+    monkeypatch.setitem(adapters.ADAPTERS, "nolib", fake)
+    assert main(["audit", "nolib", "--progress", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "[unavailable] normspec_no_such_library is not installed" in out and "pip install" in out
+    assert "finding" not in out
+
+
 def test_a_crashing_or_hanging_target_is_a_finding_not_an_auditor_crash(tmp_path):
     impl = tmp_path / "impl.py"
     impl.write_text(USER)
