@@ -1,0 +1,72 @@
+"""Standalone reproducer: mxnet_layer_norm, case constant (mxnet 1.9.1).
+
+1.7e+08 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0] = -0.6048627495765686, exact 0.6780397295951843
+
+Needs only mxnet and NumPy.  Run from this folder: python repro.py
+The exact output was computed by normspec's oracle under the profile mxnet_layer_norm and stored in exact.npz.
+"""
+from __future__ import annotations
+
+import os
+
+from typing import Any
+
+import numpy as np
+
+Case = dict[str, Any]
+Result = dict[str, np.ndarray]
+
+def _mxnet(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import mxnet as mx
+
+        x, w, b = (mx.nd.array(case[k][0] if k == "x" else case[k]) for k in ("x", "weight", "bias"))
+        eps = float(case["eps"])
+        if layer == "layer_norm":
+            y = mx.nd.LayerNorm(x, w, b, axis=-1, eps=eps)
+        elif layer == "group_norm":
+            y = mx.nd.GroupNorm(x, w, b, num_groups=int(case["groups"]), eps=eps)
+        else:
+            y = mx.nd.InstanceNorm(x, w, b, eps=eps)
+        return _y(y.asnumpy())
+
+    return run
+
+
+def _y(y: Any) -> dict[str, np.ndarray]:
+    arr = np.asarray(y)[None]
+    return {"y": arr, "running_mean": np.zeros((1, 1), F32), "running_var": np.ones((1, 1), F32)}
+
+
+F32 = np.float32
+
+
+with np.load("case.npz", allow_pickle=False) as data:
+    case = {k: data[k] for k in data.files}
+case["training"], case["momentum"], case["eps"] = bool(case["training"]), float(case["momentum"]), float(case["eps"])
+case["backward"] = bool(case.get("backward", True))
+with np.load("exact.npz", allow_pickle=False) as data:
+    exact = {k: data[k] for k in data.files}
+
+observed = _mxnet(layer='layer_norm')(case)
+
+
+def ulps(a, b):
+    """Distance in representable steps between arrays of one float dtype (NaN: infinite)."""
+    width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    ia, ib = a.view(width).astype(np.int64), b.view(width).astype(np.int64)
+    top = np.int64(np.iinfo(width).max)
+    oa, ob = np.where(ia < 0, -(ia & top), ia), np.where(ib < 0, -(ib & top), ib)
+    d = np.abs(oa - ob).astype(np.float64)
+    return np.where(np.isnan(a) | np.isnan(b), np.inf, d)
+
+
+for key in ("y", "running_mean", "running_var"):
+    if key not in exact or key not in observed:
+        continue
+    want = exact[key]
+    got = np.asarray(observed[key]).astype(want.dtype).reshape(want.shape)
+    d = ulps(got, want)
+    i = np.unravel_index(int(np.argmax(np.where(np.isnan(d), np.inf, d))), d.shape)
+    print(f"{key}: worst element {tuple(int(v) for v in i)}: observed {got[i]!r}, exact {want[i]!r}, "
+          f"{d[i]:.3g} ULP (max over all {d.size} elements)")

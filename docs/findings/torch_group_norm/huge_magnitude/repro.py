@@ -1,0 +1,75 @@
+"""Standalone reproducer: torch_group_norm, case huge_magnitude (torch 2.13.0+cpu).
+
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact 0.11645196246660042, error 1.4 > budget 2.05e-06
+
+Needs only torch and NumPy.  Run from this folder: python repro.py
+The exact output was computed by normspec's oracle under the profile torch_group_norm and stored in exact.npz.
+"""
+from __future__ import annotations
+
+import os
+
+from typing import Any
+
+import numpy as np
+
+Case = dict[str, Any]
+Result = dict[str, np.ndarray]
+
+def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import torch
+        import torch.nn.functional as F  # noqa: N812 - torch's spelling
+
+        x = torch.from_numpy(np.ascontiguousarray(case["x"][0]))
+        w, b, eps = torch.from_numpy(case["weight"]), torch.from_numpy(case["bias"]), float(case["eps"])
+        if layer == "layer_norm":
+            y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
+        elif layer == "rms_norm":
+            y = F.rms_norm(x, (x.shape[-1],), w, None if np.isnan(eps) else eps)
+        elif layer == "group_norm":
+            y = F.group_norm(x, int(case["groups"]), w, b, eps)
+        else:
+            y = F.instance_norm(x, eps=eps)
+        return _y(y.numpy())
+
+    return run
+
+
+def _y(y: Any) -> dict[str, np.ndarray]:
+    arr = np.asarray(y)[None]
+    return {"y": arr, "running_mean": np.zeros((1, 1), F32), "running_var": np.ones((1, 1), F32)}
+
+
+F32 = np.float32
+
+
+with np.load("case.npz", allow_pickle=False) as data:
+    case = {k: data[k] for k in data.files}
+case["training"], case["momentum"], case["eps"] = bool(case["training"]), float(case["momentum"]), float(case["eps"])
+case["backward"] = bool(case.get("backward", True))
+with np.load("exact.npz", allow_pickle=False) as data:
+    exact = {k: data[k] for k in data.files}
+
+observed = _torch(layer='group_norm')(case)
+
+
+def ulps(a, b):
+    """Distance in representable steps between arrays of one float dtype (NaN: infinite)."""
+    width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    ia, ib = a.view(width).astype(np.int64), b.view(width).astype(np.int64)
+    top = np.int64(np.iinfo(width).max)
+    oa, ob = np.where(ia < 0, -(ia & top), ia), np.where(ib < 0, -(ib & top), ib)
+    d = np.abs(oa - ob).astype(np.float64)
+    return np.where(np.isnan(a) | np.isnan(b), np.inf, d)
+
+
+for key in ("y", "running_mean", "running_var"):
+    if key not in exact or key not in observed:
+        continue
+    want = exact[key]
+    got = np.asarray(observed[key]).astype(want.dtype).reshape(want.shape)
+    d = ulps(got, want)
+    i = np.unravel_index(int(np.argmax(np.where(np.isnan(d), np.inf, d))), d.shape)
+    print(f"{key}: worst element {tuple(int(v) for v in i)}: observed {got[i]!r}, exact {want[i]!r}, "
+          f"{d[i]:.3g} ULP (max over all {d.size} elements)")
