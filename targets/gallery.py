@@ -201,7 +201,7 @@ def standalone_reproducer(
     )
 
 
-def _exact(case: Any, conv: Any, family: bool) -> dict[str, np.ndarray]:
+def _exact(case: Any, conv: Any, family: bool) -> dict[str, Any]:
     from normspec.targets.audit import oracle_sequence
     from normspec.vectors.family import family_forward
 
