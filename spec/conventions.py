@@ -126,6 +126,10 @@ class Convention:
 
     **Numerical fields** (what the float evaluation does; used by error budgets and audits,
     never by the exact oracle): ``affine_form``, ``variance_algorithm``, ``accumulator``.
+
+    **Provenance**: ``sources`` (tagged as docs/conventions.md explains), ``unverified`` fields,
+    and ``verified_on``: the installed versions (``"torch 2.13.0"``) on which ``normspec audit``'s
+    probes agreed with every probed field; a later version that disagrees is profile drift.
     """
 
     name: str
@@ -158,6 +162,7 @@ class Convention:
     accumulator: str = "unspecified"
     sources: tuple[str, ...] = ()
     unverified: tuple[str, ...] = field(default=())
+    verified_on: tuple[str, ...] = ()  # "distribution version" where the audit's probes agreed with the record
 
     def __post_init__(self) -> None:
         if self.layer not in LAYERS:
@@ -249,6 +254,7 @@ _PROFILES = [
             "R torch 2.13: F.batch_norm(training=True, eps=0 or -1e-5) raises 'eps must be positive during training'",
             "S aten/src/ATen/native/cpu/batch_norm_kernel.cpp",
         ),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_raw",
@@ -265,6 +271,7 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float64 (contiguous path)",
         sources=("R torch 2.13: n=1 -> running_var NaN (pytorch#1381, #77014)",),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_cuda",
@@ -301,6 +308,7 @@ _PROFILES = [
             "S keras/src/layers/normalization/batch_normalization.py",
             "R keras 3.15.1 numpy backend: E[x^2]-E[x]^2 NaN (docs/bugs.md #38)",
         ),
+        verified_on=("keras 3.15.1",),
     ),
     _c(
         name="tf_keras2_fused",
@@ -321,6 +329,7 @@ _PROFILES = [
             "R tensorflow 2.21: fused_batch_norm with eps = 1e-6 normalizes with 1e-6 (the 1.001e-5 clamp of "
             "earlier releases, docs/bugs.md #24, is gone)",
         ),
+        verified_on=("tf_keras 2.21.0",),
     ),
     _c(
         name="tf_keras2_nonfused",
@@ -337,6 +346,7 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float32",
         sources=("S keras/layers/normalization/batch_normalization.py (v2.15)",),
+        verified_on=("tf_keras 2.21.0", "tensorflow 2.21.0"),
     ),
     _c(
         name="tf_fused_batch_norm_v3",
@@ -356,6 +366,7 @@ _PROFILES = [
             "S tensorflow/core/kernels/fused_batch_norm_op.cc (exponential_avg_factor)",
             "R tensorflow 2.21: no eps clamp (eps = 1e-6 is used as given)",
         ),
+        verified_on=("tensorflow 2.21.0",),
     ),
     _c(
         name="flax_linen",
@@ -373,6 +384,7 @@ _PROFILES = [
         variance_algorithm="raw_moments_clamped",
         accumulator="float32",
         sources=("S flax/linen/normalization.py",),
+        verified_on=("flax 0.12.8",),
     ),
     _c(
         name="flax_nnx",
@@ -389,6 +401,7 @@ _PROFILES = [
         variance_algorithm="raw_moments_clamped",
         accumulator="float32",
         sources=("S flax/nnx/nn/normalization.py",),
+        verified_on=("flax 0.12.8",),
     ),
     _c(
         name="mxnet_cpu",
@@ -408,6 +421,7 @@ _PROFILES = [
             "R mxnet 1.9.1: forward-only training leaves 0/1",
             "R mxnet 1.9.1: var = eps = 0 gives NaN (no 0/0 guard)",
         ),
+        verified_on=("mxnet 1.9.1",),
     ),
     _c(
         name="mxnet_cudnn",
@@ -453,6 +467,7 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float32",
         sources=("S onnx/defs/nn/defs.cc (population variance, 'not N-1')",),
+        verified_on=("onnx 1.23.2",),
     ),
     _c(
         name="onnx_bn15",
@@ -468,6 +483,7 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float32",
         sources=("S onnx/defs/nn/defs.cc", "R onnx 1.23.2 reference evaluator"),
+        verified_on=("onnx 1.23.2", "onnxruntime 1.32.0"),
     ),
     _c(
         name="paddle_cpu",
@@ -485,6 +501,7 @@ _PROFILES = [
         accumulator="float32",
         sources=("S paddle/phi/kernels/cpu/batch_norm_kernel.cc", "I PaddlePaddle/Paddle#11445, PR #68159"),
         unverified=("running_mean_init/running_var_init",),
+        verified_on=("paddlepaddle 3.3.1",),
     ),
     _c(
         name="cudnn",
@@ -512,6 +529,7 @@ _PROFILES = [
         variance_algorithm="welford (vectorized, cascade merge)",
         accumulator="float32 opmath",
         sources=("S aten/src/ATen/native/cpu/moments_utils.h",),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_rms_norm",
@@ -521,6 +539,7 @@ _PROFILES = [
         affine="per_element",
         sources=("R torch 2.13: eps=None", "D torch.nn.RMSNorm: eps defaults to finfo(x.dtype).eps"),
         unverified=("evaluation order x * rsqrt(mean(x^2) + eps) * w",),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_group_norm",
@@ -531,6 +550,7 @@ _PROFILES = [
         variance_algorithm="welford (RowwiseMoments)",
         accumulator="float32 opmath",
         sources=("S aten/src/ATen/native/cpu/group_norm_kernel.cpp (folded scale/bias)",),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_instance_norm",
@@ -540,6 +560,7 @@ _PROFILES = [
         affine="none",
         momentum_default=0.1,
         sources=("R torch 2.13 defaults", "S aten/src/ATen/native/Normalization.cpp instance_norm via batch_norm"),
+        verified_on=("torch 2.13.0",),
     ),
     _c(
         name="torch_instance_norm_tracked",
@@ -561,6 +582,7 @@ _PROFILES = [
         affine="per_element",
         eps_cast="float32",
         sources=("S keras/src/layers/normalization/layer_normalization.py",),
+        verified_on=("keras 3.15.1",),
     ),
     _c(
         name="keras3_layer_norm_rms",
@@ -580,6 +602,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("S keras/src/layers/normalization/group_normalization.py",),
+        verified_on=("keras 3.15.1",),
     ),
     _c(
         name="flax_layer_norm",
@@ -591,6 +614,7 @@ _PROFILES = [
         variance_algorithm="raw_moments_clamped",
         accumulator="float32",
         sources=("S flax/linen/normalization.py",),
+        verified_on=("flax 0.12.8",),
     ),
     _c(
         name="flax_group_norm",
@@ -602,6 +626,7 @@ _PROFILES = [
         variance_algorithm="raw_moments_clamped",
         accumulator="float32",
         sources=("S flax/linen/normalization.py",),
+        verified_on=("flax 0.12.8",),
     ),
     _c(
         name="flax_rms_norm",
@@ -611,6 +636,7 @@ _PROFILES = [
         affine="per_element",
         eps_cast="float32",
         sources=("S flax/linen/normalization.py",),
+        verified_on=("flax 0.12.8",),
     ),
     _c(
         name="onnx_layer_norm17",
@@ -622,6 +648,7 @@ _PROFILES = [
         variance_algorithm="two_pass",
         accumulator="float32 (stash_type)",
         sources=("S onnx/reference/ops/op_layer_normalization.py",),
+        verified_on=("onnx 1.23.2", "onnxruntime 1.32.0"),
     ),
     _c(
         name="onnx_group_norm18",
@@ -640,6 +667,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("S onnx/defs/nn/defs.cc",),
+        verified_on=("onnx 1.23.2", "onnxruntime 1.32.0"),
     ),
     _c(
         name="onnx_instance_norm",
@@ -649,6 +677,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("S onnx/defs/nn/defs.cc",),
+        verified_on=("onnx 1.23.2", "onnxruntime 1.32.0"),
     ),
     _c(
         name="onnx_rms_norm23",
@@ -681,6 +710,7 @@ _PROFILES = [
         variance_algorithm="fused_batch_norm (Eigen, float32)",
         accumulator="float32",
         sources=("R tf_keras 2.21: signature epsilon=0.001; layer._fused is True for axis=-1",),
+        verified_on=("tf_keras 2.21.0",),
     ),
     _c(
         name="tf_keras2_group_norm",
@@ -690,6 +720,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("R tf_keras 2.21: signature epsilon=0.001; gamma and beta of shape (C,)",),
+        verified_on=("tf_keras 2.21.0",),
     ),
     _c(
         name="paddle_layer_norm",
@@ -699,6 +730,7 @@ _PROFILES = [
         affine="per_element",
         eps_cast="float32",
         sources=("R paddlepaddle 3.3.1: signature epsilon=1e-05",),
+        verified_on=("paddlepaddle 3.3.1",),
     ),
     _c(
         name="paddle_group_norm",
@@ -708,6 +740,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("R paddlepaddle 3.3.1: signature epsilon=1e-05",),
+        verified_on=("paddlepaddle 3.3.1",),
     ),
     _c(
         name="paddle_instance_norm",
@@ -717,6 +750,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("R paddlepaddle 3.3.1: signature eps=1e-05",),
+        verified_on=("paddlepaddle 3.3.1",),
     ),
     _c(
         name="mxnet_layer_norm",
@@ -726,6 +760,7 @@ _PROFILES = [
         affine="per_element",
         eps_cast="float32",
         sources=("R mxnet 1.9.1: gluon.nn.LayerNorm epsilon=1e-05",),
+        verified_on=("mxnet 1.9.1",),
     ),
     _c(
         name="mxnet_group_norm",
@@ -738,6 +773,7 @@ _PROFILES = [
             "R mxnet 1.9.1: gluon.nn.GroupNorm(num_groups=2) has gamma and beta of shape (2,)",
             "I apache/mxnet#17139; fixed by #18199 on master (2.0) only",
         ),
+        verified_on=("mxnet 1.9.1",),
     ),
     _c(
         name="mxnet_instance_norm",
@@ -747,6 +783,7 @@ _PROFILES = [
         affine="per_channel",
         eps_cast="float32",
         sources=("R mxnet 1.9.1: gluon.nn.InstanceNorm epsilon=1e-05",),
+        verified_on=("mxnet 1.9.1",),
     ),
 ]
 

@@ -758,19 +758,25 @@ def run_audit(
     for c in skipped:
         outcomes[c.name] = Outcome("skipped", message="evaluation-only target")
     report.inferred = {k: v[:300] for k, v in _infer(outcomes, conv).items()}
+    drift: str | None = None
     for key, value in report.inferred.items():
         if value.startswith("not run"):
             continue
         claimed = report.claimed.get(key, "")
         agree = value == claimed or value.endswith("as claimed") or (key == "running_var" and value == claimed)
         if not agree:
-            # at one value per channel, refusing versus computing is a degenerate-input difference
+            # at one value per channel, refusing versus computing is a degenerate-input difference;
+            # a field of the target's own profile that a newer version no longer follows is drift
             refusal = key == "one_value" and "error" in (claimed, value)
+            if drift is None and not refusal and conv.name == adapter.convention:
+                drift = profile_drift(adapter, conv) or ""
+            kind = "degenerate-input" if refusal else "profile-drift" if drift else "semantic"
             report.findings.append(
                 {
-                    "kind": "degenerate-input" if refusal else "semantic",
+                    "kind": kind,
                     "case": f"probe ({key})",
-                    "message": f"{key}: claimed {claimed!r}, observed {value!r}",
+                    "message": f"{key}: claimed {claimed!r}, observed {value!r}"
+                    + (f" on {drift}" if kind == "profile-drift" else ""),
                 }
             )
     for case in cases:
@@ -1012,6 +1018,53 @@ def _set_status(row: dict[str, Any], verdict: tuple[str, str]) -> None:
     row["status"], explanation = verdict
     if explanation:
         row["verdict"] = explanation
+
+
+# The distribution that provides each adapter library (for the version).
+_DISTRIBUTIONS = {
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "keras": "keras",
+    "flax": "flax",
+    "tensorflow": "tensorflow",
+    "tf_keras": "tf_keras",
+    "mxnet": "mxnet",
+    "paddle": "paddlepaddle",
+    "numba": "numba",
+}
+
+
+def library_version(adapter: Adapter, python: str | None = None) -> str:
+    """``library version`` as installed where the target runs (its venv's Python, if any)."""
+    dist = _DISTRIBUTIONS.get(adapter.library, adapter.library)
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    if python is None:
+        import importlib.metadata
+
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{dist} (not installed)"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    return f"{dist} {out.stdout.strip() or '(unknown)'}"
+
+
+def profile_drift(adapter: Adapter, conv: Convention) -> str | None:
+    """The installed version, when ``conv`` was verified on another version of the same distribution
+    (the record may be stale there); None when it was verified on this one, or never on this library."""
+    python = None
+    if adapter.venv is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            python = interpreter(adapter, Path(tmp))[0]
+            installed = library_version(adapter, python)
+    else:
+        installed = library_version(adapter)
+    dist = installed.split(" ")[0]
+    recorded = [v for v in conv.verified_on if v.split(" ")[0] == dist]
+    if not recorded or any(installed.startswith(v) for v in recorded):
+        return None
+    return f"{installed} (profile {conv.name} verified on {', '.join(recorded)})"
 
 
 _EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels"}

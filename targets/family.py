@@ -50,20 +50,22 @@ def _values_per_group(conv: Convention, case: Case) -> int:
     return int(x.size // max(x.shape[0] * groups, 1))
 
 
-_PROBE_EPS = 0.125  # with the values [0, 1] (var 0.25, mean square 0.5): inside and outside the root differ
+# The values [0, 2**-5] (var 2**-12, mean square 2**-11) with eps 2**-10: inside and outside the root
+# differ by a factor near 2, and eps stays within every library's accepted range (Paddle: <= 1e-3).
+_PROBE_X, _PROBE_EPS = 2.0**-5, 2.0**-10
 
 
 def family_probes(conv: Convention) -> list[tuple[str, Case, str]]:
-    """Convention probes in the family protocol: one group of the values [0, 1], eps 0.125."""
+    """Convention probes in the family protocol: one group of the values [0, 2**-5], eps 2**-10."""
     layer = conv.layer
     if layer in ("layer_norm", "rms_norm"):
-        x, feat, groups = np.array([[0.0, 1.0]]), 2, 1
+        x, feat, groups = np.array([[0.0, _PROBE_X]]), 2, 1
     elif layer == "mean_variance_norm":
-        x, feat, groups = np.array([[[[0.0, 1.0]]]]), 1, 1
+        x, feat, groups = np.array([[[[0.0, _PROBE_X]]]]), 1, 1
     elif layer == "instance_norm":
-        x, feat, groups = np.array([[[0.0, 1.0]]]), 1, 1
+        x, feat, groups = np.array([[[0.0, _PROBE_X]]]), 1, 1
     else:
-        x, feat, groups = np.array([[[0.0], [1.0]]]), 2, 1
+        x, feat, groups = np.array([[[0.0], [_PROBE_X]]]), 2, 1
     pfeat = groups if conv.affine == "per_group" else feat
     case = {
         "x": x.astype(np.float32)[None],
@@ -76,7 +78,7 @@ def family_probes(conv: Convention) -> list[tuple[str, Case, str]]:
         "running_var": np.ones(pfeat, np.float32),
         "groups": np.array(groups),
     }
-    return [("probe_eps", case, "values [0, 1], eps 0.125: inside and outside the square root differ")]
+    return [("probe_eps", case, "values [0, 2**-5], eps 2**-10: inside and outside the square root differ")]
 
 
 def _infer_eps(conv: Convention, rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, str]:
@@ -87,14 +89,15 @@ def _infer_eps(conv: Convention, rows: list[dict[str, Any]], findings: list[dict
     y = row.pop("y", None)
     if y is None:
         return {"eps": f"not inferred ({row['status']})"}
-    mean, var = (0.5, 0.25) if conv.centred else (0.0, 0.5)
+    h = _PROBE_X
+    mean, var = (h / 2, h * h / 4) if conv.centred else (0.0, h * h / 2)
     e = conv.effective_eps(_PROBE_EPS)
-    inside, outside = (1 - mean) / math.sqrt(var + e), (1 - mean) / (math.sqrt(var) + e)
-    got = float(y[1])  # the element whose x is 1
+    inside, outside = (h - mean) / math.sqrt(var + e), (h - mean) / (math.sqrt(var) + e)
+    got = float(y[1])  # the element whose x is 2**-5
     seen = "inside sqrt" if abs(got - inside) < abs(got - outside) else "outside sqrt"
     claimed = "inside sqrt" if conv.eps_placement == "inside" else "outside sqrt"
     if seen != claimed:
-        message = f"eps: claimed {claimed}, observed {seen} (y = {got:.6g} at x = 1 of [0, 1], eps 0.125)"
+        message = f"eps: claimed {claimed}, observed {seen} (y = {got:.6g} at x = 2**-5 of [0, 2**-5], eps 2**-10)"
         findings.insert(0, {"kind": "semantic", "case": "probe (eps)", "message": message})
     return {"eps": seen if seen != claimed else f"{seen}, as claimed"}
 
@@ -340,6 +343,12 @@ def run_family_audit(
     probes = family_probes(conv)
     rows, findings, cases = _judge(target, conv, probes + family_battery(conv), timeout, progress, adapter.algorithm)
     inferred = _infer_eps(conv, rows[: len(probes)], findings)
+    if findings and findings[0]["case"] == "probe (eps)" and conv.name == adapter.convention:
+        from normspec.targets.audit import profile_drift
+
+        drift = profile_drift(adapter, conv)
+        if drift:  # the target's own profile, verified on another version: the record may be stale
+            findings[0] = {**findings[0], "kind": "profile-drift", "message": findings[0]["message"] + f" on {drift}"}
     rows = rows[len(probes) :]
     if reproducers is not None:
         by_name = {c.name: c for c in cases}

@@ -15,7 +15,6 @@ import importlib
 import inspect
 import json
 import re
-import subprocess
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,21 +23,7 @@ from typing import Any
 import numpy as np
 from normspec.targets.base import Adapter
 
-__all__ = ["standalone_reproducer", "library_version", "build_gallery", "PUBLIC_REPORTS"]
-
-# The distribution that provides each adapter library (for the version).
-_DISTRIBUTIONS = {
-    "torch": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "keras": "keras",
-    "flax": "flax",
-    "tensorflow": "tensorflow",
-    "tf_keras": "tf_keras",
-    "mxnet": "mxnet",
-    "paddle": "paddlepaddle",
-    "numba": "numba",
-}
+__all__ = ["standalone_reproducer", "build_gallery", "PUBLIC_REPORTS"]
 
 # Public reports of a finding, by (target, case); everything else says "no public report known".
 PUBLIC_REPORTS: dict[tuple[str, str], str] = {
@@ -59,21 +44,6 @@ _PROBES = {
     "probe (one_value)": "probe_one_value",
     "probe (evaluation_uses)": "probe_eval_statistics",
 }
-
-
-def library_version(adapter: Adapter, python: str | None = None) -> str:
-    """``library version`` as installed where the target runs (its venv's Python, if any)."""
-    dist = _DISTRIBUTIONS.get(adapter.library, adapter.library)
-    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
-    if python is None:
-        import importlib.metadata
-
-        try:
-            return f"{dist} {importlib.metadata.version(dist)}"
-        except importlib.metadata.PackageNotFoundError:
-            return f"{dist} (not installed)"
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
-    return f"{dist} {out.stdout.strip() or '(unknown)'}"
 
 
 def _globals_used(code: types.CodeType) -> set[str]:
@@ -182,9 +152,7 @@ for key in ("y", "running_mean", "running_var"):
 '''
 
 
-def standalone_reproducer(
-    adapter: Adapter, case_name: str, message: str, convention: str, version: str
-) -> str:
+def standalone_reproducer(adapter: Adapter, case_name: str, message: str, convention: str, version: str) -> str:
     """The text of ``repro.py`` for a finding on ``case_name`` of ``adapter``."""
     fn, call = _call_expression(adapter.run)
     env = "\n".join(f"os.environ.setdefault({k!r}, {v!r})" for k, v in adapter.env)
@@ -224,7 +192,7 @@ def build_gallery(
     out_dir = page.with_suffix("")
     from normspec.spec.conventions import get_convention
     from normspec.targets.adapters import ADAPTERS, get_adapter
-    from normspec.targets.audit import battery, interpreter, run_audit
+    from normspec.targets.audit import battery, interpreter, library_version, run_audit
     from normspec.targets.family import FAMILY_ADAPTERS, family_probes, run_family_audit
     from normspec.targets.verdict import FAILING
     from normspec.vectors.family import family_battery

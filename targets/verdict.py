@@ -13,8 +13,8 @@ non-finite        NaN or infinity where the exact value is finite
 crash             an exception, a signal, a hang past the deadline, an output of the wrong shape
 degenerate-input  on n = 1, eps <= 0 or an empty batch the target and its profile differ only
                   in refusing versus computing
-profile-drift     the installed library no longer does what its recorded profile says (reserved:
-                  profiles do not yet record the version they were verified on)
+profile-drift     the installed library no longer does what its recorded profile says: a probed
+                  field disagrees on a version other than the profile's ``verified_on``
 unavailable       the library (or a normspec extra) is not installed: no other findings
 ================  ==========================================================================
 
