@@ -153,6 +153,13 @@ def ln_eps_outside(x, w, b, eps, groups):  # eps added to the standard deviation
     m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
     return ((x64 - m) / (np.sqrt(v) + eps) * w + b).astype(x.dtype)
 
+def gn_per_group(x, w, b, eps, groups):  # GroupNorm that takes one scale and bias per group
+    n, c = x.shape[:2]
+    xg = x.astype(np.float64).reshape(n, groups, -1)
+    y = (xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + eps)
+    y = y * w[:groups].reshape(1, -1, 1) + b[:groups].reshape(1, -1, 1)
+    return y.reshape(x.shape).astype(x.dtype)
+
 def rms_centred(x, w, b, eps, groups):  # RMSNorm that subtracts the mean
     x64 = x.astype(np.float64)
     v = x64.var(axis=-1, keepdims=True)
@@ -171,6 +178,9 @@ def test_user_family_implementations_through_the_cli(tmp_path, capsys):
     assert "[semantic] probe (eps): eps: claimed inside sqrt, observed outside sqrt" in capsys.readouterr().out
     centred = ["audit", f"python:{impl}:rms_centred", "--convention", "torch_rms_norm", "--progress", "never"]
     assert main(centred) == 1
+    capsys.readouterr()
+    per_group = ["audit", f"python:{impl}:gn_per_group", "--convention", "torch_group_norm", "--progress", "never"]
+    assert main(per_group) == 1
     capsys.readouterr()
     with pytest.raises(Exception, match="family profile"):
         run_family_audit(f"python:{impl}:ln64")  # a user's family target needs its profile named

@@ -4,6 +4,8 @@ Each target computes its profile exactly (the oracle) and then behaves as the bu
 applies (``Variant.behaviour``): what a user who made that mistake would hand to ``normspec audit``.
 """
 
+import re
+
 import pytest
 from normspec.spec.bugzoo import VARIANTS
 
@@ -45,3 +47,78 @@ def test_the_same_target_without_the_bug_exits_0(conv, tmp_path, capsys):
     impl.write_text(TEMPLATE.format(name=FORMULA_BUGS[0], conv=conv).replace("if training == V.training:", "if False:"))
     code = main(["audit", f"python:{impl}:f", "--convention", conv, "--progress", "never"])
     assert code == 0, capsys.readouterr().out
+
+
+WRONG = """
+import numpy as np
+
+def _train(x, w, b, rm, rv, momentum, eps, m, v, xhat):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    n = x.size // x.shape[1]
+    rm = ((1 - momentum) * rm + momentum * m).astype(np.float32)
+    rv = ((1 - momentum) * rv + momentum * v * n / max(n - 1, 1)).astype(np.float32)
+    return (xhat * w.reshape(shape) + b.reshape(shape)).astype(np.float32), rm, rv
+
+def _stats(x, dtype):
+    axes = (0, *range(2, x.ndim))
+    xd = x.astype(dtype)
+    m = xd.mean(axis=axes, dtype=dtype)
+    return xd, m, ((xd - m.reshape((1, -1) + (1,) * (x.ndim - 2))) ** 2).mean(axis=axes, dtype=dtype)
+
+def _evaluate(x, w, b, rm, rv, eps, inv=lambda d: 1 / np.sqrt(d)):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - rm.reshape(shape)) * inv(rv.reshape(shape) + eps) * w.reshape(shape) + b.reshape(shape)
+
+def wrong_axes(x, w, b, rm, rv, training, momentum, eps):  # statistics over the batch axis only
+    if not training:
+        return _evaluate(x, w, b, rm, rv, eps).astype(np.float32), rm, rv
+    x64 = x.astype(np.float64)
+    m, v = x64.mean(axis=0, keepdims=True), x64.var(axis=0, keepdims=True)
+    xhat = (x64 - m) / np.sqrt(v + eps)
+    axes = (0, *range(2, x.ndim))
+    return _train(x, w, b, rm, rv, momentum, eps, x64.mean(axis=axes), x64.var(axis=axes), xhat)
+
+def rsqrt_estimate(x, w, b, rm, rv, training, momentum, eps):  # a 12-bit reciprocal square root
+    def est(d):
+        r = 1 / np.sqrt(d.astype(np.float64))
+        return (r * (1 + 2.0**-12)).astype(np.float32)
+    if not training:
+        return _evaluate(x, w, b, rm, rv, np.float32(eps), est).astype(np.float32), rm, rv
+    xd, m, v = _stats(x, np.float32)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (xd - m.reshape(shape)) * est(v.reshape(shape) + np.float32(eps))
+    return _train(x, w, b, rm, rv, momentum, eps, m, v, xhat)
+
+def half_precision(x, w, b, rm, rv, training, momentum, eps):  # everything in float16
+    with np.errstate(all="ignore"):
+        if not training:
+            y = _evaluate(x.astype(np.float16), w.astype(np.float16), b.astype(np.float16),
+                          rm.astype(np.float16), rv.astype(np.float16), np.float16(eps))
+            return y.astype(np.float32), rm, rv
+        xd, m, v = _stats(x, np.float16)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        xhat = (xd - m.reshape(shape)) / np.sqrt(v.reshape(shape) + np.float16(eps))
+        return _train(x, w, b, rm, rv, momentum, eps, m.astype(np.float64), v.astype(np.float64), xhat)
+
+def raw_moments(x, w, b, rm, rv, training, momentum, eps):  # E[x^2] - E[x]^2 in float32
+    if not training:
+        return _evaluate(x, w, b, rm, rv, np.float32(eps)).astype(np.float32), rm, rv
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    with np.errstate(all="ignore"):
+        m = x.mean(axis=axes, dtype=np.float32)
+        v = (x * x).mean(axis=axes, dtype=np.float32) - m * m
+        xhat = (x - m.reshape(shape)) / np.sqrt(v.reshape(shape) + np.float32(eps))
+    return _train(x, w, b, rm, rv, momentum, eps, m, v, xhat)
+"""
+
+
+@pytest.mark.parametrize("bug", ["wrong_axes", "rsqrt_estimate", "half_precision", "raw_moments"])
+def test_wrong_implementations_of_the_torch_profile_exit_1(bug, tmp_path, capsys):
+    impl = tmp_path / "wrong.py"
+    impl.write_text(WRONG)
+    code = main(["audit", f"python:{impl}:{bug}", "--convention", "torch", "--progress", "never"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    # a finding of its own, not only the overflow of squares at |x| ~ 1e30 that any float32 evaluation has
+    assert re.search(r"\[(semantic|accuracy|non-finite)\] (?!huge_magnitude)", out), out
