@@ -286,6 +286,16 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             note="pytorch#5410: exact y = beta",
         ),
         _case(
+            "constant_channel_affine",
+            "accuracy",
+            np.full((2, 3, 4), 1.2345678e7),
+            conv,
+            training=True,
+            weight=g3,
+            bias=b3,
+            note="a constant channel with weight and bias: exact y = beta",
+        ),
+        _case(
             "large_mean",
             "accuracy",
             1e4 + rng.random((8, 3, 5)),
@@ -881,6 +891,19 @@ def _judge(
     row["rel_ulp"] = _rel_ulp(got_y[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
     row["correctly_rounded"] = float(np.mean(d == 0))
     if case.training:
+        for key in ("running_mean", "running_var"):
+            got_dtype, given = np.asarray(out.result[key]).dtype, getattr(case, key).dtype
+            if got_dtype != given:
+                _finding(
+                    report,
+                    "semantic",
+                    case,
+                    f"{key} returned as {got_dtype.name} where the running statistics given are {given.name}",
+                    reproducers,
+                    target,
+                    exact,
+                )
+                break
         rv_got = out.result["running_var"].astype(F32)
         rm_got = out.result["running_mean"].astype(F32)
         with np.errstate(invalid="ignore"):

@@ -69,5 +69,6 @@ for key in ("y", "running_mean", "running_var"):
     got = np.asarray(observed[key]).astype(want.dtype).reshape(want.shape)
     d = ulps(got, want)
     i = np.unravel_index(int(np.argmax(np.where(np.isnan(d), np.inf, d))), d.shape)
-    print(f"{key}: worst element {tuple(int(v) for v in i)}: observed {got[i]!r}, exact {want[i]!r}, "
-          f"{d[i]:.3g} ULP (max over all {d.size} elements)")
+    kind = np.asarray(observed[key]).dtype
+    print(f"{key} ({kind}, exact in {want.dtype}): worst element {tuple(int(v) for v in i)}: "
+          f"observed {got[i]!r}, exact {want[i]!r}, {d[i]:.3g} ULP (max over all {d.size} elements)")

@@ -33,8 +33,8 @@ def _onnx(case: Case, opset: int, runtime: str) -> Result:
             sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
             outs = list(sess.run(None, feeds))
         ys.append(np.asarray(outs[0]))
-        if training and len(outs) >= 3:
-            rm, rv = np.asarray(outs[1], np.float32), np.asarray(outs[2], np.float32)
+        if training and len(outs) >= 3:  # as returned: the audit checks their dtype
+            rm, rv = np.asarray(outs[1]), np.asarray(outs[2])
         rms.append(rm)
         rvs.append(rv)
     return _stack(ys, rms, rvs)
@@ -107,5 +107,6 @@ for key in ("y", "running_mean", "running_var"):
     got = np.asarray(observed[key]).astype(want.dtype).reshape(want.shape)
     d = ulps(got, want)
     i = np.unravel_index(int(np.argmax(np.where(np.isnan(d), np.inf, d))), d.shape)
-    print(f"{key}: worst element {tuple(int(v) for v in i)}: observed {got[i]!r}, exact {want[i]!r}, "
-          f"{d[i]:.3g} ULP (max over all {d.size} elements)")
+    kind = np.asarray(observed[key]).dtype
+    print(f"{key} ({kind}, exact in {want.dtype}): worst element {tuple(int(v) for v in i)}: "
+          f"observed {got[i]!r}, exact {want[i]!r}, {d[i]:.3g} ULP (max over all {d.size} elements)")
