@@ -148,6 +148,18 @@ def ln64(x, w, b, eps, groups):  # LayerNorm in float64, rounded once: correct
     m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
     return ((x64 - m) / np.sqrt(v + eps) * w + b).astype(x.dtype)
 
+def ln_welford64(x, w, b, eps, groups):  # Welford's update in float64 per row, rounded once: correct
+    rows = x.astype(np.float64).reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    for i, row in enumerate(rows):
+        mean, m2 = 0.0, 0.0
+        for k, value in enumerate(row, start=1):
+            d = value - mean
+            mean += d / k
+            m2 += d * (value - mean)
+        out[i] = (row - mean) / np.sqrt(m2 / len(row) + eps) * w + b
+    return out.reshape(x.shape).astype(x.dtype)
+
 def ln_eps_outside(x, w, b, eps, groups):  # eps added to the standard deviation: another function
     x64 = x.astype(np.float64)
     m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
@@ -173,6 +185,8 @@ def test_user_family_implementations_through_the_cli(tmp_path, capsys):
     ok = ["audit", f"python:{impl}:ln64", "--convention", "torch_layer_norm", "--progress", "never"]
     assert main(ok) == 0
     assert "0 finding(s)" in capsys.readouterr().out
+    welford = ["audit", f"python:{impl}:ln_welford64", "--convention", "torch_layer_norm", "--progress", "never"]
+    assert main(welford) == 0, capsys.readouterr().out
     outside = ["audit", f"python:{impl}:ln_eps_outside", "--convention", "torch_layer_norm", "--progress", "never"]
     assert main(outside) == 1
     assert "[semantic] probe (eps): eps: claimed inside sqrt, observed outside sqrt" in capsys.readouterr().out

@@ -279,3 +279,50 @@ def test_cli_json_report_and_reproducer(tmp_path, capsys):
     repro = next(f["reproducer"] for f in data["findings"] if "reproducer" in f)
     assert (tmp_path / "reproducers").exists() and np.load(f"{repro}/case.npz")["x"].ndim >= 3
     assert not math.isnan(data["seconds"])
+
+
+CORRECT_VARIANTS = TORCH64 + """
+
+def _welford(v):
+    mean, m2 = 0.0, 0.0
+    for k, value in enumerate(v, start=1):
+        d = value - mean
+        mean += d / k
+        m2 += d * (value - mean)
+    return mean, m2 / len(v)
+
+def welford64(x, w, b, rm, rv, training, momentum, eps):  # Welford's update in float64, rounded once
+    if not training:
+        return torch64(x, w, b, rm, rv, training, momentum, eps)
+    c = x.shape[1]
+    cols = np.moveaxis(x.astype(np.float64), 1, 0).reshape(c, -1)
+    stats = [_welford(col) for col in cols]
+    m, v = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
+    n = cols.shape[1]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    with np.errstate(all="ignore"):
+        y = (x - m.reshape(shape)) / np.sqrt(v.reshape(shape) + eps) * w.reshape(shape) + b.reshape(shape)
+        rm = ((1 - momentum) * rm + momentum * m).astype(np.float32)
+        rv = ((1 - momentum) * rv + momentum * v * n / (n - 1)).astype(np.float32)
+    return y.astype(np.float32), rm, rv
+
+def folded64(x, w, b, rm, rv, training, momentum, eps):  # y = x a + (b - mean a), all in float64
+    y, rm2, rv2 = torch64(x, w, b, rm, rv, training, momentum, eps)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x64 = x.astype(np.float64)
+    m, v = (x64.mean(axis=axes), x64.var(axis=axes)) if training else (rm.astype(np.float64), rv.astype(np.float64))
+    with np.errstate(all="ignore"):
+        a = w.astype(np.float64) / np.sqrt(v + eps)
+        y = x64 * a.reshape(shape) + (b - m * a).reshape(shape)
+    return y.astype(np.float32), rm2, rv2
+"""
+
+
+@pytest.mark.parametrize("fn", ["welford64", "folded64"])
+def test_correct_welford_and_folded_implementations_exit_0(fn, tmp_path, capsys):
+    impl = tmp_path / "impl.py"
+    impl.write_text(CORRECT_VARIANTS)
+    assert main(["audit", f"python:{impl}:{fn}", "--convention", "torch", "--progress", "never"]) == 0, (
+        capsys.readouterr().out
+    )
