@@ -202,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=None,
-        help="write report.html with plots (family targets: report.json), and a reproducer (case.npz + repro.py) "
-        "per finding",
+        help="write report.html (failing cases first, with plots) and report.json, and a reproducer (case.npz + "
+        "repro.py) per finding",
     )
     aud.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
 
@@ -664,9 +664,12 @@ def _audit_family(args: argparse.Namespace) -> int:
     bar = Progress(5, f"normspec audit {args.target}", mode=args.progress)
     rep = run_family_audit(args.target, args.convention, **_run_options(args, bar))
     bar.close()
-    if args.report:  # the family report is the JSON and the reproducers (no plots yet)
+    if args.report:  # report.json, report.html with a plot per failing case, and the reproducers
+        from normspec.targets.report import write_family_html
+
         args.report.mkdir(parents=True, exist_ok=True)
         (args.report / "report.json").write_text(json.dumps(rep, indent=2))
+        write_family_html(rep, args.report)
     missing = [f for f in rep["findings"] if f["kind"] == "unavailable"]
     if args.json:
         print(json.dumps(rep, indent=2))
@@ -700,7 +703,7 @@ def _audit_family(args: argparse.Namespace) -> int:
             f"non-finite or crash; --strict also degenerate-input and profile-drift) ({rep['seconds']} s)"
         )
         if args.report:
-            print(f"report: {args.report / 'report.json'}")
+            print(f"report: {args.report / 'report.html'} (and report.json)")
     return exit_status(rep["findings"], strict=args.strict)
 
 

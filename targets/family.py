@@ -272,6 +272,9 @@ def _judge(
                 )
             elif verdict is not None:
                 findings.append({"kind": "accuracy", "case": name, "message": verdict})
+            if bad.any() or verdict is not None:  # the values behind a failing case's plot in the report
+                row["exact_y"] = want.astype(np.float64).ravel().tolist()
+                row["observed_y"] = got.astype(np.float64).ravel().tolist()
         rows.append(row)
     return rows, findings, cases
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from normspec.targets.audit import AuditReport
 
-__all__ = ["render_text", "write_html"]
+__all__ = ["render_text", "write_html", "write_family_html"]
 
 
 def _fmt(v: object) -> str:
@@ -114,7 +115,10 @@ def write_html(rep: AuditReport, directory: Path) -> Path:
         )
     body.append("</table><h2>Findings</h2><ul>")
     body += [
-        f"<li><b>{f['kind']}</b> {html.escape(f['case'])}: {html.escape(f['message'][:400])}</li>" for f in rep.findings
+        f"<li><b>{f['kind']}</b> {html.escape(f['case'])}: {html.escape(f['message'][:400])}"
+        + (f' (<a href="{html.escape(f["reproducer"])}/repro.py">reproducer</a>)' if "reproducer" in f else "")
+        + "</li>"
+        for f in rep.findings
     ] or ["<li>none</li>"]
     body.append(
         "</ul><h2>Cases</h2><p>Failing cases first.</p><table border=1 cellpadding=4><tr><th>case</th>"
@@ -131,6 +135,71 @@ def write_html(rep: AuditReport, directory: Path) -> Path:
     body += [f'<h2>{html.escape(img)}</h2><img src="{img}">' for img in images]
     if plt is None:
         body.append("<p>(plots need matplotlib: pip install matplotlib)</p>")
+    page = directory / "report.html"
+    page.write_text("<!doctype html><meta charset=utf-8><title>normspec audit</title>\n" + "\n".join(body))
+    return page
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def write_family_html(rep: dict[str, Any], directory: Path) -> Path:
+    """report.html for a family audit: findings with their reproducers, then the cases, failing first,
+    each failing case with a plot of observed against exact outputs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    body = [
+        f"<h1>normspec audit: {html.escape(rep['target'])}</h1>",
+        f"<p>{html.escape(rep['description'])}; {rep['layer']}, claimed convention "
+        f"<b>{html.escape(rep['convention'])}</b>; inferred: {html.escape(json.dumps(rep.get('inferred', {})))}</p>",
+        "<h2>Findings</h2><ul>",
+    ]
+    for f in rep["findings"]:
+        link = f' (<a href="{html.escape(f["reproducer"])}/repro.py">reproducer</a>)' if "reproducer" in f else ""
+        body.append(f"<li><b>{f['kind']}</b> {html.escape(f['case'])}: {html.escape(f['message'][:400])}{link}</li>")
+    if not rep["findings"]:
+        body.append("<li>none</li>")
+    body.append(
+        "</ul><h2>Cases</h2><p>Failing cases first.</p><table border=1 cellpadding=4><tr><th>case</th>"
+        "<th>status</th><th>max ULP</th><th>worst element: exact, observed</th><th>budget</th><th>verdict</th></tr>"
+    )
+    images = []
+    for c in _failing_first(rep["cases"]):
+        worst = c.get("worst", {})
+        pair = f"{worst.get('exact')!r}, {worst.get('observed')!r}" if worst else "-"
+        budget = f"{c.get('budget_algorithm', '-')}: {c.get('beyond_budget', 0)} beyond"
+        body.append(
+            f"<tr><td>{c['case']}</td><td>{html.escape(c['status'])}</td><td>{_fmt(c.get('max_ulp'))}</td>"
+            f"<td>{html.escape(pair)}</td><td>{html.escape(budget)}</td>"
+            f"<td>{html.escape(c.get('verdict', c.get('note', '')))}</td></tr>"
+        )
+        if plt is not None and "exact_y" in c:
+            exact, seen = np.asarray(c["exact_y"]), np.asarray(c["observed_y"])
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            ax.plot(exact, np.where(np.isfinite(seen), seen, np.nan), "x", label=rep["target"])
+            lo, hi = float(np.nanmin(exact)), float(np.nanmax(exact))
+            ax.plot([lo, hi], [lo, hi], "-", lw=0.8, label="exact")
+            ax.set_xlabel("exact y")
+            ax.set_ylabel("observed y")
+            ax.set_title(f"{c['case']}: {c['status']}")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            png = directory / f"{c['case']}.png"
+            fig.savefig(png, dpi=90)
+            plt.close(fig)
+            images.append(png.name)
+    body.append("</table>")
+    body += [f'<h2>{html.escape(img)}</h2><img src="{img}">' for img in images]
+    if plt is None:
+        body.append("<p>(plots need matplotlib: pip install 'normspec[audit]')</p>")
     page = directory / "report.html"
     page.write_text("<!doctype html><meta charset=utf-8><title>normspec audit</title>\n" + "\n".join(body))
     return page

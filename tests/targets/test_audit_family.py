@@ -134,6 +134,9 @@ def test_family_report_writes_reproducers_that_rerun_the_finding(tmp_path):
     code = main(["audit", "keras_layer_norm", "--report", str(tmp_path), "--progress", "never"])
     assert code == 1  # the NaN on [40000..40003]
     rep = json.loads((tmp_path / "report.json").read_text())
+    page = (tmp_path / "report.html").read_text()
+    assert page.index("raw_moments_trigger") < page.index("<td>random</td>")  # failing cases first
+    assert (tmp_path / "raw_moments_trigger.png").exists() and "reproducer</a>" in page
     folder = next(f["reproducer"] for f in rep["findings"] if f["case"] == "raw_moments_trigger")
     out = subprocess.run([sys.executable, "repro.py"], cwd=folder, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
