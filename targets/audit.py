@@ -348,7 +348,7 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             conv,
             training=True,
             eps=1e-6,
-            note="eps below 1e-5 with a tiny variance (TF clamps it)",
+            note="eps below 1e-5 with a tiny variance (TF raised it to 1.001e-5 before 2.21)",
         ),
         _case(
             "eps_negative",
@@ -357,7 +357,7 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
             conv,
             training=True,
             eps=-1e-5,
-            note="negative eps must be refused (pytorch#166405)",
+            note="eps < 0 with var + eps > 0: computed (the oracle) or refused (pytorch#166405): degenerate-input",
         ),
     ]
     half = _case(
