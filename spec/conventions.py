@@ -101,7 +101,7 @@ class Convention:
     applied cuDNN's 1.001e-5 everywhere; TF 2.21 no longer does), ``eps_cast`` (the dtype it is held in;
     the oracle uses the exact value of that cast), ``eps_placement``: ``"inside"`` the square
     root, ``1/sqrt(var + eps)`` (every layer but one), or ``"outside"``, ``1/(sqrt(var) + eps)``
-    (ONNX MeanVarianceNormalization; elsewhere that placement is a bug, docs/bugs.md).
+    (ONNX MeanVarianceNormalization; elsewhere that placement is a bug, docs/bug-corpus.md).
 
     **Running statistics** (``running_stats``; BatchNorm, InstanceNorm with
     ``track_running_stats``): ``momentum_direction``/``momentum_default`` (see the module
@@ -306,7 +306,7 @@ _PROFILES = [
         accumulator="float32 (inputs upcast to at least float32)",
         sources=(
             "S keras/src/layers/normalization/batch_normalization.py",
-            "R keras 3.15.1 numpy backend: E[x^2]-E[x]^2 NaN (docs/bugs.md #38)",
+            "R keras 3.15.1 numpy backend: E[x^2]-E[x]^2 NaN (docs/bug-corpus.md #38)",
         ),
         verified_on=("keras 3.15.1",),
     ),
@@ -327,7 +327,7 @@ _PROFILES = [
         sources=(
             "S tensorflow/core/kernels/fused_batch_norm_op.cc (n/max(n-1,1))",
             "R tensorflow 2.21: fused_batch_norm with eps = 1e-6 normalizes with 1e-6 (the 1.001e-5 clamp of "
-            "earlier releases, docs/bugs.md #24, is gone)",
+            "earlier releases, docs/bug-corpus.md #24, is gone)",
         ),
         verified_on=("tf_keras 2.21.0",),
     ),
@@ -657,7 +657,7 @@ _PROFILES = [
         eps_default=1e-05,
         affine="per_group",
         eps_cast="float32",
-        sources=("S onnx/defs/nn/old.cc", "docs/bugs.md #49"),
+        sources=("S onnx/defs/nn/old.cc", "docs/bug-corpus.md #49"),
     ),
     _c(
         name="onnx_group_norm21",

@@ -36,7 +36,7 @@ def biased_var(xs: Sequence[sp.Expr]) -> sp.Expr:
 
     Hazard: the algebraically equal ``E[x**2] - E[x]**2`` cancels
     catastrophically in floating point when ``|mean| >> std`` and can go
-    negative (docs/bugs.md #23, #38, #43, #50).
+    negative (docs/bug-corpus.md #23, #38, #43, #50).
     """
     m = mean(xs)
     return sp.Add(*[(x - m) ** 2 for x in xs]) / len(xs)
@@ -56,7 +56,7 @@ def unbiased_var(xs: Sequence[sp.Expr]) -> sp.Expr:
 def normalize(x: sp.Expr, mean: sp.Expr, var: sp.Expr, eps: sp.Expr) -> sp.Expr:
     """``xhat = (x - mean) / sqrt(var + eps)``: eps *inside* the square root.
 
-    Hazard: eps outside (``/(sqrt(var) + eps)``, Keras CNTK, docs/bugs.md #32) or
+    Hazard: eps outside (``/(sqrt(var) + eps)``, Keras CNTK, docs/bug-corpus.md #32) or
     the unbiased variance here are different functions, not roundings.
     """
     return (x - mean) / sp.sqrt(var + eps)

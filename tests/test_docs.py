@@ -9,9 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
-# A citation of bug entries: "docs/bugs.md #38", or a list "docs/bugs.md #23, #38, #43".
-# A number after anything else ("pytorch#1381, #77014") belongs to that tracker, not to docs/bugs.md.
-_BUG_CITATION = re.compile(r"docs/bugs\.md #(\d+)((?:,\s*#\d+)*)")
+# A citation of bug entries: "docs/bug-corpus.md #38", or a list "docs/bug-corpus.md #23, #38, #43".
+# A number after anything else ("pytorch#1381, #77014") belongs to that tracker, not to the corpus.
+_BUG_CITATION = re.compile(r"docs/bug-corpus\.md #(\d+)((?:,\s*#\d+)*)")
 _BUG_ENTRY = re.compile(r"^### #(\d+)\b", re.M)
 # A path from the repository root, "docs/<file>.md", not the tail of a URL or of another path.
 _DOC_PATH = re.compile(r"(?<![\w/.-])docs/([\w.-]+\.md)\b")
@@ -52,11 +52,11 @@ def _texts() -> dict[str, str]:
 
 
 def _bug_entries() -> set[int]:
-    return {int(n) for n in _BUG_ENTRY.findall((DOCS / "bugs.md").read_text(encoding="utf-8"))}
+    return {int(n) for n in _BUG_ENTRY.findall((DOCS / "bug-corpus.md").read_text(encoding="utf-8"))}
 
 
 def test_bug_corpus_is_numbered_without_gaps():
-    entries = [int(n) for n in _BUG_ENTRY.findall((DOCS / "bugs.md").read_text(encoding="utf-8"))]
+    entries = [int(n) for n in _BUG_ENTRY.findall((DOCS / "bug-corpus.md").read_text(encoding="utf-8"))]
     assert entries == list(range(1, len(entries) + 1)), "entries are #1..#N in order, each once"
     assert len(entries) >= 61
 
@@ -78,21 +78,21 @@ def test_cited_bug_entries_exist():
     for name, text in _texts().items():
         for m in _BUG_CITATION.finditer(text):
             numbers = [int(m.group(1))] + [int(n) for n in re.findall(r"#(\d+)", m.group(2))]
-            missing += [f"{name}: docs/bugs.md #{n}" for n in numbers if n not in entries]
-        if name.startswith("docs/") and name != "docs/bugs.md":  # inside docs/, entries are cited as "bug #N"
+            missing += [f"{name}: docs/bug-corpus.md #{n}" for n in numbers if n not in entries]
+        if name.startswith("docs/") and name != "docs/bug-corpus.md":  # inside docs/, entries are cited as "bug #N"
             missing += [f"{name}: bug #{n}" for n in map(int, re.findall(r"\bbugs? #(\d+)", text)) if n not in entries]
-    assert not missing, "cited entries absent from docs/bugs.md:\n" + "\n".join(missing)
+    assert not missing, "cited entries absent from docs/bug-corpus.md:\n" + "\n".join(missing)
 
 
-def test_bare_bug_citations_name_the_docs_path():
+def test_bug_citations_name_the_projects_corpus():
+    """Entry numbers cite docs/bug-corpus.md; a "bugs.md #N" names a file the project does not ship."""
     bare = [
         f"{name}:{lineno}: {line.strip()}"
         for name, text in _texts().items()
-        if not name.startswith("docs/")
         for lineno, line in enumerate(text.splitlines(), 1)
-        if re.search(r"(?<!docs/)\bbugs\.md #\d", line)
+        if re.search(r"\bbugs\.md\b", line) and name != "tests/test_docs.py"
     ]
-    assert not bare, 'write "docs/bugs.md #N":\n' + "\n".join(bare)
+    assert not bare, 'write "docs/bug-corpus.md #N":\n' + "\n".join(bare)
 
 
 def test_cited_docs_files_exist():

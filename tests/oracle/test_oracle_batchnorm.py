@@ -232,7 +232,7 @@ def test_eps_clamp_and_cast_follow_the_convention():
 
     from normspec.spec import get_convention
 
-    # a clamp as TensorFlow's fused path had it before 2.21 (docs/bugs.md #24); 2.21 uses eps as given
+    # a clamp as TensorFlow's fused path had it before 2.21 (docs/bug-corpus.md #24); 2.21 uses eps as given
     clamped = dataclasses.replace(get_convention("tf_fused_batch_norm_v3"), name="tf_clamped", eps_min=1.001e-5)
     tf = batch_norm(x, training=True, eps=1e-6, convention=clamped)
     assert tf.exact.eps == Fraction(float(np.float32(1.001e-5)))
