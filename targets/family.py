@@ -84,8 +84,6 @@ def family_probes(conv: Convention) -> list[tuple[str, Case, str]]:
 def _infer_eps(conv: Convention, rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, str]:
     """Where the target puts eps, from the probe's y at the value 1; a semantic finding if not where claimed."""
     row = rows[0]
-    for f in [f for f in findings if f["case"] == "probe_eps"]:
-        findings.remove(f)  # a probe feeds the inference only
     y = row.pop("y", None)
     if y is None:
         return {"eps": f"not inferred ({row['status']})"}
@@ -211,6 +209,7 @@ def _judge(
     rows, findings = [], []
     for (name, case, note), ac in zip(battery, cases, strict=True):
         out = outcomes[ac.name]
+        start = len(findings)
         row: dict[str, Any] = {"case": name, "status": out.status, "note": note}
         x0 = case["x"][0]
         degenerate = degenerate_reason(_values_per_group(conv, case), float(case["eps"]), True, x0.shape[0])
@@ -275,6 +274,8 @@ def _judge(
             if bad.any() or verdict is not None:  # the values behind a failing case's plot in the report
                 row["exact_y"] = want.astype(np.float64).ravel().tolist()
                 row["observed_y"] = got.astype(np.float64).ravel().tolist()
+        if name.startswith("probe_"):  # a probe feeds the convention inference only
+            del findings[start:]
         rows.append(row)
     return rows, findings, cases
 

@@ -22,7 +22,7 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-_QUIET = ("ok", "within budget", "as plain float", "no budget", "refused as claimed", "unsupported", "skipped")
+_QUIET = ("ok", "within budget", "no budget", "refused as claimed", "unsupported", "skipped")
 
 
 def _failing_first(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,7 +53,7 @@ def render_text(rep: AuditReport) -> str:
         "",
         "ULP@terms: distance in float32 ULPs of |gamma xhat| + |gamma| + |beta|; naive f32: the same for the",
         "spec's formula in plain float32 on the same case; CR: share correctly rounded. Cases with a status",
-        "other than ok, within budget, as plain float, no budget or refused as claimed come first.",
+        "other than ok, within budget, no budget or refused as claimed come first.",
         "",
     ]
     if rep.findings:
@@ -75,14 +75,7 @@ def write_html(rep: AuditReport, directory: Path) -> Path:
     """report.html with running-statistics trajectories and an error histogram (PNG, matplotlib)."""
     directory.mkdir(parents=True, exist_ok=True)
     images = []
-    plt: Any
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        plt = None
+    plt = _pyplot()
     for name, tr in rep.trajectories.items():
         if plt is None:
             break

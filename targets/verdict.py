@@ -24,8 +24,7 @@ domain rules (for example its refusal where ``var + eps < 0``) are never a findi
 
 A case's **status** never hides a bad result: ``ok`` only within 1 ULP of the exact value;
 ``within budget`` (and how far) when farther but inside the declared algorithm's budget;
-``as plain float`` when no algorithm is declared and the error is no worse than the plain
-formula's; ``no budget`` (and how far) where no budget exists yet (the backward);
+``no budget`` (and how far) where no budget applies (the backward, the probes);
 ``beyond budget``, ``inaccurate`` and ``non-finite`` otherwise.  A case the target refuses as
 its profile does is ``refused as claimed``.
 """
@@ -105,4 +104,4 @@ def status_word(
         return "ok", ""
     if budget is not None:
         return "within budget", f"{max_ulp:.3g} ULP from the exact value, within {budget}'s budget"
-    return "as plain float", f"{max_ulp:.3g} ULP from the exact value, no worse than the plain formula"
+    return "no budget", f"{max_ulp:.3g} ULP from the exact value; no error budget applies to this case"

@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from independent import reference_norm, round_exact
+from independent import reference_eval, reference_norm, round_exact
 
 # Cases where the peer is more than 1 ULP from the exact value: theirs, printed after the run.
 FINDINGS: list[dict[str, Any]] = []
@@ -58,11 +58,7 @@ def _bn_reference(x, w, b, rm, rv, *, training, momentum, eps, unbiased, new_wei
     shape = (1, c) + (1,) * (x.ndim - 2)
     red = [a for a in range(x.ndim) if a != 1]
     if not training:
-        mean = rm.astype(np.float64).reshape(shape)
-        # eval: y = (x - rm) * gamma / sqrt(rv + eps) + beta: a reduction over nothing, with given stats
-        return _given_stats(
-            x, mean, rv.astype(np.float64).reshape(shape), gamma.reshape(shape), beta.reshape(shape), eps
-        )
+        return {"y": reference_eval(x, gamma, beta, rm, rv, eps)}
     r = reference_norm(x, red, gamma.reshape(shape), beta.reshape(shape), eps, stats_dtype=stats_dtype)
     out = {"y": r["y"], "mean": r["mean"].reshape(c), "rstd": r["rstd"].reshape(c)}
     if rm is not None:
@@ -72,25 +68,6 @@ def _bn_reference(x, w, b, rm, rv, *, training, momentum, eps, unbiased, new_wei
         out["running_mean"] = _update(rm, r["means"], mom, new_weight)
         out["running_var"] = _update(rv, [None if bessel is None else v * bessel for v in r["vars"]], mom, new_weight)
     return out
-
-
-def _given_stats(x, mean, var, gamma, beta, eps):
-    """Normalization with given statistics: each element its own 'row' of one value."""
-    import mpmath
-    from independent import round_mpf
-
-    y = np.empty(x.shape, x.dtype)
-    m_b, v_b = np.broadcast_to(mean, x.shape), np.broadcast_to(var, x.shape)
-    g_b, b_b = np.broadcast_to(gamma, x.shape), np.broadcast_to(beta, x.shape)
-    for idx in np.ndindex(x.shape):
-        A = (Fraction(float(x[idx])) - Fraction(float(m_b[idx]))) * Fraction(float(g_b[idx]))
-        B, D = Fraction(float(b_b[idx])), Fraction(float(v_b[idx])) + Fraction(eps)
-        with mpmath.workprec(600):
-            val = mpmath.mpf(B.numerator) / B.denominator + (mpmath.mpf(A.numerator) / A.denominator) / mpmath.sqrt(
-                mpmath.mpf(D.numerator) / D.denominator
-            )
-            y[idx] = round_mpf(val, x.dtype, (A, B, D))
-    return {"y": y}
 
 
 def _trailing_reference(x, k, w, b, eps, *, centred):
@@ -118,12 +95,11 @@ def _group_reference(x, groups, w, b, eps):
 def _instance_reference(x, w, b, rm, rv, *, training, momentum, eps):
     n, c = x.shape[:2]
     shape = (1, c) + (1,) * (x.ndim - 2)
-    gamma = (np.ones(c) if w is None else w.astype(np.float64)).reshape(shape)
-    beta = (np.zeros(c) if b is None else b.astype(np.float64)).reshape(shape)
-    if not training:
-        return _given_stats(
-            x, rm.astype(np.float64).reshape(shape), rv.astype(np.float64).reshape(shape), gamma, beta, eps
-        )
+    gamma = np.ones(c) if w is None else w.astype(np.float64)
+    beta = np.zeros(c) if b is None else b.astype(np.float64)
+    if not training:  # every instance of a channel normalized with the channel's running statistics
+        return {"y": reference_eval(x, gamma, beta, rm, rv, eps)}
+    gamma, beta = gamma.reshape(shape), beta.reshape(shape)
     r = reference_norm(x, list(range(2, x.ndim)), gamma, beta, eps)
     out = {"y": r["y"]}
     if rm is not None:
