@@ -206,7 +206,8 @@ def _judge(
     ]
     with tempfile.TemporaryDirectory(prefix="normspec-family-") as tmp:
         outcomes = run_cases(target, cases, timeout, Path(tmp), progress)
-    rows, findings = [], []
+    rows: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
     for (name, case, note), ac in zip(battery, cases, strict=True):
         out = outcomes[ac.name]
         start = len(findings)
