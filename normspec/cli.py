@@ -618,21 +618,18 @@ def _audit(args: argparse.Namespace) -> int:
     import json
 
     from normspec._progress import Progress
-    from normspec.spec.conventions import get_convention
-    from normspec.targets.audit import battery, run_audit
-    from normspec.targets.family import FAMILY_ADAPTERS
+    from normspec.targets.audit import audit_size, resolve_target, run_audit
     from normspec.targets.report import render_text, write_html
 
-    user_family = (
-        args.target.startswith("python:")
-        and args.convention is not None
-        and get_convention(args.convention).layer != "batch_norm"
+    _, conv = resolve_target(args.target, args.convention)
+    bar = Progress(audit_size(conv), f"normspec audit {args.target}", mode=args.progress)
+    rep = run_audit(
+        args.target,
+        args.convention,
+        timeout=args.timeout,
+        progress=bar,
+        reproducers=args.report / "reproducers" if args.report else None,
     )
-    if args.target in FAMILY_ADAPTERS or user_family:
-        return _audit_family(args)
-    total = len(battery(get_convention(args.convention or "torch")))
-    bar = Progress(total, f"normspec audit {args.target}", mode=args.progress)
-    rep = run_audit(args.target, args.convention, **_run_options(args, bar))
     bar.close()
     if args.json:
         print(json.dumps(rep.as_dict(), indent=2))
@@ -641,70 +638,8 @@ def _audit(args: argparse.Namespace) -> int:
     if args.report:
         page = write_html(rep, args.report)
         if not args.json:
-            print(f"report: {page}")
+            print(f"report: {page} (and report.json)")
     return rep.exit_code(strict=args.strict)
-
-
-def _run_options(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
-    """What both audits take from the command line: the timeout, the progress bar, the reproducers' folder."""
-    return {
-        "timeout": args.timeout,
-        "progress": bar,
-        "reproducers": args.report / "reproducers" if args.report else None,
-    }
-
-
-def _audit_family(args: argparse.Namespace) -> int:
-    import json
-
-    from normspec._progress import Progress
-    from normspec.targets.family import run_family_audit
-    from normspec.targets.verdict import exit_status
-
-    bar = Progress(5, f"normspec audit {args.target}", mode=args.progress)
-    rep = run_family_audit(args.target, args.convention, **_run_options(args, bar))
-    bar.close()
-    if args.report:  # report.json, report.html with a plot per failing case, and the reproducers
-        from normspec.targets.report import write_family_html
-
-        args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / "report.json").write_text(json.dumps(rep, indent=2))
-        write_family_html(rep, args.report)
-    missing = [f for f in rep["findings"] if f["kind"] == "unavailable"]
-    if args.json:
-        print(json.dumps(rep, indent=2))
-    elif missing:
-        print(f"normspec audit: {rep['target']} ({rep['description']})\n[unavailable] {missing[0]['message']}")
-    else:
-        print(
-            f"normspec audit: {rep['target']} ({rep['description']}); {rep['layer']}, claimed convention "
-            f"{rep['convention']}\n"
-        )
-        rows: list[tuple[str, ...]] = [("case", "status", "max ULP", "correctly rounded", "note")]
-        for c in rep["cases"]:
-            cr = c.get("correctly_rounded")
-            rows.append(
-                (
-                    c["case"],
-                    c["status"],
-                    f"{c['max_ulp']:.3g}" if "max_ulp" in c else "-",
-                    "-" if cr is None else f"{100 * cr:.1f} %",
-                    c.get("verdict") or c["note"],
-                )
-            )
-        _table(rows)
-        print("")
-        for f in rep["findings"]:
-            print(f"  [{f['kind']}] {f['case']}: {f['message'][:200]}")
-            if "reproducer" in f:
-                print(f"      reproducer: {f['reproducer']}/repro.py")
-        print(
-            f"{len(rep['findings'])} finding(s); exit status {exit_status(rep['findings'])} (1 for semantic, accuracy, "
-            f"non-finite or crash; --strict also degenerate-input and profile-drift) ({rep['seconds']} s)"
-        )
-        if args.report:
-            print(f"report: {args.report / 'report.html'} (and report.json)")
-    return exit_status(rep["findings"], strict=args.strict)
 
 
 # ---------------------------------------------------------------- budget

@@ -23,12 +23,7 @@ cancels); no flat tolerance judges anything.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import select
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,55 +35,50 @@ import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
 from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
-from normspec.targets.verdict import VACUOUS_FACTOR, VACUOUS_ULP, degenerate_reason, exit_status, status_word
+from normspec.targets.runner import (
+    PROBE_OF,
+    AuditCase,
+    Outcome,
+    interpreter,
+    library_version,
+    probe_case_name,
+    profile_drift,
+    run_cases,
+    unavailable_reason,
+    venv_root,
+    write_reproducer,
+)
+from normspec.targets.verdict import degenerate_reason, exit_status, judge_output
 
-import normspec
-from normspec.errors import DomainError, NormspecError, TargetUnavailableError, UnknownNameError
+from normspec.errors import (
+    DomainError,
+    InvalidArgumentError,
+    NormspecError,
+    UnknownNameError,
+    expected,
+)
 
-__all__ = ["AuditCase", "Outcome", "AuditReport", "battery", "run_audit", "claimed_conventions"]
+__all__ = [
+    "AuditCase",
+    "Outcome",
+    "AuditReport",
+    "battery",
+    "run_audit",
+    "resolve_target",
+    "audit_size",
+    "reproduce",
+    "claimed_conventions",
+    # re-exported from normspec.targets.runner
+    "interpreter",
+    "library_version",
+    "probe_case_name",
+    "profile_drift",
+    "unavailable_reason",
+    "venv_root",
+    "write_reproducer",
+]
 
 F32 = np.float32
-
-
-@dataclass
-class AuditCase:
-    name: str
-    kind: str  # probe | accuracy | refusal
-    x: np.ndarray  # (steps, N, C, ...)
-    weight: np.ndarray
-    bias: np.ndarray
-    running_mean: np.ndarray
-    running_var: np.ndarray
-    training: bool
-    momentum: float
-    eps: float
-    note: str = ""
-    backward: bool = True  # whether each training step also runs a backward pass (MXNet updates only there)
-    dy: np.ndarray | None = None  # a gradient case: dy for a single training step
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more arrays for the worker (GroupNorm's groups)
-
-    def arrays(self) -> dict[str, Any]:
-        return {
-            "x": self.x,
-            "weight": self.weight,
-            "bias": self.bias,
-            "running_mean": self.running_mean,
-            "running_var": self.running_var,
-            "training": np.array(self.training),
-            "momentum": np.array(self.momentum),
-            "eps": np.array(self.eps),
-            "backward": np.array(self.backward),
-            **({} if self.dy is None else {"dy": self.dy}),
-            **self.extra,
-        }
-
-
-@dataclass
-class Outcome:
-    status: str  # ok | refused | crash | timeout
-    result: dict[str, np.ndarray] | None = None
-    message: str = ""
-    seconds: float = 0.0
 
 
 @dataclass
@@ -102,6 +92,8 @@ class AuditReport:
     findings: list[dict[str, Any]] = field(default_factory=list)
     trajectories: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    layer: str = "batch_norm"
+    audited: dict[str, AuditCase] = field(default_factory=dict, repr=False)  # the cases as run, by name
 
     @property
     def failed(self) -> bool:
@@ -115,6 +107,7 @@ class AuditReport:
         return {
             "target": self.target,
             "convention": self.convention,
+            "layer": self.layer,
             "description": self.description,
             "claimed": self.claimed,
             "inferred": self.inferred,
@@ -413,118 +406,6 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
     return cases
 
 
-# ---------------------------------------------------------------- running
-
-
-def venv_root() -> Path:
-    """Where scripts/setup-target-venvs.sh put the targets' own environments."""
-    default = Path(normspec.__file__).resolve().parent.parent / ".venvs"
-    return Path(os.environ.get("NORMSPEC_VENVS", default))
-
-
-def interpreter(adapter: Adapter, workdir: Path) -> tuple[str, dict[str, str]]:
-    """The Python that runs ``adapter`` and its environment (a venv sees normspec through a shim)."""
-    env = dict(os.environ)
-    if adapter.venv is None:
-        return sys.executable, env
-    python = venv_root() / adapter.venv / "bin" / "python"
-    if not python.exists():
-        raise TargetUnavailableError(
-            f"target {adapter.name!r} runs in its own virtual environment, which is missing ({python}): "
-            f"bash scripts/setup-target-venvs.sh {adapter.venv}"
-        )
-    shim = workdir / "pythonpath"
-    shim.mkdir(exist_ok=True)
-    if not (shim / "normspec").exists():
-        (shim / "normspec").symlink_to(Path(normspec.__file__).resolve().parent)
-    env["PYTHONPATH"] = str(shim)
-    return str(python), env
-
-
-def run_cases(
-    target: str, cases: list[AuditCase], timeout: float, workdir: Path, progress: Callable[[int], None] | None = None
-) -> dict[str, Outcome]:
-    """Cases in one worker process, each with its own deadline.  If the process dies or a case
-    overruns, that case is the crash (or the timeout) and the rest go on in a fresh process."""
-    python, env = interpreter(get_adapter(target), workdir)
-    indir = workdir / "in"
-    indir.mkdir(exist_ok=True)
-    for case in cases:
-        np.savez(indir / f"{case.name}.npz", **case.arrays())
-    outcomes: dict[str, Outcome] = {}
-    pending = [c.name for c in cases]
-    attempt = 0
-    while pending:
-        attempt += 1
-        outdir = workdir / f"out{attempt}"
-        outdir.mkdir()
-        cmd = [
-            python,
-            "-m",
-            "normspec.targets.worker",
-            target,
-            str(outdir),
-            *(str(indir / f"{name}.npz") for name in pending),
-        ]
-        errfile = outdir / "stderr.txt"  # a file, not a pipe: a chatty library cannot block on it
-        with open(errfile, "w") as errsink:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errsink, bufsize=0, env=env)
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        buf = b""
-        current, started = None, time.perf_counter()
-        failure: tuple[str, str] | None = None
-        while True:
-            if b"\n" not in buf:  # wait for more output only when no whole line is buffered
-                ready, _, _ = select.select([fd], [], [], max(0.0, started + timeout - time.perf_counter()))
-                if not ready:  # the current case overran its deadline
-                    proc.kill()
-                    failure = ("timeout", f"no answer in {timeout:g} s")
-                    break
-                chunk = os.read(fd, 65536)
-                if not chunk:  # the process ended
-                    break
-                buf += chunk
-                continue
-            raw, buf = buf.split(b"\n", 1)
-            word, _, name = raw.decode(errors="replace").strip().partition(" ")
-            now = time.perf_counter()
-            if word == "start":
-                current, started = name, now
-            elif word == "done" and name == current:
-                outcomes[name] = _read_outcome(outdir, name, now - started)
-                pending.remove(name)
-                current = None
-                if progress is not None:
-                    progress(1)
-        proc.wait()
-        proc.stdout.close()
-        err = errfile.read_text(errors="replace")
-        if current is not None:  # it died or hung inside this case
-            status, message = failure or (
-                "crash",
-                f"exit status {proc.returncode}: " + " | ".join(err.strip().splitlines()[-3:]),
-            )
-            outcomes[current] = Outcome(status, message=message, seconds=time.perf_counter() - started)
-            pending.remove(current)
-            if progress is not None:
-                progress(1)
-        elif pending and proc.returncode != 0:  # died before starting a case: nothing can run
-            for name in pending:
-                outcomes[name] = Outcome("crash", message=f"worker failed: {err.strip()[-300:]}")
-            pending = []
-    return outcomes
-
-
-def _read_outcome(outdir: Path, name: str, seconds: float) -> Outcome:
-    npz, err = outdir / f"{name}.npz", outdir / f"{name}.json"
-    if npz.exists():
-        with np.load(npz, allow_pickle=False) as data:
-            return Outcome("ok", {k: data[k] for k in data.files}, seconds=seconds)
-    info = json.loads(err.read_text())
-    return Outcome("refused", message=f"{info['error']}: {info['message']}", seconds=seconds)
-
-
 def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
     """The exact sequence (raises NormspecError where the convention refuses the case)."""
     rm, rv = case.running_mean, case.running_var
@@ -566,15 +447,6 @@ def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
     }
 
 
-def _rel_ulp(got: np.ndarray, want: np.ndarray, mag: np.ndarray) -> float:
-    """Largest |got - want| in ULPs of float32 at the magnitude |gamma xhat| + |beta|."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        unit = np.spacing(np.maximum(np.abs(mag), np.float64(np.finfo(F32).tiny)).astype(F32)).astype(np.float64)
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) / unit
-    finite = np.isfinite(diff)
-    return float(diff[finite].max()) if finite.any() else 0.0
-
-
 def naive_float32(case: AuditCase, conv: Convention) -> np.ndarray:
     """The peer the accuracy findings compare with: the spec's formula in plain float32
     (two-pass statistics, unfolded affine), the same steps and running statistics."""
@@ -595,16 +467,16 @@ def naive_float32(case: AuditCase, conv: Convention) -> np.ndarray:
     return np.stack(ys)
 
 
-def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Convention) -> tuple[int, float, int]:
-    """Elements farther from the exact value than the algorithm's budget allows, the worst
-    error/budget ratio, and the number of elements whose budget is unbounded."""
+def _budget(case: AuditCase, algorithm: str, conv: Convention) -> tuple[np.ndarray, np.ndarray]:
+    """The algorithm's per-element error budget over the case's steps, and the exact y (float64)
+    of the plain formula it bounds (edge conventions aside)."""
     from normspec.budgets import budget_for_batch_norm, get_algorithm
 
     alg = get_algorithm(algorithm)
     rm, rv = case.running_mean, case.running_var
-    beyond, worst, unbounded = 0, 0.0, 0
+    budgets, exacts = [], []
     eps = conv.effective_eps(case.eps)
-    for k, x in enumerate(case.x):
+    for x in case.x:
         r = batch_norm(
             x,
             case.weight,
@@ -616,23 +488,17 @@ def _beyond_budget(case: AuditCase, got_y: np.ndarray, algorithm: str, conv: Con
             eps=eps,
             convention="torch_raw" if case.training else conv.name,
         )
-        budget = budget_for_batch_norm(
-            alg, x, case.weight, case.bias, eps, training=case.training, running_mean=rm, running_var=rv
+        budgets.append(
+            budget_for_batch_norm(
+                alg, x, case.weight, case.bias, eps, training=case.training, running_mean=rm, running_var=rv
+            )
         )
-        exact = np.array([float(r.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape)
-        with np.errstate(invalid="ignore"):
-            err = np.abs(got_y[k].astype(np.float64) - exact)
-            over = err > budget
-        beyond += int(over.sum())
-        unbounded += int((~np.isfinite(budget)).sum())
-        finite = np.isfinite(budget) & (budget > 0)
-        if finite.any():
-            worst = max(worst, float((err[finite] / budget[finite]).max()))
+        exacts.append(np.array([float(r.exact.y(i, prec=80)) for i in np.ndindex(x.shape)]).reshape(x.shape))
         rm, rv = (
             r.running_mean if r.running_mean is not None else rm,
             r.running_var if r.running_var is not None else rv,
         )
-    return beyond, worst, unbounded
+    return np.stack(budgets), np.stack(exacts)
 
 
 def claimed_conventions(conv: Convention) -> dict[str, str]:
@@ -738,6 +604,35 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
     return inferred
 
 
+def resolve_target(target: str, convention: str | None = None) -> tuple[Adapter, Convention]:
+    """The adapter of ``target`` and the convention it is audited under (its own, or ``convention``:
+    a profile of the same layer; a user's ``python:`` target takes any)."""
+    from normspec.targets.family_adapters import FAMILY_ADAPTERS
+
+    if not target.startswith("python:") and target not in ADAPTERS and target not in FAMILY_ADAPTERS:
+        raise UnknownNameError(
+            f"Expected a target among {', '.join([*ADAPTERS, *FAMILY_ADAPTERS])} or python:module:function, "
+            f"but got target={target!r}"
+        )
+    adapter = get_adapter(target)
+    conv = get_convention(convention or adapter.convention)
+    own = get_convention(adapter.convention).layer
+    if not target.startswith("python:") and conv.layer != own:
+        raise InvalidArgumentError(
+            expected(f"a {own} profile for target {target!r}", "convention", f"{conv.name} ({conv.layer})")
+        )
+    return adapter, conv
+
+
+def audit_size(conv: Convention) -> int:
+    """How many cases an audit under ``conv`` runs (for a progress bar)."""
+    if conv.layer == "batch_norm":
+        return len(battery(conv))
+    from normspec.targets.family import family_battery, family_probes
+
+    return len(family_probes(conv)) + len(family_battery(conv))
+
+
 def run_audit(
     target: str,
     convention: str | None = None,
@@ -747,20 +642,25 @@ def run_audit(
     progress: Callable[[int], None] | None = None,
     reproducers: Path | None = None,
 ) -> AuditReport:
-    """Audit ``target`` (an adapter name or ``python:module:function``) against its claimed convention."""
-    if not target.startswith("python:") and target not in ADAPTERS:
-        raise UnknownNameError(
-            f"Expected a target among {', '.join(ADAPTERS)} or python:module:function, but got target={target!r}"
-        )
-    adapter = get_adapter(target)
-    conv = get_convention(convention or adapter.convention)
-    report = AuditReport(target, conv.name, adapter.description, claimed_conventions(conv))
+    """Audit ``target`` (an adapter name or ``python:module:function``) against its claimed
+    convention, BatchNorm and the rest of the family alike: probes and the convention inference,
+    the battery, the judge (:func:`normspec.targets.verdict.judge_output`), reproducers."""
+    adapter, conv = resolve_target(target, convention)
+    report = AuditReport(target, conv.name, adapter.description, {}, layer=conv.layer)
     t0 = time.perf_counter()
     missing = unavailable_reason(adapter)
     if missing is not None:  # one line, no cases, no other findings
         report.findings.append({"kind": "unavailable", "case": "-", "message": missing})
         return report
+    if conv.layer != "batch_norm":
+        from normspec.targets.family import audit_family
+
+        audit_family(report, adapter, conv, timeout=timeout, progress=progress, reproducers=reproducers)
+        report.seconds = time.perf_counter() - t0
+        return report
+    report.claimed = claimed_conventions(conv)
     cases = battery(conv, seed)
+    report.audited = {c.name: c for c in cases}
     skipped = [c for c in cases if adapter.evaluation_only and c.training]
     cases = [c for c in cases if c not in skipped]
     with tempfile.TemporaryDirectory(prefix="normspec-audit-") as tmp:
@@ -781,14 +681,16 @@ def run_audit(
             if drift is None and not refusal and conv.name == adapter.convention:
                 drift = profile_drift(adapter, conv) or ""
             kind = "degenerate-input" if refusal else "profile-drift" if drift else "semantic"
-            report.findings.append(
-                {
-                    "kind": kind,
-                    "case": f"probe ({key})",
-                    "message": f"{key}: claimed {claimed!r}, observed {value!r}"
-                    + (f" on {drift}" if kind == "profile-drift" else ""),
-                }
-            )
+            item = {
+                "kind": kind,
+                "case": f"probe ({key})",
+                "message": f"{key}: claimed {claimed!r}, observed {value!r}"
+                + (f" on {drift}" if kind == "profile-drift" else ""),
+            }
+            probe = next((c for c in cases if c.name == PROBE_OF.get(key)), None)
+            if reproducers is not None and probe is not None:  # an inference finding reproduces on its probe
+                item["reproducer"] = str(write_reproducer(reproducers, probe, target, conv.name))
+            report.findings.append(item)
     for case in cases:
         report.cases.append(_judge(case, outcomes[case.name], conv, report, reproducers, target))
     for case in skipped:
@@ -883,13 +785,20 @@ def _judge(
             exact,
         )
         return row
-    with np.errstate(invalid="ignore", over="ignore"):
-        d = ulp_distance(got_y, exact["y"])
-    finite_exact = np.isfinite(exact["y"].astype(np.float64))
-    bad = finite_exact & ~np.isfinite(got_y.astype(np.float64))
-    row["max_ulp"] = float(d[finite_exact].max()) if finite_exact.any() else 0.0
-    row["rel_ulp"] = _rel_ulp(got_y[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
-    row["correctly_rounded"] = float(np.mean(d == 0))
+    declared = ADAPTERS[target].algorithm if target in ADAPTERS else None
+    # probes feed the convention inference (their differences are semantic findings there); an output
+    # the profile defines as x itself (one value per channel, Paddle) has no error budget
+    judged = case.kind != "probe" and not exact.get("identity")
+    verdict = judge_output(
+        row,
+        got_y,
+        exact["y"],
+        x=case.x,
+        magnitude=exact["magnitude"],
+        naive=naive_float32(case, conv) if judged else None,
+        budget_of=(lambda name: _budget(case, name, conv)) if judged else None,
+        declared=declared,
+    )
     if case.training:
         for key in ("running_mean", "running_var"):
             got_dtype, given = np.asarray(out.result[key]).dtype, getattr(case, key).dtype
@@ -911,74 +820,25 @@ def _judge(
                 max(ulp_distance(rm_got, exact["running_mean"]).max(), ulp_distance(rv_got, exact["running_var"]).max())
             )
         if case.kind == "sequence":
+            with np.errstate(invalid="ignore", over="ignore"):
+                d = ulp_distance(got_y, exact["y"])
             report.trajectories[case.name] = {
                 "target_mean": rm_got[:, 0].tolist(),
                 "exact_mean": exact["running_mean"][:, 0].tolist(),
                 "target_var": rv_got[:, 0].tolist(),
                 "exact_var": exact["running_var"][:, 0].tolist(),
-                "ulps": d[finite_exact].tolist(),
+                "ulps": d[np.isfinite(exact["y"].astype(np.float64))].tolist(),
             }
-    if case.kind == "probe" or (exact.get("identity") and not bad.any()):
-        # probes feed the convention inference (their differences are semantic findings there); an
-        # output the profile defines as x itself (one value per channel, Paddle) has no error budget
-        _set_status(row, status_word(row["max_ulp"], non_finite=bool(bad.any())))
+    if case.kind == "probe":
         return row
-    declared = ADAPTERS[target].algorithm if target in ADAPTERS else None
-    naive = naive_float32(case, conv)
-    row["naive_rel_ulp"] = _rel_ulp(naive[finite_exact], exact["y"][finite_exact], exact["magnitude"][finite_exact])
-    if not bad.any():
+    if verdict is not None:
+        _finding(report, verdict[0], case, verdict[1], reproducers, target, exact)
+    if judged and (verdict is None or verdict[0] == "accuracy"):
         from normspec.budgets.algorithm import plain_algorithm
 
         name = declared or plain_algorithm(case.x.dtype)
-        beyond, worst_ratio, unbounded = _beyond_budget(case, got_y, name, conv)
-        label = name if declared else f"{name} (none declared)"
-        row["budget_algorithm"], row["beyond_budget"], row["unbounded"] = label, beyond, unbounded
-        # where no algorithm is declared and the plain formula's budget says nothing (var + eps below its
-        # statistics' error), the plain formula's own error on the case is the yardstick
-        vacuous = (
-            not beyond
-            and declared is None
-            and unbounded > 0
-            and row["rel_ulp"] > max(VACUOUS_FACTOR * row["naive_rel_ulp"], row["naive_rel_ulp"] + VACUOUS_ULP)
-        )
-        if beyond:
-            _finding(
-                report,
-                "accuracy",
-                case,
-                f"{beyond} element(s) beyond the error budget of {label} (worst error/budget {worst_ratio:.3g})",
-                reproducers,
-                target,
-                exact,
-            )
-        elif vacuous:
-            _finding(
-                report,
-                "accuracy",
-                case,
-                f"{row['rel_ulp']:.3g} ULP at the terms' scale where the budget of {label} is unbounded, more than "
-                f"{VACUOUS_FACTOR:g} times the plain float32 formula's error on this case ({row['naive_rel_ulp']:.3g})",
-                reproducers,
-                target,
-                exact,
-            )
-        _set_status(row, status_word(row["max_ulp"], non_finite=False, budget=label, beyond=beyond, inaccurate=vacuous))
-        if unbounded and row["status"] == "within budget":
-            row["verdict"] += f" (unbounded on {unbounded} element(s): var + eps below its statistics' error)"
-        _judge_running(case, out, conv, exact, name, label, bool(beyond or vacuous), row, report, reproducers, target)
-        return row
-    _set_status(row, status_word(row["max_ulp"], non_finite=True))
-    if bad.any():
-        i = tuple(int(v) for v in np.argwhere(bad)[0])
-        _finding(
-            report,
-            "non-finite",
-            case,
-            f"y{list(i)} = {got_y[i]!r} where the exact value is {exact['y'][i]!r}",
-            reproducers,
-            target,
-            exact,
-        )
+        label = row["budget_algorithm"]
+        _judge_running(case, out, conv, exact, name, label, verdict is not None, row, report, reproducers, target)
     return row
 
 
@@ -1035,80 +895,6 @@ def _judge_running(
         target,
         exact,
     )
-
-
-def _set_status(row: dict[str, Any], verdict: tuple[str, str]) -> None:
-    row["status"], explanation = verdict
-    if explanation:
-        row["verdict"] = explanation
-
-
-# The distribution that provides each adapter library (for the version).
-_DISTRIBUTIONS = {
-    "torch": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "keras": "keras",
-    "flax": "flax",
-    "tensorflow": "tensorflow",
-    "tf_keras": "tf_keras",
-    "mxnet": "mxnet",
-    "paddle": "paddlepaddle",
-    "numba": "numba",
-}
-
-
-def library_version(adapter: Adapter, python: str | None = None) -> str:
-    """``library version`` as installed where the target runs (its venv's Python, if any)."""
-    dist = _DISTRIBUTIONS.get(adapter.library, adapter.library)
-    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
-    if python is None:
-        import importlib.metadata
-
-        try:
-            return f"{dist} {importlib.metadata.version(dist)}"
-        except importlib.metadata.PackageNotFoundError:
-            return f"{dist} (not installed)"
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
-    return f"{dist} {out.stdout.strip() or '(unknown)'}"
-
-
-def profile_drift(adapter: Adapter, conv: Convention) -> str | None:
-    """The installed version, when ``conv`` was verified on another version of the same distribution
-    (the record may be stale there); None when it was verified on this one, or never on this library."""
-    python = None
-    if adapter.venv is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            python = interpreter(adapter, Path(tmp))[0]
-            installed = library_version(adapter, python)
-    else:
-        installed = library_version(adapter)
-    dist = installed.split(" ")[0]
-    recorded = [v for v in conv.verified_on if v.split(" ")[0] == dist]
-    if not recorded or any(installed.startswith(v) for v in recorded):
-        return None
-    return f"{installed} (profile {conv.name} verified on {', '.join(recorded)})"
-
-
-_EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels"}
-
-
-def unavailable_reason(adapter: Adapter) -> str | None:
-    """One line saying what to install when ``adapter``'s library is missing, else None."""
-    import importlib.util
-
-    if adapter.venv is not None:
-        python = venv_root() / adapter.venv / "bin" / "python"
-        if python.exists():
-            return None
-        return (
-            f"{adapter.name} runs in its own virtual environment, which is missing ({python}): "
-            f"bash scripts/setup-target-venvs.sh {adapter.venv}"
-        )
-    if importlib.util.find_spec(adapter.library) is not None:
-        return None
-    extra = _EXTRAS.get(adapter.library, "audit")
-    return f"{adapter.library} is not installed (target {adapter.name}): pip install 'normspec[{extra}]'"
 
 
 def _judge_backward(
@@ -1188,40 +974,45 @@ def _finding(
     report.findings.append(item)
 
 
-_REPRO = '''"""Reproducer for normspec audit finding: {case} on {target} (convention {convention}).
+def reproduce(path: str | Path, target: str, convention: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Run one saved case (a reproducer's ``case.npz``) on ``target`` again, judge it under
+    ``convention`` as the audit did, print the verdict and return the case's row."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    name, kind = str(arrays.pop("case_name", "case")), str(arrays.pop("case_kind", "accuracy"))
+    adapter, conv = resolve_target(target, convention)
+    report = AuditReport(target, conv.name, adapter.description, {}, layer=conv.layer)
+    if conv.layer != "batch_norm":
+        from normspec.targets.family import family_probes, infer_family, judge_family
 
-Run from this folder: python repro.py
-"""
-import numpy as np
-
-from normspec.oracle import batch_norm, ulp_distance
-from normspec.targets.adapters import get_adapter, prepare_environment
-
-adapter = get_adapter({target!r})
-prepare_environment(adapter)
-with np.load("case.npz", allow_pickle=False) as data:
-    case = {{k: data[k] for k in data.files}}
-case["training"], case["momentum"], case["eps"] = bool(case["training"]), float(case["momentum"]), float(case["eps"])
-observed = adapter.run(case)
-rm, rv = case["running_mean"], case["running_var"]
-for k, x in enumerate(case["x"]):
-    exact = batch_norm(x, case["weight"], case["bias"], rm, rv, training=case["training"],
-                       momentum=case["momentum"], eps=case["eps"], convention={convention!r})
-    rm, rv = exact.running_mean, exact.running_var
-    got = np.asarray(observed["y"][k], dtype=np.float32)
-    d = ulp_distance(got, exact.y)
-    i = np.unravel_index(int(np.nanargmax(np.where(np.isnan(d), np.inf, d))), d.shape)
-    print(f"step {{k}}: worst element {{tuple(int(v) for v in i)}}: x = {{x[i]!r}}, exact {{exact.y[i]!r}}, "
-          f"observed {{got[i]!r}}, {{d[i]:.0f}} ULP")
-    print(f"        running_mean exact {{exact.running_mean}} observed {{observed['running_mean'][k]}}")
-    print(f"        running_var  exact {{exact.running_var}} observed {{observed['running_var'][k]}}")
-'''
-
-
-def write_reproducer(root: Path, case: AuditCase, target: str, convention: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in target)
-    folder = root / safe / case.name
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "case.npz", **case.arrays())
-    (folder / "repro.py").write_text(_REPRO.format(case=case.name, target=target, convention=convention))
-    return folder
+        rows, report.findings, _ = judge_family(target, conv, [(name, arrays, "")], timeout, None, adapter.algorithm)
+        row = rows[0]
+        probe = next((p for p in family_probes(conv) if p.name == name), None)
+        if probe is not None:  # a probe: what it says of the field it observes
+            seen = infer_family(conv, [probe], [row], report.findings)[probe.field]
+            print(f"{probe.field}: claimed {probe.claimed}, observed {seen}")
+    else:
+        case = AuditCase(
+            name,
+            kind,
+            arrays["x"],
+            arrays["weight"],
+            arrays["bias"],
+            arrays["running_mean"],
+            arrays["running_var"],
+            bool(arrays["training"]),
+            float(arrays["momentum"]),
+            float(arrays["eps"]),
+            backward=bool(arrays.get("backward", True)),
+            dy=arrays.get("dy"),
+        )
+        with tempfile.TemporaryDirectory(prefix="normspec-repro-") as tmp:
+            out = run_cases(target, [case], timeout, Path(tmp), None)[name]
+        row = _judge(case, out, conv, report, None, target)
+    print(f"{target} under {conv.name}, case {name}: {row['status']}, max {row.get('max_ulp', float('nan')):.3g} ULP")
+    if "worst" in row:
+        w = row["worst"]
+        print(f"worst element {tuple(w['index'])}: x = {w['x']!r}, exact {w['exact']!r}, observed {w['observed']!r}")
+    for f in report.findings:
+        print(f"[{f['kind']}] {f['message']}")
+    return row

@@ -1,39 +1,41 @@
-"""The family audit: LayerNorm, RMSNorm, GroupNorm, InstanceNorm targets against the oracle.
+"""The family part of the one audit (:func:`normspec.targets.audit.run_audit`): LayerNorm,
+RMSNorm, GroupNorm, InstanceNorm and MeanVarianceNormalization targets.
 
-The adapters (:mod:`normspec.targets.family_adapters`, ``FAMILY_ADAPTERS`` here
-too) run one forward of one layer on a case (``x``, ``weight``, ``bias``,
-``eps``, and ``groups`` for GroupNorm) in the same worker processes as the
-BatchNorm targets (:mod:`normspec.targets.worker`), and return ``y``.
-:func:`run_family_audit` runs the battery (:mod:`normspec.vectors.family`) and
-compares with the oracle (``layer_norm``, ``rms_norm``, ``group_norm``,
-``instance_norm``) under the profile the target claims
-(:mod:`normspec.spec.conventions`).
+The adapters (:mod:`normspec.targets.family_adapters`, ``FAMILY_ADAPTERS`` here too) run one
+forward of one layer on a case (``x``, ``weight``, ``bias``, ``eps``, and ``groups`` for
+GroupNorm) in the same worker processes as the BatchNorm targets and return ``y``.
+:func:`audit_family` runs the convention probes (:func:`family_probes`: eps placement, which
+statistics, which axes or channels, per-channel or per-group weight, float16 or wider
+statistics) and the battery (:mod:`normspec.vectors.family`), and judges each output with the
+audit's one judge (:func:`normspec.targets.verdict.judge_output`) against the oracle under the
+profile the target claims (:mod:`normspec.spec.conventions`).
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from normspec.spec.conventions import Convention
 from normspec.targets.family_adapters import FAMILY_ADAPTERS
-from normspec.targets.verdict import VACUOUS_FACTOR, VACUOUS_ULP, degenerate_reason, status_word
+from normspec.targets.verdict import degenerate_reason, judge_output
 from normspec.vectors.family import exact_family_output, family_battery, per_channel_affine
-
-from normspec.errors import InvalidArgumentError, expected
 
 __all__ = [
     "FAMILY_ADAPTERS",
     "exact_family_output",
     "family_battery",
     "per_channel_affine",
-    "reproduce_family_case",
-    "run_family_audit",
+    "FamilyProbe",
+    "audit_family",
+    "family_probes",
+    "judge_family",
+    "infer_family",
 ]
 
 Case = dict[str, Any]
@@ -50,60 +52,253 @@ def _values_per_group(conv: Convention, case: Case) -> int:
     return int(x.size // max(x.shape[0] * groups, 1))
 
 
-# The values [0, 2**-5] (var 2**-12, mean square 2**-11) with eps 2**-10: inside and outside the root
-# differ by a factor near 2, and eps stays within every library's accepted range (Paddle: <= 1e-3).
-_PROBE_X, _PROBE_EPS = 2.0**-5, 2.0**-10
+# ---------------------------------------------------------------- convention probes
+#
+# Each probe is one small case whose output tells apart the functions a target might compute
+# instead of the claimed one: eps inside or outside the square root; mean subtracted or not,
+# biased or unbiased variance; which axes (and for GroupNorm which channels) share a mean;
+# one weight per channel or per group; statistics in float16 or wider.  The alternatives are
+# chosen to differ by a factor of 1.4 or more at the element where they are compared, so the
+# nearest one names what the target computes; no tolerance decides anything.
 
 
-def family_probes(conv: Convention) -> list[tuple[str, Case, str]]:
-    """Convention probes in the family protocol: one group of the values [0, 2**-5], eps 2**-10."""
-    layer = conv.layer
-    if layer in ("layer_norm", "rms_norm"):
-        x, feat, groups = np.array([[0.0, _PROBE_X]]), 2, 1
-    elif layer == "mean_variance_norm":
-        x, feat, groups = np.array([[[[0.0, _PROBE_X]]]]), 1, 1
-    elif layer == "instance_norm":
-        x, feat, groups = np.array([[[0.0, _PROBE_X]]]), 1, 1
+@dataclass(frozen=True)
+class FamilyProbe:
+    """One convention probe: the field it observes, its case, what the profile claims and the
+    output (float64) of every alternative, the claimed one included."""
+
+    field: str
+    case: Case
+    note: str
+    claimed: str
+    alternatives: dict[str, np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return f"probe_{self.field}"
+
+
+def _normalized(x: np.ndarray, axes: tuple[int, ...], *, centred: bool, ddof: int, eps: float, outside: bool) -> Any:
+    """``x`` normalized over ``axes`` in float64, weight 1 and bias 0: the probes' alternatives."""
+    x = np.asarray(x, np.float64)
+    n = math.prod(x.shape[a] for a in axes)
+    m = x.mean(axis=axes, keepdims=True) if centred else 0.0
+    v: np.ndarray = ((x - m) ** 2).sum(axis=axes, keepdims=True) / (n - ddof)
+    return (x - m) / (np.sqrt(v) + eps if outside else np.sqrt(v + eps))
+
+
+def _grouping(conv: Convention, x0: np.ndarray, groups: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x0`` reshaped so that the values sharing one mean lie along the returned axes (the protocol's layout)."""
+    if conv.layer in ("layer_norm", "rms_norm"):
+        return x0, (x0.ndim - 1,)
+    if conv.layer == "mean_variance_norm":
+        return x0, (0, 2, 3)
+    g = x0.shape[1] if conv.layer == "instance_norm" else groups
+    return x0.reshape(x0.shape[0], g, -1), (2,)
+
+
+def _claimed_y(
+    conv: Convention,
+    x0: np.ndarray,
+    groups: int,
+    eps: float,
+    *,
+    centred: bool | None = None,
+    ddof: int = 0,
+    outside: bool | None = None,
+) -> np.ndarray:
+    """The claimed layer's y (weight 1, bias 0) in float64, with any of its statistics' choices changed."""
+    view, axes = _grouping(conv, x0, groups)
+    y = _normalized(
+        view,
+        axes,
+        centred=conv.centred if centred is None else centred,
+        ddof=ddof,
+        eps=conv.effective_eps(eps),
+        outside=conv.eps_placement == "outside" if outside is None else outside,
+    )
+    return np.asarray(y).reshape(x0.shape)
+
+
+def _probe_case(conv: Convention, x0: np.ndarray, groups: int, eps: float, weight: np.ndarray | None = None) -> Case:
+    """A family case around ``x0`` (one step), weight 1 (or ``weight``) and bias 0, as the protocol lays them out."""
+    if conv.layer in ("layer_norm", "rms_norm"):
+        feat = x0.shape[-1]
     else:
-        x, feat, groups = np.array([[[0.0], [_PROBE_X]]]), 2, 1
-    pfeat = groups if conv.affine == "per_group" else feat
-    case = {
-        "x": x.astype(np.float32)[None],
-        "weight": np.ones(pfeat, np.float32),
-        "bias": np.zeros(pfeat, np.float32),
-        "eps": np.array(_PROBE_EPS),
+        feat = groups if conv.affine == "per_group" else x0.shape[1]
+    w = np.ones(feat, np.float32) if weight is None else weight.astype(np.float32)
+    return {
+        "x": x0[None],
+        "weight": w,
+        "bias": np.zeros(feat, np.float32),
+        "eps": np.array(eps),
         "training": np.array(True),
         "momentum": np.array(0.0),
-        "running_mean": np.zeros(pfeat, np.float32),
-        "running_var": np.ones(pfeat, np.float32),
+        "running_mean": np.zeros(feat, np.float32),
+        "running_var": np.ones(feat, np.float32),
         "groups": np.array(groups),
     }
-    return [("probe_eps", case, "values [0, 2**-5], eps 2**-10: inside and outside the square root differ")]
 
 
-def _infer_eps(conv: Convention, rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, str]:
-    """Where the target puts eps, from the probe's y at the value 1; a semantic finding if not where claimed."""
-    row = rows[0]
-    y = row.pop("y", None)
-    if y is None:
-        return {"eps": f"not inferred ({row['status']})"}
-    h = _PROBE_X
-    mean, var = (h / 2, h * h / 4) if conv.centred else (0.0, h * h / 2)
-    e = conv.effective_eps(_PROBE_EPS)
-    inside, outside = (h - mean) / math.sqrt(var + e), (h - mean) / (math.sqrt(var) + e)
-    got = float(y[1])  # the element whose x is 2**-5
-    seen = "inside sqrt" if abs(got - inside) < abs(got - outside) else "outside sqrt"
-    claimed = "inside sqrt" if conv.eps_placement == "inside" else "outside sqrt"
-    if seen != claimed:
-        message = f"eps: claimed {claimed}, observed {seen} (y = {got:.6g} at x = 2**-5 of [0, 2**-5], eps 2**-10)"
-        findings.insert(0, {"kind": "semantic", "case": "probe (eps)", "message": message})
-    return {"eps": seen if seen != claimed else f"{seen}, as claimed"}
+def _one_group(conv: Convention, values: list[float], dtype: type = np.float32) -> tuple[np.ndarray, int]:
+    """One group of ``values`` in the layer's layout (GroupNorm: one value per channel, one group)."""
+    v: np.ndarray = np.array(values, dtype)
+    shape = {
+        "layer_norm": (1, v.size),
+        "rms_norm": (1, v.size),
+        "mean_variance_norm": (1, 1, 1, v.size),
+        "instance_norm": (1, 1, v.size),
+        "group_norm": (1, v.size, 1),
+    }[conv.layer]
+    return v.reshape(shape), 1
+
+
+def family_probes(conv: Convention) -> list[FamilyProbe]:
+    """The convention probes of a family profile (see the comment above)."""
+    layer, probes = conv.layer, []
+    # eps: the values [0, 2**-5] (variance 2**-12, mean square 2**-11) with eps 2**-10 put the two
+    # placements a factor near 2 apart, within every library's accepted eps (Paddle: <= 1e-3)
+    x0, g = _one_group(conv, [0.0, 2.0**-5])
+    probes.append(
+        FamilyProbe(
+            "eps",
+            _probe_case(conv, x0, g, 2.0**-10),
+            "values [0, 2**-5], eps 2**-10: eps inside and outside the square root differ",
+            "inside sqrt" if conv.eps_placement == "inside" else "outside sqrt",
+            {
+                "inside sqrt": _claimed_y(conv, x0, g, 2.0**-10, outside=False),
+                "outside sqrt": _claimed_y(conv, x0, g, 2.0**-10, outside=True),
+            },
+        )
+    )
+    # statistics: the values [1, 3] give y = [-1, 1] (biased), [-0.71, 0.71] (unbiased), [0.45, 1.34]
+    # (mean of squares, RMSNorm) or [0.32, 0.95] (sum of squares over n - 1)
+    x0, g = _one_group(conv, [1.0, 3.0])
+    stats = {
+        "mean subtracted, biased variance": (True, 0),
+        "mean subtracted, unbiased variance": (True, 1),
+        "mean of squares": (False, 0),
+        "sum of squares / (n - 1)": (False, 1),
+    }
+    probes.append(
+        FamilyProbe(
+            "statistics",
+            _probe_case(conv, x0, g, 2.0**-20),
+            "values [1, 3], eps 2**-20: mean subtracted or not, variance biased or not",
+            "mean subtracted, biased variance" if conv.centred else "mean of squares",
+            {k: _claimed_y(conv, x0, g, 2.0**-20, centred=c, ddof=d) for k, (c, d) in stats.items()},
+        )
+    )
+    if layer in ("layer_norm", "rms_norm", "group_norm", "instance_norm"):
+        probes.append(_axes_probe(conv))
+    if layer == "group_norm" and conv.affine == "per_channel":
+        x0 = np.array([[[0.0, 1.0], [2.0, 5.0], [10.0, 11.0], [20.0, 40.0]]], np.float32)
+        y = _claimed_y(conv, x0, 2, 2.0**-20)
+        w = np.array([1.0, 2.0, 3.0, 4.0])
+        probes.append(
+            FamilyProbe(
+                "weight",
+                _probe_case(conv, x0, 2, 2.0**-20, weight=w),
+                "4 channels in 2 groups, weight [1, 2, 3, 4]: one weight per channel or per group",
+                "one per channel",
+                {"one per channel": y * w[:, None], "one per group (the first 2)": y * w[[0, 0, 1, 1], None]},
+            )
+        )
+    if layer != "mean_variance_norm":
+        # precision: in float16 the square 256**2 = 65536 overflows (the largest float16 is 65504), so
+        # statistics kept in float16 give y = 0 (or NaN); float32 or wider statistics give y = [-1, 1]
+        x0, g = _one_group(conv, [-256.0, 256.0], np.float16)
+        wide = conv.stats_format not in ("float16", "input")
+        probes.append(
+            FamilyProbe(
+                "precision",
+                _probe_case(conv, x0, g, 2.0**-10),
+                "float16 values [-256, 256]: their squares overflow float16, not float32",
+                "float32 or wider statistics" if wide else "float16 statistics",
+                {
+                    "float32 or wider statistics": _claimed_y(conv, x0.astype(np.float64), g, 2.0**-10),
+                    "float16 statistics": np.zeros(x0.shape),
+                },
+            )
+        )
+    return probes
+
+
+def _axes_probe(conv: Convention) -> FamilyProbe:
+    """Which axes (GroupNorm: which channels) share one mean and variance."""
+    eps = 2.0**-20
+
+    def norm(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        e, outside = conv.effective_eps(eps), conv.eps_placement == "outside"
+        return np.asarray(_normalized(x, axes, centred=conv.centred, ddof=0, eps=e, outside=outside))
+
+    if conv.layer in ("layer_norm", "rms_norm"):
+        x0 = np.array([[0.0, 1.0], [10.0, 30.0]], np.float32)
+        alternatives = {
+            "the trailing axis": norm(x0, (1,)),
+            "all axes": norm(x0, (0, 1)),
+            "the batch axis": norm(x0, (0,)),
+        }
+        claimed, g, note = "the trailing axis", 1, "rows [0, 1] and [10, 30], weight over the trailing axis"
+    elif conv.layer == "instance_norm":
+        x0 = np.array([[[0.0, 1.0], [10.0, 30.0]], [[4.0, 2.0], [-5.0, 7.0]]], np.float32)
+        alternatives = {
+            "each sample's channel": norm(x0, (2,)),
+            "all channels of a sample": norm(x0, (1, 2)),
+            "the batch and spatial axes": norm(x0, (0, 2)),
+        }
+        claimed, g, note = "each sample's channel", 1, "2 samples of 2 channels of 2 values"
+    else:
+        x0 = np.array([[[0.0, 1.0], [2.0, 5.0], [10.0, 11.0], [20.0, 40.0]]], np.float32)
+        order = [0, 2, 1, 3]  # channel c in group c mod 2
+        inter = norm(x0[:, order].reshape(1, 2, -1), (2,)).reshape(x0.shape)[:, np.argsort(order)]
+        alternatives = {
+            "groups of consecutive channels": norm(x0.reshape(1, 2, -1), (2,)).reshape(x0.shape),
+            "groups of interleaved channels": inter,
+            "each channel on its own": norm(x0, (2,)),
+            "all channels together": norm(x0.reshape(1, 1, -1), (2,)).reshape(x0.shape),
+        }
+        claimed, g, note = (
+            "groups of consecutive channels",
+            2,
+            "4 channels [0, 1], [2, 5], [10, 11], [20, 40] in 2 groups",
+        )
+    return FamilyProbe("axes", _probe_case(conv, x0, g, eps), note, claimed, alternatives)
+
+
+def infer_family(
+    conv: Convention, probes: list[FamilyProbe], rows: list[dict[str, Any]], findings: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Each probe's field: the alternative nearest the target's output; a semantic finding where
+    that is not the claimed one.  Returns field -> what was observed."""
+    inferred: dict[str, str] = {}
+    for probe, row in zip(probes, rows, strict=True):
+        y = row.pop("y", None)
+        if y is None:
+            inferred[probe.field] = f"not inferred ({row['status']})"
+            continue
+        got = np.asarray(y, np.float64).reshape(probe.case["x"][0].shape)
+        if probe.field == "precision":  # float16 statistics give 0, or NaN where inf meets inf
+            got = np.where(np.isfinite(got), got, 0.0)
+        elif not np.isfinite(got).all():
+            inferred[probe.field] = "not inferred (non-finite output)"
+            continue
+        seen = min(probe.alternatives, key=lambda k: float(np.max(np.abs(got - probe.alternatives[k]))))
+        if seen == probe.claimed:
+            inferred[probe.field] = f"{seen}, as claimed"
+            continue
+        inferred[probe.field] = seen
+        shown = np.array2string(got.ravel(), precision=4, separator=", ")
+        message = f"{probe.field}: claimed {probe.claimed}, observed {seen} ({probe.note}; y = {shown})"
+        findings.append({"kind": "semantic", "case": f"probe ({probe.field})", "message": message})
+    return inferred
 
 
 def naive_family(conv: Convention, case: Case) -> tuple[np.ndarray, np.ndarray]:
     """The peer the family's accuracy verdicts compare with: the layer's formula evaluated plainly in
     the input's precision (two-pass statistics, then ``(x - mean) / sqrt(var + eps) * w + b``), and
-    the terms' scale ``|w x-hat| + |b|`` (in float64) at which errors are measured."""
+    the terms' scale ``|w x-hat| + |w| + |b|`` (in float64, never zero where w is not) at which errors
+    are measured, as the BatchNorm audit's ``|gamma x-hat| + |gamma| + |beta|``."""
     x = case["x"][0]
     eps_v = float(case["eps"])
     eps = conv.effective_eps(conv.default_eps(np.finfo(x.dtype).nmant + 1) if np.isnan(eps_v) else eps_v)
@@ -134,48 +329,25 @@ def naive_family(conv: Convention, case: Case) -> tuple[np.ndarray, np.ndarray]:
     (xh, wd, bd), (xh64, w64, b64) = out
     with np.errstate(all="ignore"):
         naive = (xh * wd + (0 if layer == "rms_norm" else bd)).astype(x.dtype)
-        scale = np.abs(xh64 * w64) + (0 if layer == "rms_norm" else np.abs(b64))
+        scale = np.abs(xh64 * w64) + np.abs(w64) + (0 if layer == "rms_norm" else np.abs(b64))
     return naive, scale
 
 
-def _accuracy(conv: Convention, case: Case, got: np.ndarray, algorithm: str | None, row: dict[str, Any]) -> str | None:
-    """The accuracy verdict of a computed case: the declared algorithm's budget (the plain
-    formula's, ``plain_float32``, when none is declared); None when there is no finding."""
+def _family_budget(conv: Convention, case: Case, algorithm: str) -> tuple[np.ndarray, np.ndarray]:
+    """The algorithm's per-element error budget on a family case, and the exact y (float64)."""
     from normspec.budgets import budget_for_layer, get_algorithm
-    from normspec.budgets.algorithm import plain_algorithm
     from normspec.oracle import forward
     from normspec.vectors.family import family_arguments
 
-    name = algorithm or plain_algorithm(case["x"].dtype)
     args, kwargs = family_arguments(conv, case["x"][0], case["weight"], case["bias"], case["eps"], case["groups"])
-    budget = budget_for_layer(get_algorithm(name), conv, *args, **kwargs)
+    budget = budget_for_layer(get_algorithm(algorithm), conv, *args, **kwargs)
     ex = forward(conv, *args, **kwargs).exact
     x0 = case["x"][0]
     exact = np.array([float(ex.y(i, prec=80)) for i in np.ndindex(x0.shape)]).reshape(x0.shape)
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(got.astype(np.float64) - exact)
-        over = err > budget
-    row["budget_algorithm"] = name if algorithm else f"{name} (none declared)"
-    row["beyond_budget"] = beyond = int(over.sum())
-    row["unbounded"] = unbounded = int((~np.isfinite(budget)).sum())
-    if beyond:
-        i = np.unravel_index(int(np.argmax(np.where(over, err / budget, -1))), err.shape)
-        return (
-            f"{beyond} element(s) beyond the budget of {row['budget_algorithm']}; worst y{[int(v) for v in i]} = "
-            f"{float(got[i])!r}, exact {float(exact[i])!r}, error {float(err[i]):.3g} > budget {float(budget[i]):.3g}"
-        )
-    vacuous_bad = row["rel_ulp"] > max(VACUOUS_FACTOR * row["naive_rel_ulp"], row["naive_rel_ulp"] + VACUOUS_ULP)
-    if unbounded and algorithm is None and vacuous_bad:  # a declared algorithm's unbounded budget allows anything
-        worst = row.get("worst", {})
-        return (
-            f"{row['rel_ulp']:.3g} ULP at the terms' scale where the budget of {row['budget_algorithm']} is unbounded, "
-            f"more than {VACUOUS_FACTOR:g} times the plain formula's error on this case ({row['naive_rel_ulp']:.3g}); "
-            f"worst y{worst.get('index')} = {worst.get('observed')!r}, exact {worst.get('exact')!r}"
-        )
-    return None
+    return budget, exact
 
 
-def _judge(
+def judge_family(
     target: str,
     conv: Convention,
     battery: list[tuple[str, Case, str]],
@@ -183,9 +355,9 @@ def _judge(
     progress: Callable[[int], None] | None,
     algorithm: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-    """Run ``battery`` on ``target`` (in its worker process) and compare with the oracle: rows, findings, cases."""
-    from normspec.oracle import ulp_distance
-    from normspec.targets.audit import AuditCase, _rel_ulp, run_cases
+    """Run ``battery`` on ``target`` (in its worker process) and judge each output
+    (:func:`normspec.targets.verdict.judge_output`): rows, findings, and the cases as run."""
+    from normspec.targets.runner import AuditCase, run_cases
 
     cases = [
         AuditCase(
@@ -229,150 +401,63 @@ def _judge(
                 row["status"] = "crash"
                 rows.append(row)
                 continue
-            if name.startswith("probe_"):
+            probe = name.startswith("probe_")
+            if probe:
                 row["y"] = got.astype(np.float64).ravel().tolist()  # for the inference
-            with np.errstate(invalid="ignore", over="ignore"):
-                d = ulp_distance(got, want)
-            finite = np.isfinite(want)
-            row["max_ulp"] = float(d[finite].max()) if finite.any() else 0.0
-            row["correctly_rounded"] = float(np.mean(d == 0))
-            if finite.any():
-                w = np.unravel_index(int(np.argmax(np.where(finite, np.nan_to_num(d, nan=np.inf), -1))), d.shape)
-                row["worst"] = {
-                    "index": [int(v) for v in w],
-                    "x": float(x0[w]),
-                    "exact": float(want[w]),
-                    "observed": float(got[w]),
-                }
-            bad = finite & ~np.isfinite(got)
             naive, mag = naive_family(conv, case)
-            row["rel_ulp"] = _rel_ulp(got[finite], want[finite], mag[finite])
-            row["naive_rel_ulp"] = _rel_ulp(naive[finite], want[finite], mag[finite])
-            verdict = _accuracy(conv, case, got, algorithm, row) if not bad.any() else None
-            inaccurate = verdict is not None and not row.get("beyond_budget")
-            row["status"], explanation = status_word(
-                row["max_ulp"],
-                non_finite=bool(bad.any()),
-                budget=row.get("budget_algorithm"),
-                beyond=row.get("beyond_budget", 0),
-                inaccurate=inaccurate,
+
+            def budget_of(alg: str, case: Case = case) -> tuple[np.ndarray, np.ndarray]:
+                return _family_budget(conv, case, alg)
+
+            verdict = judge_output(
+                row,
+                got,
+                want,
+                x=x0,
+                magnitude=mag,
+                naive=naive,
+                budget_of=None if probe else budget_of,
+                declared=algorithm,
             )
-            if explanation and row.get("unbounded") and row["status"] == "within budget":
-                explanation += f" (unbounded on {row['unbounded']} element(s): var + eps below its statistics' error)"
-            if explanation:
-                row["verdict"] = explanation
-            if bad.any():
-                i = tuple(int(v) for v in np.argwhere(bad)[0])
-                findings.append(
-                    {
-                        "kind": "non-finite",
-                        "case": name,
-                        "message": f"y{list(i)} = {got[i]!r} where the exact value is {want[i]!r}",
-                    }
-                )
-            elif verdict is not None:
-                findings.append({"kind": "accuracy", "case": name, "message": verdict})
-            if bad.any() or verdict is not None:  # the values behind a failing case's plot in the report
-                row["exact_y"] = want.astype(np.float64).ravel().tolist()
-                row["observed_y"] = got.astype(np.float64).ravel().tolist()
+            if verdict is not None:
+                findings.append({"kind": verdict[0], "case": name, "message": verdict[1]})
         if name.startswith("probe_"):  # a probe feeds the convention inference only
             del findings[start:]
         rows.append(row)
     return rows, findings, cases
 
 
-_REPRO = '''"""Reproducer for normspec audit finding: {case} on {target} (convention {convention}).
-
-Run from this folder: python repro.py
-"""
-from normspec.targets.family import reproduce_family_case
-
-reproduce_family_case("case.npz", {target!r}, {convention!r})
-'''
-
-
-def reproduce_family_case(path: str | Path, target: str, convention: str) -> dict[str, Any]:
-    """Run one saved family case (a reproducer's ``case.npz``) on ``target``; print and return its row."""
-    from normspec.spec.conventions import get_convention
-
-    with np.load(path, allow_pickle=False) as data:
-        case = {k: data[k] for k in data.files}
-    rows, findings, _ = _judge(target, get_convention(convention), [("case", case, "")], 120.0, None)
-    row = rows[0]
-    print(f"{target} under {convention}: {row['status']}, max {row.get('max_ulp', float('nan')):.3g} ULP")
-    if "worst" in row:
-        w = row["worst"]
-        print(f"worst element {tuple(w['index'])}: x = {w['x']!r}, exact {w['exact']!r}, observed {w['observed']!r}")
-    for f in findings:
-        print(f"[{f['kind']}] {f['message']}")
-    return row
-
-
-def run_family_audit(
-    target: str,
-    convention: str | None = None,
+def audit_family(
+    report: Any,
+    adapter: Any,
+    conv: Convention,
     *,
     timeout: float = 120.0,
     progress: Callable[[int], None] | None = None,
     reproducers: Path | None = None,
-) -> dict[str, Any]:
-    """Run the family battery on ``target``; returns the report as a dict (same shape as the BatchNorm audit's).
+) -> None:
+    """The family part of :func:`normspec.targets.audit.run_audit`: probes, battery and judge for a
+    LayerNorm, RMSNorm, GroupNorm, InstanceNorm or MeanVarianceNormalization target; fills ``report``."""
+    from normspec.targets.runner import probe_case_name, profile_drift, write_reproducer
 
-    With ``reproducers``, each finding gets a folder there (``case.npz`` and ``repro.py``)."""
-    from normspec.spec.conventions import get_convention
-    from normspec.targets.audit import unavailable_reason
-
-    if target.startswith("python:"):  # a user's implementation of the layer its --convention names
-        from normspec.targets.adapters import get_adapter
-
-        adapter = get_adapter(target)
-        if convention is None or get_convention(convention).layer == "batch_norm":
-            raise InvalidArgumentError(
-                expected("a family profile (--convention torch_layer_norm, ...)", "convention", convention)
-            )
-    else:
-        adapter = FAMILY_ADAPTERS[target]
-    conv = get_convention(convention or adapter.convention)
-    t0 = time.perf_counter()
-    missing = unavailable_reason(adapter)
-    if missing is not None:  # one line, no cases, no other findings
-        return {
-            "target": target,
-            "convention": conv.name,
-            "layer": conv.layer,
-            "description": adapter.description,
-            "cases": [],
-            "findings": [{"kind": "unavailable", "case": "-", "message": missing}],
-            "seconds": 0.0,
-        }
     probes = family_probes(conv)
-    rows, findings, cases = _judge(target, conv, probes + family_battery(conv), timeout, progress, adapter.algorithm)
-    inferred = _infer_eps(conv, rows[: len(probes)], findings)
-    if findings and findings[0]["case"] == "probe (eps)" and conv.name == adapter.convention:
-        from normspec.targets.audit import profile_drift
-
+    report.claimed = {p.field: p.claimed for p in probes}
+    probe_cases = [(p.name, p.case, p.note) for p in probes]
+    rows, findings, cases = judge_family(
+        report.target, conv, probe_cases + family_battery(conv), timeout, progress, adapter.algorithm
+    )
+    inferred_findings: list[dict[str, Any]] = []
+    report.inferred = infer_family(conv, probes, rows[: len(probes)], inferred_findings)
+    if inferred_findings and conv.name == adapter.convention:
         drift = profile_drift(adapter, conv)
         if drift:  # the target's own profile, verified on another version: the record may be stale
-            findings[0] = {**findings[0], "kind": "profile-drift", "message": findings[0]["message"] + f" on {drift}"}
-    rows = rows[len(probes) :]
-    if reproducers is not None:
-        by_name = {c.name: c for c in cases}
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in target)
-        for f in findings:
-            if f["case"] not in by_name:  # an inference finding: its probe is in the battery listing
-                continue
-            folder = Path(reproducers) / safe / f["case"]
-            folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / "case.npz", **by_name[f["case"]].arrays())
-            (folder / "repro.py").write_text(_REPRO.format(case=f["case"], target=target, convention=conv.name))
-            f["reproducer"] = str(folder)
-    return {
-        "target": target,
-        "convention": conv.name,
-        "layer": conv.layer,
-        "description": adapter.description,
-        "inferred": inferred,
-        "cases": rows,
-        "findings": findings,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+            inferred_findings = [
+                {**f, "kind": "profile-drift", "message": f["message"] + f" on {drift}"} for f in inferred_findings
+            ]
+    report.audited = by_name = {c.name: c for c in cases}
+    for f in findings + inferred_findings:
+        case = by_name.get(probe_case_name(f["case"]))
+        if reproducers is not None and case is not None:  # an inference finding reproduces on its probe
+            f["reproducer"] = str(write_reproducer(reproducers, case, report.target, conv.name))
+    report.findings = inferred_findings + findings
+    report.cases = rows[len(probes) :]

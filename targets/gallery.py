@@ -33,16 +33,7 @@ PUBLIC_REPORTS: dict[tuple[str, str], str] = {
     ("keras_torch", "keras_trigger"): "https://github.com/keras-team/keras/pull/18795",
     ("onnx_reference_bn9", "probe (evaluation_uses)"): "https://github.com/onnx/onnx/issues/5799",
     ("mxnet_group_norm", "random"): "https://github.com/apache/mxnet/issues/17139",
-}
-
-# An inference finding reproduces on the probe that fed it.
-_PROBES = {
-    "probe (momentum)": "probe_momentum",
-    "probe (updates_in_forward)": "probe_forward_only",
-    "probe (running_var)": "probe_bessel",
-    "probe (eps)": "probe_eps",
-    "probe (one_value)": "probe_one_value",
-    "probe (evaluation_uses)": "probe_eval_statistics",
+    ("onnx_reference_layer_norm17", "probe (precision)"): "https://github.com/onnx/onnx/pull/8439",
 }
 
 
@@ -191,36 +182,20 @@ def build_gallery(
     """Audit ``targets``, write ``page`` (markdown) and, in the folder of the same name beside it,
     one reproducer folder per finding with exit-status weight and ``findings.json``."""
     out_dir = page.with_suffix("")
-    from normspec.spec.conventions import get_convention
-    from normspec.targets.adapters import ADAPTERS, get_adapter
-    from normspec.targets.audit import battery, interpreter, library_version, run_audit
-    from normspec.targets.family import FAMILY_ADAPTERS, family_probes, run_family_audit
+    from normspec.targets.adapters import ADAPTERS
+    from normspec.targets.audit import interpreter, library_version, probe_case_name, resolve_target, run_audit
+    from normspec.targets.family import FAMILY_ADAPTERS
     from normspec.targets.verdict import FAILING
-    from normspec.vectors.family import family_battery
 
     out_dir.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
     for target in targets:
         if progress is not None:
             progress(target)
-        family = target in FAMILY_ADAPTERS
-        adapter = FAMILY_ADAPTERS[target] if family else get_adapter(target)
-        conv = get_convention(adapter.convention)
-        if family:
-            rep = run_family_audit(target)
-            findings = rep["findings"]
-            from normspec.targets.audit import AuditCase
-
-            cases = {
-                name: AuditCase(
-                    name, "family", c["x"], c["weight"], c["bias"], c["running_mean"], c["running_var"], True, 0.0,
-                    float(c["eps"]), note, extra={"groups": c["groups"]},
-                )
-                for name, c, note in family_probes(conv) + family_battery(conv)
-            }  # fmt: skip
-        else:
-            findings = run_audit(target).findings
-            cases = {c.name: c for c in battery(conv)}
+        adapter, conv = resolve_target(target)
+        family = conv.layer != "batch_norm"
+        rep = run_audit(target)
+        findings, cases = rep.findings, rep.audited
         missing = [f for f in findings if f["kind"] == "unavailable"]
         python = None
         if not missing and adapter.venv is not None:
@@ -232,7 +207,7 @@ def build_gallery(
         for f in findings:
             if f["kind"] not in FAILING:
                 continue
-            case_name = _PROBES.get(f["case"], f["case"])
+            case_name = probe_case_name(f["case"])
             case = cases.get(case_name)
             entry = {
                 "target": target,

@@ -32,8 +32,10 @@ its profile does is ``refused as claimed``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "KINDS",
@@ -44,6 +46,8 @@ __all__ = [
     "exit_status",
     "degenerate_reason",
     "status_word",
+    "rel_ulp",
+    "judge_output",
 ]
 
 KINDS: dict[str, str] = {
@@ -105,3 +109,112 @@ def status_word(
     if budget is not None:
         return "within budget", f"{max_ulp:.3g} ULP from the exact value, within {budget}'s budget"
     return "no budget", f"{max_ulp:.3g} ULP from the exact value; no error budget applies to this case"
+
+
+def rel_ulp(got: np.ndarray, want: np.ndarray, magnitude: np.ndarray) -> float:
+    """Largest ``|got - want|`` in float32 ULPs of ``magnitude``, the terms' scale of each element
+    (``|gamma x-hat| + |gamma| + |beta|``: never zero, unlike an output that cancels)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        floor = np.float64(np.finfo(np.float32).tiny)
+        unit = np.spacing(np.maximum(np.abs(magnitude), floor).astype(np.float32)).astype(np.float64)
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) / unit
+    finite = np.isfinite(diff)
+    return float(diff[finite].max()) if finite.any() else 0.0
+
+
+def judge_output(
+    row: dict[str, Any],
+    got: np.ndarray,
+    exact: np.ndarray,
+    *,
+    x: np.ndarray,
+    magnitude: np.ndarray,
+    naive: np.ndarray | None = None,
+    budget_of: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None,
+    declared: str | None = None,
+) -> tuple[str, str] | None:
+    """The one judge of a computed output, for every layer: fills ``row`` (distances, the worst
+    element, status and verdict) and returns the finding ``(kind, message)``, or None.
+
+    ``exact`` is the oracle's correctly rounded output, ``magnitude`` the terms' scale, ``naive``
+    the plain formula in the input's precision.  ``budget_of(algorithm)`` gives the per-element
+    error budget and the exact value (float64) for an algorithm: the declared one, else the plain
+    formula's (:func:`normspec.budgets.algorithm.plain_algorithm`).  Without ``budget_of`` only the
+    distance is judged (the probes, outputs a profile defines as x itself)."""
+    from normspec.oracle import ulp_distance
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = ulp_distance(got, exact)
+    finite = np.isfinite(exact.astype(np.float64))
+    bad = finite & ~np.isfinite(got.astype(np.float64))
+    row["max_ulp"] = float(d[finite].max()) if finite.any() else 0.0
+    row["correctly_rounded"] = float(np.mean(d == 0)) if d.size else 1.0
+    row["rel_ulp"] = rel_ulp(got[finite], exact[finite], magnitude[finite])
+    if finite.any():
+        w = np.unravel_index(int(np.argmax(np.where(finite, np.nan_to_num(d, nan=np.inf), -1))), d.shape)
+        row["worst"] = {
+            "index": [int(v) for v in w],
+            "x": float(x[w]),
+            "exact": float(exact[w]),
+            "observed": float(got[w]),
+        }
+    finding: tuple[str, str] | None = None
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        finding = ("non-finite", f"y{list(i)} = {got[i]!r} where the exact value is {exact[i]!r}")
+        _status(row, status_word(row["max_ulp"], non_finite=True))
+    elif budget_of is None:
+        _status(row, status_word(row["max_ulp"], non_finite=False))
+    else:
+        from normspec.budgets.algorithm import plain_algorithm
+
+        if naive is not None:
+            row["naive_rel_ulp"] = rel_ulp(naive[finite], exact[finite], magnitude[finite])
+        name = declared or plain_algorithm(x.dtype)
+        label = name if declared else f"{name} (none declared)"
+        budget, exact64 = budget_of(name)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.abs(got.astype(np.float64) - exact64)
+            over = err > budget
+        beyond, unbounded = int(over.sum()), int((~np.isfinite(budget)).sum())
+        row["budget_algorithm"], row["beyond_budget"], row["unbounded"] = label, beyond, unbounded
+        plain = row.get("naive_rel_ulp", math.inf)
+        # with no algorithm declared and the plain budget unbounded (var + eps below its statistics'
+        # error bound), the plain formula's own error on the case is the yardstick
+        vacuous = (
+            not beyond
+            and declared is None
+            and unbounded > 0
+            and row["rel_ulp"] > max(VACUOUS_FACTOR * plain, plain + VACUOUS_ULP)
+        )
+        worst = row.get("worst", {})
+        if beyond:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = np.where(over, err / budget, -1.0)
+            k = tuple(int(v) for v in np.unravel_index(int(np.argmax(ratio)), err.shape))
+            finding = (
+                "accuracy",
+                f"{beyond} element(s) beyond the budget of {label}; worst y{list(k)} = "
+                f"{float(got[k])!r}, exact {float(exact64[k])!r}, error {float(err[k]):.3g} > budget "
+                f"{float(budget[k]):.3g} ({float(ratio[k]):.3g} times)",
+            )
+        elif vacuous:
+            finding = (
+                "accuracy",
+                f"{row['rel_ulp']:.3g} ULP at the terms' scale where the budget of {label} is unbounded, more "
+                f"than {VACUOUS_FACTOR:g} times the plain formula's error on this case ({plain:.3g}); worst "
+                f"y{worst.get('index')} = {worst.get('observed')!r}, exact {worst.get('exact')!r}",
+            )
+        _status(row, status_word(row["max_ulp"], non_finite=False, budget=label, beyond=beyond, inaccurate=vacuous))
+        if unbounded and row["status"] == "within budget":
+            row["verdict"] += f" (unbounded on {unbounded} element(s): var + eps below its statistics' error)"
+    if finding is not None:  # the values behind a failing case's plot in the report
+        row["exact_y"] = exact.astype(np.float64).ravel().tolist()
+        row["observed_y"] = got.astype(np.float64).ravel().tolist()
+    return finding
+
+
+def _status(row: dict[str, Any], verdict: tuple[str, str]) -> None:
+    row["status"], explanation = verdict
+    if explanation:
+        row["verdict"] = explanation

@@ -3,9 +3,11 @@
 import importlib.util
 
 import pytest
-from normspec.targets.family import FAMILY_ADAPTERS, run_family_audit
+from normspec.targets.audit import run_audit
+from normspec.targets.family import FAMILY_ADAPTERS
 
 from normspec.cli import main
+from normspec.errors import InvalidArgumentError
 
 
 def need(module: str) -> None:
@@ -14,23 +16,23 @@ def need(module: str) -> None:
 
 
 def findings(rep, case):
-    return {f["kind"] for f in rep["findings"] if f["case"] == case}
+    return {f["kind"] for f in rep.findings if f["case"] == case}
 
 
 def test_keras_layer_norm_raw_moments_nan():
     """Keras 3's NumPy backend computes E[x^2]-E[x]^2: NaN on [40000, 40001, 40002, 40003]."""
     need("keras")
-    rep = run_family_audit("keras_layer_norm")
+    rep = run_audit("keras_layer_norm")
     assert "non-finite" in findings(rep, "raw_moments_trigger")
 
 
 def test_torch_family_on_normal_rows_and_group_norm():
     need("torch")
     for target in ("torch_layer_norm", "torch_rms_norm", "torch_group_norm", "torch_instance_norm"):
-        rep = run_family_audit(target)
-        row = next(c for c in rep["cases"] if c["case"] == "random")
+        rep = run_audit(target)
+        row = next(c for c in rep.cases if c["case"] == "random")
         assert row["status"] in ("ok", "within budget") and row["max_ulp"] < 1e4, (target, row)
-        assert not findings(rep, "random"), rep["findings"]
+        assert not findings(rep, "random"), rep.findings
         if row["status"] != "ok":  # never "ok" far from the exact value without saying how far and why
             assert "ULP from the exact value" in row["verdict"], row
 
@@ -41,26 +43,26 @@ def test_family_accuracy_verdicts_on_a_constant_input():
     error is far smaller)."""
     need("torch")
     for target in ("torch_group_norm", "torch_instance_norm"):
-        rep = run_family_audit(target)
-        row = next(c for c in rep["cases"] if c["case"] == "constant")
+        rep = run_audit(target)
+        row = next(c for c in rep.cases if c["case"] == "constant")
         assert row["status"] == "inaccurate" and "accuracy" in findings(rep, "constant"), (target, row)
-    ln = run_family_audit("torch_layer_norm")  # LayerNorm gets the bias exactly
-    assert next(c for c in ln["cases"] if c["case"] == "constant")["status"] == "ok"
+    ln = run_audit("torch_layer_norm")  # LayerNorm gets the bias exactly
+    assert next(c for c in ln.cases if c["case"] == "constant")["status"] == "ok"
 
 
 def test_our_kernels_are_correctly_rounded_on_the_family_battery():
     need("numba")
     for target in ("kernels_layer_norm", "kernels_rms_norm"):
-        rep = run_family_audit(target)
-        assert not rep["findings"], rep["findings"]
-        assert all(c["max_ulp"] <= 1 for c in rep["cases"])
+        rep = run_audit(target)
+        assert not rep.findings, rep.findings
+        assert all(c["max_ulp"] <= 1 for c in rep.cases)
 
 
 def test_onnx_layer_norm17_matches_and_cli(capsys):
     need("onnx")
-    rep = run_family_audit("onnx_reference_layer_norm17")
-    assert rep["layer"] == "layer_norm" and {c["case"] for c in rep["cases"]} >= {"random", "raw_moments_trigger"}
-    failing = any(f["kind"] in ("semantic", "accuracy", "non-finite", "crash") for f in rep["findings"])
+    rep = run_audit("onnx_reference_layer_norm17")
+    assert rep.layer == "layer_norm" and {c["case"] for c in rep.cases} >= {"random", "raw_moments_trigger"}
+    failing = any(f["kind"] in ("semantic", "accuracy", "non-finite", "crash") for f in rep.findings)
     assert main(["audit", "onnx_reference_layer_norm17"]) == int(failing)
     assert "normspec audit: onnx_reference_layer_norm17" in capsys.readouterr().out
 
@@ -83,10 +85,10 @@ def need_venv(name: str) -> None:
 def test_mxnet_group_norm_takes_scale_and_bias_per_group():
     """apache/mxnet#17139 on MXNet 1.9.1: gamma and beta have one entry per group, not per channel."""
     need_venv("mxnet")
-    own = run_family_audit("mxnet_group_norm")  # its own (per-group) profile: the values agree
-    row = next(c for c in own["cases"] if c["case"] == "random")
+    own = run_audit("mxnet_group_norm")  # its own (per-group) profile: the values agree
+    row = next(c for c in own.cases if c["case"] == "random")
     assert row["status"] in ("ok", "within budget") and row["max_ulp"] < 1e3, row
-    per_channel = run_family_audit("mxnet_group_norm", "torch_group_norm")  # per-channel weights: refused
+    per_channel = run_audit("mxnet_group_norm", "torch_group_norm")  # per-channel weights: refused
     assert "semantic" in findings(per_channel, "random")
 
 
@@ -101,8 +103,8 @@ def test_mxnet_group_norm_takes_scale_and_bias_per_group():
 def test_venv_family_targets_agree_on_normal_rows(venv, targets):
     need_venv(venv)
     for target in targets:
-        rep = run_family_audit(target)
-        row = next(c for c in rep["cases"] if c["case"] == "random")
+        rep = run_audit(target)
+        row = next(c for c in rep.cases if c["case"] == "random")
         ok = row["status"] in ("ok", "within budget")
         assert ok and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
 
@@ -110,17 +112,18 @@ def test_venv_family_targets_agree_on_normal_rows(venv, targets):
 def test_onnx_instance_and_group_norm_targets():
     need("onnxruntime")
     for target in ("onnx_reference_instance_norm", "onnxruntime_instance_norm", "onnxruntime_group_norm21"):
-        rep = run_family_audit(target)
-        row = next(c for c in rep["cases"] if c["case"] == "random")
+        rep = run_audit(target)
+        row = next(c for c in rep.cases if c["case"] == "random")
         ok = row["status"] in ("ok", "within budget")
         assert ok and row["max_ulp"] < 1e4 and not findings(rep, "random"), (target, row)
-        assert not {f["kind"] for f in rep["findings"]} & {"crash", "semantic"}  # every case computed
+        battery = {f["kind"] for f in rep.findings if not f["case"].startswith("probe (")}
+        assert not battery & {"crash", "semantic"}  # every case computed
 
 
 def test_flax_group_norm_raw_moments_overflow_at_huge_magnitude():
     """flax.linen.GroupNorm's fast variance squares in float32: NaN at |x| ~ 1e30 where the exact y is finite."""
     need("flax")
-    rep = run_family_audit("flax_group_norm")
+    rep = run_audit("flax_group_norm")
     assert not findings(rep, "random")
     assert "non-finite" in findings(rep, "huge_magnitude")
 
@@ -163,6 +166,24 @@ def ln_welford64(x, w, b, eps, groups):  # Welford's update in float64 per row, 
         out[i] = (row - mean) / np.sqrt(m2 / len(row) + eps) * w + b
     return out.reshape(x.shape).astype(x.dtype)
 
+def ln_folded64(x, w, b, eps, groups):  # folded affine x * a + (b - mean * a) in float64, rounded once
+    x64 = x.astype(np.float64)
+    m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
+    a = w / np.sqrt(v + eps)
+    return (x64 * a + (b - m * a)).astype(x.dtype)
+
+def gn64(x, w, b, eps, groups):  # GroupNorm in float64, rounded once: correct
+    n, c = x.shape[:2]
+    xg = x.astype(np.float64).reshape(n, groups, -1)
+    y = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    return (y * w.reshape(shape) + b.reshape(shape)).astype(x.dtype)
+
+def rms64(x, w, b, eps, groups):  # RMSNorm in float64, rounded once: correct
+    x64 = x.astype(np.float64)
+    eps = np.finfo(x.dtype).eps if eps is None or np.isnan(eps) else eps
+    return (x64 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps) * w).astype(x.dtype)
+
 def ln_eps_outside(x, w, b, eps, groups):  # eps added to the standard deviation: another function
     x64 = x.astype(np.float64)
     m, v = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
@@ -187,9 +208,16 @@ def test_user_family_implementations_through_the_cli(tmp_path, capsys):
     impl.write_text(FAMILY_USER)
     ok = ["audit", f"python:{impl}:ln64", "--convention", "torch_layer_norm", "--progress", "never"]
     assert main(ok) == 0
-    assert "0 finding(s)" in capsys.readouterr().out
+    assert "no findings" in capsys.readouterr().out
     welford = ["audit", f"python:{impl}:ln_welford64", "--convention", "torch_layer_norm", "--progress", "never"]
     assert main(welford) == 0, capsys.readouterr().out
+    for name, profile in (
+        ("ln_folded64", "torch_layer_norm"),
+        ("gn64", "torch_group_norm"),
+        ("rms64", "torch_rms_norm"),
+    ):
+        code = main(["audit", f"python:{impl}:{name}", "--convention", profile, "--progress", "never"])
+        assert code == 0, (name, capsys.readouterr().out)
     outside = ["audit", f"python:{impl}:ln_eps_outside", "--convention", "torch_layer_norm", "--progress", "never"]
     assert main(outside) == 1
     assert "[semantic] probe (eps): eps: claimed inside sqrt, observed outside sqrt" in capsys.readouterr().out
@@ -199,5 +227,59 @@ def test_user_family_implementations_through_the_cli(tmp_path, capsys):
     per_group = ["audit", f"python:{impl}:gn_per_group", "--convention", "torch_group_norm", "--progress", "never"]
     assert main(per_group) == 1
     capsys.readouterr()
-    with pytest.raises(Exception, match="family profile"):
-        run_family_audit(f"python:{impl}:ln64")  # a user's family target needs its profile named
+    with pytest.raises(InvalidArgumentError, match="a layer_norm profile"):
+        run_audit("torch_layer_norm", "torch")  # a library's LayerNorm is not audited as a BatchNorm
+
+
+WRONG_FAMILY = """
+import numpy as np
+
+def _ln(x, w, b, eps, dtype=np.float64):
+    xd = x.astype(dtype)
+    m = xd.mean(axis=-1, keepdims=True)
+    v = ((xd - m) ** 2).mean(axis=-1, keepdims=True)
+    return ((xd - m) / np.sqrt(v + dtype(eps)) * w.astype(dtype) + b.astype(dtype)).astype(x.dtype)
+
+def all_axes(x, w, b, eps, groups):  # one mean and variance for the whole batch
+    x64 = x.astype(np.float64)
+    return ((x64 - x64.mean()) / np.sqrt(x64.var() + eps) * w + b).astype(x.dtype)
+
+def rsqrt_estimate(x, w, b, eps, groups):  # 1/sqrt(var + eps) kept to 12 significant bits
+    x64 = x.astype(np.float64)
+    m = x64.mean(axis=-1, keepdims=True)
+    r = 1 / np.sqrt(((x64 - m) ** 2).mean(axis=-1, keepdims=True) + eps)
+    frac, exp = np.frexp(r)
+    return ((x64 - m) * np.ldexp(np.round(frac * 2**12) / 2**12, exp) * w + b).astype(x.dtype)
+
+def half(x, w, b, eps, groups):  # every operation in float16
+    return _ln(x, w, b, eps, np.float16)
+
+def raw_moments(x, w, b, eps, groups):  # var = E[x^2] - E[x]^2 in float32
+    m = x.mean(axis=-1, keepdims=True, dtype=np.float32)
+    v = (x * x).mean(axis=-1, keepdims=True, dtype=np.float32) - m * m
+    return ((x - m) / np.sqrt(v + np.float32(eps)) * w + b).astype(x.dtype)
+"""
+
+
+@pytest.mark.parametrize(
+    "bug, kinds",
+    [
+        ("all_axes", {"semantic"}),
+        ("rsqrt_estimate", {"accuracy"}),
+        ("half", {"semantic", "accuracy", "non-finite"}),
+        ("raw_moments", {"accuracy", "non-finite"}),
+    ],
+)
+def test_wrong_user_layer_norms_exit_1(bug, kinds, tmp_path, capsys):
+    """Wrong axes, an rsqrt estimate, half-precision arithmetic, raw moments: each a finding, exit 1."""
+    impl = tmp_path / "wrong.py"
+    impl.write_text(WRONG_FAMILY)
+    code = main(["audit", f"python:{impl}:{bug}", "--convention", "torch_layer_norm", "--progress", "never"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    seen = {kind for kind in ("semantic", "accuracy", "non-finite") if f"[{kind}]" in out}
+    assert seen & kinds, out
+    if bug == "all_axes":
+        assert "axes: claimed the trailing axis, observed all axes" in out
+    if bug == "half":
+        assert "precision: claimed float32 or wider statistics, observed float16 statistics" in out
