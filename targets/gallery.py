@@ -34,6 +34,22 @@ PUBLIC_REPORTS: dict[tuple[str, str], str] = {
     ("onnx_reference_bn9", "probe (evaluation_uses)"): "https://github.com/onnx/onnx/issues/5799",
     ("mxnet_group_norm", "random"): "https://github.com/apache/mxnet/issues/17139",
     ("onnx_reference_layer_norm17", "probe (precision)"): "https://github.com/onnx/onnx/pull/8439",
+    # the same float32 overflow of the squared deviations in LayerNorm, GroupNorm and InstanceNorm
+    ("torch_layer_norm", "huge_magnitude"): "https://github.com/pytorch/pytorch/issues/162489",
+    ("torch_group_norm", "huge_magnitude"): "https://github.com/pytorch/pytorch/issues/162489",
+    ("torch_instance_norm", "huge_magnitude"): "https://github.com/pytorch/pytorch/issues/162489",
+    # Keras 3's moments use E[x^2] - E[x]^2; the fix covered the TensorFlow and JAX backends only
+    **{
+        ("keras_layer_norm" if layer else "keras_group_norm", case): (
+            "related: https://github.com/keras-team/keras/pull/18795 (fixed the TensorFlow and JAX backends only)"
+        )
+        for layer in (True, False)
+        for case in ("raw_moments_trigger", "constant", "huge_magnitude")
+    },
+    ("onnx_reference_instance_norm", "probe (precision)"): (
+        "convention difference: InstanceNormalization-6 states no precision; normspec's profiles keep the "
+        "statistics of float16 inputs in float32, as LayerNormalization's stash_type=1 asks"
+    ),
 }
 
 

@@ -1,6 +1,6 @@
 """Standalone reproducer: flax_rms_norm, case huge_magnitude (flax 0.12.8).
 
-48 element(s) beyond the budget of plain_float32 (none declared); worst y[3, 2] = 0.0, exact 1.7672785068257397, error 1.77 > budget 1.28e-06
+48 element(s) beyond the budget of plain_float32 (none declared); worst y[3, 2] = 0.0, exact 1.7672785068257397, error 1.77 > budget 1.28e-06 (1.38e+06 times)
 
 Needs only flax and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile flax_rms_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: keras_jax, case constant_channel_affine (keras 3.15.1).
 
-1.23e+07 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+1.23e+07 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 2, 0] = -1.0, exact 0.3615950644016266
 
 Needs only keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile keras3 and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: keras_tensorflow, case constant_channel (keras 3.15.1).
 
-8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 0, 0] = -1.0, exact 0.0
 
 Needs only keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile keras3 and stored in exact.npz.

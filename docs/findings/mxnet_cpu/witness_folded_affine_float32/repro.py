@@ -1,6 +1,6 @@
 """Standalone reproducer: mxnet_cpu, case witness_folded_affine_float32 (mxnet 1.9.1).
 
-8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 0, 0] = -0.9999949932098389, exact 0.0
 
 Needs only mxnet and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile mxnet_cpu and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: mxnet_instance_norm, case huge_magnitude (mxnet 1.9.1).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact -0.33977240097759814, error 1.86 > budget 1.39e-06
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact -0.33977240097759814, error 1.86 > budget 1.39e-06 (1.34e+06 times)
 
 Needs only mxnet and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile mxnet_instance_norm and stored in exact.npz.

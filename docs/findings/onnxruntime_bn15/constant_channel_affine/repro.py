@@ -1,6 +1,6 @@
 """Standalone reproducer: onnxruntime_bn15, case constant_channel_affine (onnxruntime 1.32.0).
 
-4.49e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+4.49e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 1, 0] = 0.0, exact -0.5356693863868713
 
 Needs only onnxruntime and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile onnx_bn15 and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: onnxruntime_group_norm21, case large_mean_rows (onnxruntime 1.32.0).
 
-118 element(s) beyond the budget of plain_float32 (none declared); worst y[1, 2, 4] = 3.044687509536743, exact 2.6523866093857005, error 0.392 > budget 0.00107
+118 element(s) beyond the budget of plain_float32 (none declared); worst y[1, 2, 4] = 3.044687509536743, exact 2.6523866093857005, error 0.392 > budget 0.00107 (365 times)
 
 Needs only onnxruntime and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile onnx_group_norm21 and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: onnxruntime_instance_norm, case huge_magnitude (onnxruntime 1.32.0).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact -0.33977240097759814, error 1.86 > budget 1.39e-06
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact -0.33977240097759814, error 1.86 > budget 1.39e-06 (1.34e+06 times)
 
 Needs only onnxruntime and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile onnx_instance_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: paddle_cpu, case constant_channel_affine (paddlepaddle 3.3.1).
 
-2.15e+09 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+2.15e+09 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 1, 0] = 256.0, exact -0.5356693863868713
 
 Needs only paddle and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile paddle_cpu and stored in exact.npz.

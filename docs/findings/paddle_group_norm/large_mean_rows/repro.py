@@ -1,6 +1,6 @@
 """Standalone reproducer: paddle_group_norm, case large_mean_rows (paddlepaddle 3.3.1).
 
-119 element(s) beyond the budget of plain_float32 (none declared); worst y[1, 2, 4] = 3.7434897422790527, exact 2.6523866093857005, error 1.09 > budget 0.00107
+119 element(s) beyond the budget of plain_float32 (none declared); worst y[1, 2, 4] = 3.7434897422790527, exact 2.6523866093857005, error 1.09 > budget 0.00107 (1.02e+03 times)
 
 Needs only paddle and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile paddle_group_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: paddle_group_norm, case raw_moments_trigger (paddlepaddle 3.3.1).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[0, 2, 3] = 1138.755126953125, exact 3.0688380479079616, error 1.14e+03 > budget 0.0628
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[0, 2, 3] = 1138.755126953125, exact 3.0688380479079616, error 1.14e+03 > budget 0.0628 (1.81e+04 times)
 
 Needs only paddle and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile paddle_group_norm and stored in exact.npz.

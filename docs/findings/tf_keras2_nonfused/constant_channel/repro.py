@@ -1,6 +1,6 @@
 """Standalone reproducer: tf_keras2_nonfused, case constant_channel (tf_keras 2.21.0).
 
-8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+8.39e+06 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 0, 0] = -1.0, exact 0.0
 
 Needs only tf_keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile tf_keras2_nonfused and stored in exact.npz.

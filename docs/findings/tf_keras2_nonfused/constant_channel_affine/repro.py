@@ -1,6 +1,6 @@
 """Standalone reproducer: tf_keras2_nonfused, case constant_channel_affine (tf_keras 2.21.0).
 
-1.98e+07 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain float32 formula's error on this case (0)
+1.98e+07 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0, 2, 0] = -2.0, exact 0.3615950644016266
 
 Needs only tf_keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile tf_keras2_nonfused and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: tf_keras_group_norm, case huge_magnitude (tf_keras 2.21.0).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact 0.11645196246660042, error 1.4 > budget 2.05e-06
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact 0.11645196246660042, error 1.4 > budget 2.05e-06 (6.83e+05 times)
 
 Needs only tf_keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile tf_keras2_group_norm and stored in exact.npz.

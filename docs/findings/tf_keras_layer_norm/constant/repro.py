@@ -1,6 +1,6 @@
 """Standalone reproducer: tf_keras_layer_norm, case constant (tf_keras 2.21.0).
 
-1.7e+08 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0] = -0.6042281985282898, exact 0.6780397295951843
+1.08e+07 ULP at the terms' scale where the budget of plain_float32 (none declared) is unbounded, more than 64 times the plain formula's error on this case (0); worst y[0, 0] = -0.6042281985282898, exact 0.6780397295951843
 
 Needs only tf_keras and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile tf_keras2_layer_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: torch_group_norm, case huge_magnitude (torch 2.13.0+cpu).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact 0.11645196246660042, error 1.4 > budget 2.05e-06
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 1.516427755355835, exact 0.11645196246660042, error 1.4 > budget 2.05e-06 (6.83e+05 times)
 
 Needs only torch and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile torch_group_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: torch_instance_norm, case huge_magnitude (torch 2.13.0+cpu).
 
-120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 0.0, exact -1.9860932692217772, error 1.99 > budget 1.58e-06
+120 element(s) beyond the budget of plain_float32 (none declared); worst y[2, 2, 0] = 0.0, exact -1.9860932692217772, error 1.99 > budget 1.58e-06 (1.26e+06 times)
 
 Needs only torch and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile torch_instance_norm and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: torch_raw, case huge_magnitude (torch 2.13.0+cpu).
 
-24 element(s) beyond the error budget of torch_cpu (worst error/budget 2.77e+06)
+24 element(s) beyond the budget of torch_cpu; worst y[0, 1, 1, 2] = 0.0, exact -1.1626027026532362, error 1.16 > budget 4.2e-07 (2.77e+06 times)
 
 Needs only torch and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile torch_raw and stored in exact.npz.

@@ -1,6 +1,6 @@
 """Standalone reproducer: torch_rms_norm, case huge_magnitude (torch 2.13.0+cpu).
 
-48 element(s) beyond the budget of plain_float32 (none declared); worst y[3, 2] = 0.0, exact 1.7672785068257397, error 1.77 > budget 1.28e-06
+48 element(s) beyond the budget of plain_float32 (none declared); worst y[3, 2] = 0.0, exact 1.7672785068257397, error 1.77 > budget 1.28e-06 (1.38e+06 times)
 
 Needs only torch and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile torch_rms_norm and stored in exact.npz.
