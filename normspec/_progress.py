@@ -18,6 +18,7 @@ class Progress:
     def __init__(
         self, total: int, label: str, *, mode: str = "auto", delay: float = 1.0, stream: TextIO | None = None
     ) -> None:
+        self.unknown = total <= 0  # a stream of unknown length: a count, no bar
         self.total = max(total, 1)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -37,6 +38,11 @@ class Progress:
         self._draw(now)
 
     def _draw(self, now: float) -> None:
+        if self.unknown:
+            self.stream.write(f"\r{self.label}: {self.done:,} done, {now - self.start:6.1f}s elapsed")
+            self.stream.flush()
+            self.drawn = True
+            return
         frac = min(1.0, self.done / self.total)
         width = 30
         fill = int(frac * width)
@@ -49,7 +55,8 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled and (self.drawn or time.perf_counter() - self.start >= self.delay):
-            self.done = self.total
+            if not self.unknown:
+                self.done = self.total
             self._draw(time.perf_counter())
             self.stream.write("\n")
             self.stream.flush()

@@ -6,15 +6,15 @@ import argparse
 import math
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from normspec._npz import load_npz
 from normspec._version import __version__
-from normspec.errors import InputFileError, NormspecError
+from normspec.errors import InputFileError, InvalidArgumentError, NormspecError, expected
 
 _EPILOG = """\
 examples:
@@ -30,6 +30,7 @@ examples:
   normspec vectors check out/vectors --target torch
   normspec audit torch --report out/audit-torch  what PyTorch computes, and where it is wrong
   normspec budget observed.npz --algorithm torch_cpu --training --plot errors.png
+  normspec diagnose batches.npz --convention keras3 --plot out/diagnosis  why eval is worse than training
 """
 
 
@@ -231,6 +232,38 @@ def _parser() -> argparse.ArgumentParser:
     bud.add_argument("--json", action="store_true")
     bud.add_argument("--plot", type=Path, default=None, help="PNG histogram of error / budget")
 
+    dg = sub.add_parser(
+        "diagnose",
+        help="why a BatchNorm model evaluates worse than it trains: running statistics against the data",
+        description="Reads a sequence of training batches (N, C, ...) lazily: an .npz whose array (x, or its only "
+        "one) has a leading batch axis, a directory of .npz files (one batch each, in name order), or "
+        "python:module:function returning an iterable of arrays. Per channel: the running statistics a correct "
+        "implementation of --convention holds after every step, the exact mean and variance of all the data, "
+        "that variance split into the mean within-batch variance and the variance of the batch means, the weight "
+        "the initial running values still carry, the evaluation-mode output of the data that follows, and a "
+        "one-way ANOVA of the per-sample means across batches (not i.i.d. below P = 0.001). "
+        "Exit status 0 when no cause of a train/eval gap is found, 1 when one is named, 2 for bad input.",
+        epilog="example: normspec diagnose batches.npz --convention keras3 --plot out/diagnosis",
+    )
+    dg.add_argument("batches")
+    dg.add_argument("--convention", default="torch", help="the BatchNorm profile the model follows (default torch)")
+    dg.add_argument("--momentum", default=None, help="default: the profile's; 'cumulative' for PyTorch momentum=None")
+    dg.add_argument("--eps", type=float, default=None, help="default: the profile's")
+    dg.add_argument(
+        "--no-backward", action="store_true", help="no backward pass ran (profiles that update only there never move)"
+    )
+    dg.add_argument(
+        "--observed",
+        type=Path,
+        default=None,
+        help=".npz with the running_mean and running_var the model really holds after these batches",
+    )
+    dg.add_argument("--json", action="store_true")
+    dg.add_argument(
+        "--plot", type=Path, default=None, help="folder for running_statistics.png and variance_decomposition.png"
+    )
+    dg.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+
     zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
@@ -267,6 +300,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _audit(args)
         if args.command == "budget":
             return _budget(args)
+        if args.command == "diagnose":
+            return _diagnose(args)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
         return 3 if args.command in ("prove", "identity", "zoo") else 2
@@ -275,21 +310,6 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- eval
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Arrays of an .npz file, refusing anything that would need unpickling."""
-    if path.exists() and not zipfile.is_zipfile(path):
-        raise InputFileError(f"{str(path)!r} is not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputFileError(f"no such file: {str(path)!r}") from None
-    except ValueError as exc:  # object arrays need pickle
-        raise InputFileError(f"{str(path)!r} holds arrays that need unpickling, refused: {exc}") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputFileError(f"{str(path)!r} is not a readable .npz file: {exc}") from None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -640,6 +660,41 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"report: {page} (and report.json)")
     return rep.exit_code(strict=args.strict)
+
+
+# ---------------------------------------------------------------- diagnose
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from normspec._progress import Progress
+    from normspec.diagnose import diagnose, plot, read_batches, render_text
+
+    momentum: float | str | None = None
+    if args.momentum is not None:
+        try:
+            momentum = args.momentum if args.momentum == "cumulative" else float(args.momentum)
+        except ValueError:
+            raise InvalidArgumentError(expected("a number or 'cumulative'", "--momentum", args.momentum)) from None
+    observed = load_npz(args.observed) if args.observed else None
+    bar = Progress(0, f"normspec diagnose {args.batches} (elements)", mode=args.progress)
+    diag = diagnose(
+        read_batches(args.batches),
+        args.convention,
+        momentum=momentum,
+        eps=args.eps,
+        backward=not args.no_backward,
+        observed=observed,
+        progress=bar,
+    )
+    bar.close()
+    print(json.dumps(diag.as_dict(), indent=2) if args.json else render_text(diag, args.batches))
+    if args.plot:
+        pngs = plot(diag, args.plot)
+        if not args.json:
+            print("plots: " + ", ".join(str(p) for p in pngs))
+    return 1 if diag.causes else 0
 
 
 # ---------------------------------------------------------------- budget

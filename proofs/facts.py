@@ -539,6 +539,71 @@ def _ln_backward_confirm(rng: np.random.Generator) -> int:
     return 7
 
 
+# ------------------------------------------------------------------ running statistics vs the data
+def _total_variance_steps() -> list[Step]:
+    steps: list[Step] = []
+    for batches, size in ((2, 2), (3, 2), (2, 3)):
+        xs = _xs(batches * size)
+        groups = [xs[i * size : (i + 1) * size] for i in range(batches)]
+        within = mean([biased_var(gr) for gr in groups])
+        between = biased_var([mean(gr) for gr in groups])
+        steps.append(
+            (
+                f"{batches} batches of {size}: var(all) = mean within-batch var + var of batch means",
+                biased_var(xs),
+                within + between,
+            )
+        )
+    b1, b2, b3 = sp.symbols("b1 b2 b3", real=True)
+    for direction, keep in (("new", 1 - mom), ("old", mom)):
+        r = r0
+        for bk in (b1, b2, b3):
+            r = running_update(r, bk, mom, direction)
+        steps.append(
+            (f"after 3 steps ({direction}-weight) the initial value weighs ({keep})**3", sp.diff(r, r0), keep**3)
+        )
+    return steps
+
+
+def _total_variance_confirm(rng: np.random.Generator) -> int:
+    checks = 0
+    for _ in range(3):
+        batches = [_rand_case(rng, (4, 2, 3)) + F32(rng.integers(-8, 8)) for _ in range(3)]
+        whole = batch_norm(np.concatenate(batches), None, None, training=True)
+        parts = [batch_norm(xb, None, None, training=True) for xb in batches]
+        for c in range(2):
+            means = [p.exact.mean[c] for p in parts]
+            within = sum((p.exact.var[c] for p in parts), Fraction(0)) / len(parts)
+            grand = sum(means, Fraction(0)) / len(means)
+            between = sum(((mk - grand) ** 2 for mk in means), Fraction(0)) / len(means)
+            _check(whole.exact.mean[c] == grand, "the mean of all the data is the mean of the batch means")
+            _check(whole.exact.var[c] == within + between, "law of total variance, exactly")
+            checks += 2
+    # each running update keeps 1 - momentum of the old value: two runs that differ only in it
+    x = _rand_case(rng, (4, 2, 3))
+    for convention, momentum, keep in (("torch", 0.25, Fraction(3, 4)), ("keras3", 0.75, Fraction(3, 4))):
+        a = batch_norm(
+            x, None, None, np.zeros(2, F32), np.ones(2, F32), training=True, momentum=momentum, convention=convention
+        )
+        b = batch_norm(
+            x,
+            None,
+            None,
+            np.full(2, 8, F32),
+            np.full(2, 3, F32),
+            training=True,
+            momentum=momentum,
+            convention=convention,
+        )
+        _, _, am, av = _running(a)
+        _, _, bm, bv = _running(b)
+        for c in range(2):
+            _check(Fraction(bm[c]) - Fraction(am[c]) == keep * 8, f"{convention}: the old mean weighs {keep}")
+            _check(Fraction(bv[c]) - Fraction(av[c]) == keep * 2, f"{convention}: the old variance weighs {keep}")
+            checks += 2
+    return checks
+
+
 _FACT_LIST = [
     Fact(
         "eval_affine",
@@ -662,5 +727,19 @@ _FACT_LIST = [
         _ln_backward_confirm,
     ),
 ]
+
+_FACT_LIST.append(
+    Fact(
+        "total_variance",
+        "For data split into batches of equal size: var(all) = mean of the within-batch (biased) variances + "
+        "variance of the batch means; after k running updates the initial value weighs (1 - m)**k (new-weight "
+        "momentum m) or m**k (old-weight)",
+        ("batches of equal size", "biased variances"),
+        "a running variance estimates only the within-batch term, so batches that are not i.i.d. samples leave "
+        "evaluation-mode outputs with the wrong scale; short runs keep their initial statistics (normspec diagnose)",
+        _total_variance_steps,
+        _total_variance_confirm,
+    )
+)
 
 FACTS: dict[str, Fact] = {f.name: f for f in _FACT_LIST}

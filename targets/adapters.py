@@ -361,6 +361,45 @@ def _tf_keras2(case: Case, fused: bool) -> Result:
     return _stack(ys, rms, rvs)
 
 
+def _tf1_graph(case: Case, update_ops: bool) -> Result:
+    """TF1-style graph code: ``tf.compat.v1.layers.batch_normalization`` in a ``tf.compat.v1.Session``.
+    Its moving averages update only through the ``UPDATE_OPS`` collection; ``update_ops`` says whether
+    the fetched output depends on it, as a train op written with ``tf.control_dependencies`` does."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    x0 = case["x"][0]
+    graph = tf.Graph()
+    with graph.as_default():
+        xp = v1.placeholder(tf.float32, x0.shape)
+        y = v1.layers.batch_normalization(
+            xp,
+            axis=1,
+            momentum=float(case["momentum"]),
+            epsilon=float(case["eps"]),
+            training=bool(case["training"]),
+            fused=False,
+            gamma_initializer=v1.constant_initializer(case["weight"]),
+            beta_initializer=v1.constant_initializer(case["bias"]),
+            moving_mean_initializer=v1.constant_initializer(case["running_mean"]),
+            moving_variance_initializer=v1.constant_initializer(case["running_var"]),
+        )
+        if update_ops:
+            with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+                y = tf.identity(y)
+        moving = {v.name.split("/")[-1].split(":")[0]: v for v in v1.global_variables()}
+        init = v1.global_variables_initializer()
+    ys, rms, rvs = [], [], []
+    with v1.Session(graph=graph) as sess:
+        sess.run(init)
+        for x in case["x"]:
+            ys.append(sess.run(y, {xp: x}))
+            rm, rv = sess.run([moving["moving_mean"], moving["moving_variance"]])
+            rms.append(rm)
+            rvs.append(rv)
+    return _stack(ys, rms, rvs)
+
+
 def _flax_backward(case: Case) -> Result:
     import jax
     import jax.numpy as jnp
@@ -599,6 +638,26 @@ ADAPTERS: dict[str, Adapter] = {
             "tf_keras (Keras 2) BatchNormalization, non-fused path",
             venv="tf",
             backward=lambda c: _tf_keras2_backward(c, False),
+        ),
+        Adapter(
+            "tf1_graph_bn",
+            "tf_keras2_nonfused",
+            "tf_keras",
+            lambda c: _tf1_graph(c, True),
+            "TF1 graph code: tf.compat.v1.layers.batch_normalization in a Session, output under "
+            "tf.control_dependencies(UPDATE_OPS) (own venv)",
+            (("TF_USE_LEGACY_KERAS", "1"),),
+            venv="tf",
+        ),
+        Adapter(
+            "tf1_graph_bn_no_update_ops",
+            "tf_keras2_nonfused",
+            "tf_keras",
+            lambda c: _tf1_graph(c, False),
+            "TF1 graph code that forgets the UPDATE_OPS control dependency (own venv)",
+            (("TF_USE_LEGACY_KERAS", "1"),),
+            venv="tf",
+            deliberate="graph code whose output does not depend on UPDATE_OPS: the moving averages never move",
         ),
         Adapter(
             "tf_nn_batch_normalization",

@@ -34,3 +34,6 @@ class Adapter:
     # The evaluation order the target is documented to use (a key of normspec.budgets.ALGORITHMS;
     # docs/conventions.md, Table 2), for the audit's budget check; None: no budget verdict.
     algorithm: str | None = None
+    # A deliberately wrong use of the library, kept to show what the audit says of it (why); not a
+    # finding on the library, so the findings gallery and the profile checks leave it out.
+    deliberate: str | None = None

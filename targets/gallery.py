@@ -118,6 +118,7 @@ from __future__ import annotations
 
 import os
 {env}
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np

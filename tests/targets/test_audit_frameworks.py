@@ -281,7 +281,9 @@ def test_cli_json_report_and_reproducer(tmp_path, capsys):
     assert not math.isnan(data["seconds"])
 
 
-CORRECT_VARIANTS = TORCH64 + """
+CORRECT_VARIANTS = (
+    TORCH64
+    + """
 
 def _welford(v):
     mean, m2 = 0.0, 0.0
@@ -317,6 +319,7 @@ def folded64(x, w, b, rm, rv, training, momentum, eps):  # y = x a + (b - mean a
         y = x64 * a.reshape(shape) + (b - m * a).reshape(shape)
     return y.astype(np.float32), rm2, rv2
 """
+)
 
 
 @pytest.mark.parametrize("fn", ["welford64", "folded64"])
@@ -326,3 +329,21 @@ def test_correct_welford_and_folded_implementations_exit_0(fn, tmp_path, capsys)
     assert main(["audit", f"python:{impl}:{fn}", "--convention", "torch", "--progress", "never"]) == 0, (
         capsys.readouterr().out
     )
+
+
+def test_tf1_graph_code_with_and_without_update_ops():
+    """TF1-style graph code: the moving averages update only through UPDATE_OPS. Without the control
+    dependency the audit names the missing update once, with its likely cause, and describes the stuck
+    running variance as never updated, not as a correction mismatch."""
+    need_venv("tf")
+    good = run_audit("tf1_graph_bn")
+    assert good.inferred["updates_in_forward"] == "yes" and good.inferred["running_var"] == "none"
+    assert not [f for f in good.findings if f["case"].startswith("probe (")], good.findings
+    bad = run_audit("tf1_graph_bn_no_update_ops")
+    assert bad.inferred["running_var"] == bad.inferred["momentum"] == "never updated (still its initial value)"
+    probes = [f for f in bad.findings if f["case"].startswith("probe (")]
+    assert len(probes) == 1 and probes[0]["kind"] == "semantic" and "UPDATE_OPS" in probes[0]["message"], probes
+    # the stuck statistics are reported once: the per-case findings are the same as with UPDATE_OPS
+    assert {(f["kind"], f["case"]) for f in bad.findings} - {(f["kind"], f["case"]) for f in good.findings} == {
+        ("semantic", "probe (updates_in_forward)")
+    }

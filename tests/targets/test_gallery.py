@@ -26,5 +26,7 @@ def test_a_gallery_reproducer_reruns_the_finding_without_normspec(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "y (float32, exact in float32): worst element" in out.stdout and "exact np.float32(1.146627)" in out.stdout, out.stdout
+    assert (
+        "y (float32, exact in float32): worst element" in out.stdout and "exact np.float32(1.146627)" in out.stdout
+    ), out.stdout
     assert "| accuracy | constant |" in page.read_text()
