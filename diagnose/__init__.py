@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,15 @@ from normspec.oracle import batch_norm
 from normspec.spec.conventions import Convention, get_convention
 
 from normspec._npz import load_npz
-from normspec.errors import DomainError, InputFileError, InvalidArgumentError, NormspecError, ShapeError, expected
+from normspec.errors import (
+    DomainError,
+    InputFileError,
+    InvalidArgumentError,
+    MissingExtraError,
+    NormspecError,
+    ShapeError,
+    expected,
+)
 
 __all__ = ["IID_ALPHA", "Diagnosis", "diagnose", "read_batches", "f_survival", "plot", "render_text"]
 
@@ -69,7 +78,7 @@ def read_batches(source: str | Path) -> Iterator[np.ndarray]:
         return
     path = Path(text)
     if path.is_dir():
-        files = sorted(path.glob("*.npz"))
+        files = sorted(path.glob("*.npz"), key=_natural)  # batch2 before batch10
         if not files:
             raise InputFileError(f"{text!r} is a directory with no .npz files")
         for f in files:
@@ -79,6 +88,10 @@ def read_batches(source: str | Path) -> Iterator[np.ndarray]:
     if stacked.ndim < 3:
         raise ShapeError(expected("an array (batches, N, C, ...) with a leading batch axis", "x.shape", stacked.shape))
     yield from stacked
+
+
+def _natural(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def _only_array(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -159,10 +172,20 @@ class Diagnosis:
         return int(self.running_mean.shape[1])
 
     @property
+    def alpha(self) -> float:
+        """The per-channel threshold: IID_ALPHA over the channels (Bonferroni), so that i.i.d. data
+        has at most that chance of a flag on any channel."""
+        return IID_ALPHA / max(self.channels, 1)
+
+    @property
     def not_iid(self) -> np.ndarray:
-        return np.asarray(self.p_value < IID_ALPHA)
+        return np.asarray(self.p_value < self.alpha)
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON values: NaN and infinities (an undefined test, a NaN statistic) become None."""
+        return _json_safe(self._as_dict())
+
+    def _as_dict(self) -> dict[str, Any]:
         per_channel = []
         for c in range(self.channels):
             per_channel.append(
@@ -183,19 +206,30 @@ class Diagnosis:
             )
         return {
             "convention": self.convention,
-            "momentum": self.momentum,
+            "momentum": "cumulative" if math.isnan(self.momentum) else self.momentum,
             "eps": self.eps,
             "steps": self.steps,
             "batch_shape": list(self.batch_shape),
             "initial_weight": self.initial_weight,
             "steps_to_one_percent": self.steps_to_one_percent,
             "iid_alpha": IID_ALPHA,
+            "iid_alpha_per_channel": self.alpha,
             "channels": per_channel,
             "running_mean": self.running_mean.tolist(),
             "running_var": self.running_var.tolist(),
             "causes": self.causes,
             "observed": self.observed,
         }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _initial_weight(conv: Convention, momentum: float, steps: int, cumulative: bool) -> tuple[float, int | None]:
@@ -232,6 +266,8 @@ def diagnose(
         raise InvalidArgumentError(expected("a profile with running statistics", "convention", conv.name))
     cumulative = isinstance(momentum, str)
     mom: float | str = conv.momentum if momentum is None else momentum
+    if not cumulative and not 0 <= float(mom) <= 1:
+        raise InvalidArgumentError(expected("a momentum in [0, 1] or 'cumulative'", "momentum", momentum))
     rm: np.ndarray | None = None
     rv: np.ndarray | None = None
     traj_m: list[np.ndarray] = []
@@ -257,6 +293,8 @@ def diagnose(
             traj_v.append(rv.astype(np.float64))
         elif x.shape != shape:
             raise ShapeError(f"batch {k} has shape {x.shape}; the batches before it have {shape}")
+        if x.shape[0] == 0 or x.size == 0:
+            raise ShapeError(f"batch {k} is empty (shape {x.shape})")
         if not np.isfinite(x).all():
             pos = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
             raise DomainError(f"batch {k}: x{list(pos)} = {x[pos]!r} is not finite")
@@ -313,16 +351,7 @@ def diagnose(
         between.append(b_c)
     nominal = conv.default_eps(np.finfo(np.dtype(dtype)).nmant + 1) if eps is None else float(eps)
     eps_used = conv.effective_eps(nominal)
-    final_m, final_v = traj_m[-1], traj_v[-1]
-    eval_mean = np.empty(channels)
-    eval_std = np.empty(channels)
-    for c in range(channels):
-        denom = Fraction(final_v[c]) + Fraction(eps_used) if math.isfinite(final_v[c]) else None
-        if denom is None or denom <= 0 or not math.isfinite(final_m[c]):
-            eval_mean[c] = eval_std[c] = math.nan
-            continue
-        eval_mean[c] = float(pop_mean[c] - Fraction(final_m[c])) / math.sqrt(denom)
-        eval_std[c] = math.sqrt(pop_var[c] / denom)
+    eval_mean, eval_std = _eval_moments(pop_mean, pop_var, traj_m[-1], traj_v[-1], eps_used)
     f_stat, p_val = _anova(anova, channels)
     if not backward and conv.update_time == "backward":  # nothing moved the running statistics
         weight, to_one = 1.0, None
@@ -353,6 +382,28 @@ def diagnose(
     return diag
 
 
+def _eval_moments(
+    pop_mean: list[Fraction], pop_var: list[Fraction], rm: np.ndarray, rv: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation, per channel, of the evaluation-mode output (weight 1, bias 0)
+    of data with these exact moments under the running statistics ``rm``, ``rv``."""
+    channels = len(pop_mean)
+    mean, std = np.full(channels, math.nan), np.full(channels, math.nan)
+    for c in range(channels):
+        if not (math.isfinite(rm[c]) and math.isfinite(rv[c])):
+            continue
+        denom = Fraction(float(rv[c])) + Fraction(eps)
+        if denom <= 0:
+            continue
+        mean[c] = float(pop_mean[c] - Fraction(float(rm[c]))) / math.sqrt(denom)
+        std[c] = math.sqrt(pop_var[c] / denom)
+    return mean, std
+
+
+def _eval_output(diag: Diagnosis, rm: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _eval_moments(diag.population_mean, diag.population_var, rm, rv, diag.eps)
+
+
 def _anova(anova: list[tuple[int, np.ndarray, np.ndarray]], channels: int) -> tuple[np.ndarray, np.ndarray]:
     """One-way ANOVA of the per-sample channel means, batches as groups: F and P(F' >= F)."""
     k = len(anova)
@@ -381,16 +432,26 @@ def _name_causes(diag: Diagnosis, conv: Convention, observed: dict[str, np.ndarr
         share = float(diag.between[c] / diag.population_var[c]) if diag.population_var[c] else 0.0
         diag.causes.append(
             f"batches are not i.i.d. samples of the data ({flagged.size} of {diag.channels} channel(s); channel {c}: "
-            f"F = {diag.f_statistic[c]:.4g}, P {_p_text(diag.p_value[c])} < {IID_ALPHA:g}): training normalizes each "
-            f"batch by its own statistics, evaluation by the running averages, whose variance estimates only the "
+            f"F = {diag.f_statistic[c]:.4g}, P {_p_text(diag.p_value[c])} < {diag.alpha:.2g}): training normalizes "
+            f"each batch by its own statistics, evaluation by the running averages, whose variance estimates only the "
             f"within-batch part ({1 - share:.1%} of the data's variance on channel {c}; the batch means' spread is "
             f"the other {share:.1%})"
         )
-    if diag.initial_weight > INITIAL_WEIGHT_LIMIT:
+    influence = _initial_influence(diag)
+    if influence > INITIAL_WEIGHT_LIMIT:
         when = f"; {diag.steps_to_one_percent} steps bring it below 1 %" if diag.steps_to_one_percent else ""
         diag.causes.append(
             f"the initial running values still weigh {diag.initial_weight:.1%} after {diag.steps} step(s) "
-            f"(momentum {diag.momentum:g}, {conv.momentum_direction}-weight){when}"
+            f"({_momentum_text(diag)}, {conv.momentum_direction}-weight){when}, and they are far enough from the "
+            f"data to move the running statistics by {influence:.1%} of its scale"
+        )
+    lost = ~(np.isfinite(diag.running_mean[-1]) & np.isfinite(diag.running_var[-1]))
+    if lost.any():
+        first = int(np.argmax(~(np.isfinite(diag.running_mean) & np.isfinite(diag.running_var)).all(axis=1)))
+        diag.causes.append(
+            f"the running statistics of {int(lost.sum())} channel(s) are NaN from step {first} on: {conv.name} "
+            f"keeps the unbiased variance, undefined for one value per channel ({diag.batch_shape[0]} sample(s) of "
+            f"{int(np.prod(diag.batch_shape[2:], dtype=np.int64))} value(s) per batch)"
         )
     if not backward and conv.update_time == "backward":
         diag.causes.append(
@@ -399,23 +460,33 @@ def _name_causes(diag: Diagnosis, conv: Convention, observed: dict[str, np.ndarr
         )
     if observed:
         rm0, rv0 = diag.running_mean[0], diag.running_var[0]
-        om = np.asarray(observed.get("running_mean"), np.float64)
-        ov = np.asarray(observed.get("running_var"), np.float64)
-        if om.shape != rm0.shape or ov.shape != rv0.shape:
-            raise ShapeError(
-                expected(f"observed running_mean and running_var of shape {rm0.shape}", "observed shape", om.shape)
-            )
+        missing = [k for k in ("running_mean", "running_var") if k not in observed]
+        if missing:
+            raise InputFileError(f"the observed statistics lack {' and '.join(missing)} (found: {', '.join(observed)})")
+        om = np.asarray(observed["running_mean"], np.float64)
+        ov = np.asarray(observed["running_var"], np.float64)
+        for key, arr in (("running_mean", om), ("running_var", ov)):
+            if arr.shape != rm0.shape:
+                raise ShapeError(expected(f"observed {key} of shape {rm0.shape}", f"observed {key}.shape", arr.shape))
         stuck = bool(np.array_equal(om, rm0) and np.array_equal(ov, rv0))
         from normspec.oracle import ulp_distance
 
         with np.errstate(invalid="ignore"):
             dm = ulp_distance(om.astype(np.float32), diag.running_mean[-1].astype(np.float32))
             dv = ulp_distance(ov.astype(np.float32), diag.running_var[-1].astype(np.float32))
+        eval_mean, eval_std = _eval_output(diag, om, ov)
         diag.observed = {
             "never_updated": stuck,
             "running_mean_ulp": [float(v) for v in dm],
             "running_var_ulp": [float(v) for v in dv],
+            "eval_mean": [float(v) for v in eval_mean],
+            "eval_std": [float(v) for v in eval_std],
         }
+        if not (np.isfinite(om).all() and np.isfinite(ov).all()):
+            diag.causes.append(
+                "the model's running statistics hold NaN or infinity: an unbiased running variance of one value "
+                "per channel (cuDNN at batch size 1), or a non-finite input or update"
+            )
         if stuck and diag.steps > 0:
             diag.causes.insert(
                 0,
@@ -423,6 +494,25 @@ def _name_causes(diag: Diagnosis, conv: Convention, observed: dict[str, np.ndarr
                 "code, the UPDATE_OPS collection was not run with the train op; on MXNet's CPU BatchNorm, no "
                 "backward pass ran",
             )
+
+
+def _initial_influence(diag: Diagnosis) -> float:
+    """How far the initial values pull the running statistics, relative to the data's scale: the
+    initial weight times the largest of |initial mean - data mean| / data std and
+    |initial variance - mean within-batch variance| / that variance, over the channels."""
+    worst = 0.0
+    for c in range(diag.channels):
+        m0, v0 = diag.running_mean[0, c], diag.running_var[0, c]
+        std = math.sqrt(float(diag.population_var[c]))
+        within = float(diag.within[c])
+        parts = [abs(m0 - float(diag.population_mean[c])) / std if std > 0 else 0.0]
+        parts.append(abs(v0 - within) / within if within > 0 else 0.0)
+        worst = max(worst, diag.initial_weight * max(parts))
+    return worst
+
+
+def _momentum_text(diag: Diagnosis) -> str:
+    return "cumulative average" if math.isnan(diag.momentum) else f"momentum {diag.momentum:g}"
 
 
 def _p_text(p: float) -> str:
@@ -433,7 +523,7 @@ def render_text(diag: Diagnosis, source: str = "") -> str:
     """The terminal report: a table per channel, then the causes."""
     lines = [
         f"normspec diagnose{' ' + source if source else ''}: {diag.steps} training step(s) of batches "
-        f"{diag.batch_shape} under {diag.convention} (momentum {diag.momentum:g}, eps {diag.eps:.3g})",
+        f"{diag.batch_shape} under {diag.convention} ({_momentum_text(diag)}, eps {diag.eps:.3g})",
         "",
         f"{'ch':>3} {'data mean':>10} {'data var':>10} {'within':>10} {'between':>10} {'run mean':>10} {'run var':>10}"
         f" {'eval mean':>10} {'eval std':>9} {'F':>9} {'P':>8}",
@@ -453,7 +543,7 @@ def render_text(diag: Diagnosis, source: str = "") -> str:
         "running variance estimates) + between (variance of the batch means); run mean/var: the running statistics a",
         "correct implementation of the convention holds after the last step; eval mean/std: its evaluation-mode output",
         "on all the data (0 and 1 when the running statistics describe the data); F, P: one-way ANOVA of per-sample",
-        f"means across batches (flagged below P = {IID_ALPHA:g}).",
+        f"means across batches (flagged below P = {diag.alpha:.2g}: {IID_ALPHA:g} over {diag.channels} channel(s)).",
         "",
         f"initial running values weigh {diag.initial_weight:.3g} after {diag.steps} step(s)"
         + (f" (below 1 % after {diag.steps_to_one_percent})" if diag.steps_to_one_percent else ""),
@@ -483,7 +573,7 @@ def plot(diag: Diagnosis, directory: Path, max_channels: int = 4) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise NormspecError("--plot needs matplotlib: pip install 'normspec[audit]'") from None
+        raise MissingExtraError("--plot needs matplotlib: pip install 'normspec[audit]'") from None
     directory.mkdir(parents=True, exist_ok=True)
     shown = min(diag.channels, max_channels)
     steps = np.arange(diag.steps + 1)
@@ -503,7 +593,7 @@ def plot(diag: Diagnosis, directory: Path, max_channels: int = 4) -> list[Path]:
         if c == 0:
             top.legend(fontsize=7)
             bottom.legend(fontsize=7)
-    fig.suptitle(f"running statistics under {diag.convention} (momentum {diag.momentum:g})")
+    fig.suptitle(f"running statistics under {diag.convention} ({_momentum_text(diag)})")
     fig.tight_layout()
     first = directory / "running_statistics.png"
     fig.savefig(first, dpi=90)

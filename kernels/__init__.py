@@ -9,6 +9,13 @@ from ``normspec.spec``, ``normspec.oracle``, SymPy or mpmath.
 numba is the optional ``kernels`` extra: ``pip install 'normspec[kernels]'``.
 """
 
+import importlib.util
+
+from normspec.errors import MissingExtraError
+
+if importlib.util.find_spec("numba") is None:
+    raise MissingExtraError("normspec.kernels needs numba: pip install 'normspec[kernels]'")
+
 from normspec.kernels._buffers import output_cache_info, set_output_cache
 from normspec.kernels.batchnorm import KernelStats, batch_norm, batch_norm_backward
 from normspec.kernels.layernorm import layer_norm, rms_norm

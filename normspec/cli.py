@@ -14,7 +14,7 @@ import numpy as np
 
 from normspec._npz import load_npz
 from normspec._version import __version__
-from normspec.errors import InputFileError, InvalidArgumentError, NormspecError, expected
+from normspec.errors import InputFileError, InvalidArgumentError, MissingExtraError, NormspecError, expected
 
 _EPILOG = """\
 examples:
@@ -783,10 +783,13 @@ def _budget(args: argparse.Namespace) -> int:
                 f"{c.worst['exact']!r}, budget {c.worst['budget']:.3g}"
             )
     if args.plot:
-        import matplotlib
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise MissingExtraError("--plot needs matplotlib: pip install 'normspec[audit]'") from None
 
         r = c.ratios[np.isfinite(c.ratios) & (c.ratios > 0)]
         fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -26,6 +26,7 @@ __all__ = [
     "UnknownConventionError",
     "InputFileError",
     "TargetUnavailableError",
+    "MissingExtraError",
     "expected",
 ]
 
@@ -64,6 +65,10 @@ class UnknownConventionError(UnknownNameError):
 
 class TargetUnavailableError(NormspecError):
     """An audit target whose library (or virtual environment) is not installed here."""
+
+
+class MissingExtraError(NormspecError, ImportError):
+    """An optional dependency (a normspec extra) is not installed; the message says what to install."""
 
 
 class InputFileError(NormspecError, OSError):

@@ -94,6 +94,7 @@ class AuditReport:
     seconds: float = 0.0
     layer: str = "batch_norm"
     audited: dict[str, AuditCase] = field(default_factory=dict, repr=False)  # the cases as run, by name
+    judged_under: dict[str, str] = field(default_factory=dict)  # probed differences the cases are judged under
 
     @property
     def failed(self) -> bool:
@@ -111,6 +112,7 @@ class AuditReport:
             "description": self.description,
             "claimed": self.claimed,
             "inferred": self.inferred,
+            "judged_under": self.judged_under,
             "findings": self.findings,
             "cases": self.cases,
             "seconds": round(self.seconds, 2),
@@ -406,7 +408,7 @@ def battery(conv: Convention, seed: int = 0) -> list[AuditCase]:
     return cases
 
 
-def oracle_sequence(case: AuditCase, convention: str) -> dict[str, Any]:
+def oracle_sequence(case: AuditCase, convention: str | Convention) -> dict[str, Any]:
     """The exact sequence (raises NormspecError where the convention refuses the case)."""
     rm, rv = case.running_mean, case.running_var
     ys, rms, rvs, mags = [], [], [], []
@@ -486,7 +488,7 @@ def _budget(case: AuditCase, algorithm: str, conv: Convention) -> tuple[np.ndarr
             training=case.training,
             momentum=case.momentum,
             eps=eps,
-            convention="torch_raw" if case.training else conv.name,
+            convention="torch_raw" if case.training else conv,
         )
         budgets.append(
             budget_for_batch_norm(
@@ -564,14 +566,17 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
     bes = outcomes["probe_bessel"]
     if bes.status == "ok" and bes.result is not None:
         v = float(bes.result["running_var"][0][0])
-        if v == 0.0:  # the probe's initial running variance: the update never ran
+        if v == 0.0 and inferred.get("momentum") == STUCK:  # the probe's initial value: no update ran
             inferred["running_var"] = STUCK
+        elif v == 0.0 and inferred.get("momentum", "").startswith(("old-weight:", "new-weight:")):
+            # swapped weights give this probe's batch statistic the weight 0: it cannot see the correction
+            inferred["running_var"] = "not run (the momentum weights are swapped: this probe's batch weight is 0)"
         candidates = {"none": 3.5, "unbiased": 3.5 * 4 / 3, "unbiased_clamped": 3.5 * 4 / 3}
         best = min(("none", "unbiased"), key=lambda k: abs(v - candidates[k]))
         close = abs(v - candidates[best]) <= 1e-5 * candidates[best]
         claimed = conv.running_var_correction
         label = best if not (best == "unbiased" and claimed == "unbiased_clamped") else claimed
-        if v != 0.0:
+        if "running_var" not in inferred:
             inferred["running_var"] = label if close else f"neither biased nor unbiased: {v:.7g}"
     eps_o = outcomes["probe_eps"]
     if eps_o.status == "ok" and eps_o.result is not None:
@@ -616,6 +621,37 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
     return inferred
 
 
+def observed_convention(
+    conv: Convention, claimed: dict[str, str], inferred: dict[str, str]
+) -> tuple[Convention, dict[str, str]]:
+    """``conv`` with each field the probes observed to differ replaced by the observed value, where
+    the record can express it, and those changes (field -> observed); "evaluation_uses" has no
+    field, so evaluation cases then carry the probe's finding instead of findings of their own."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    said: dict[str, str] = {}
+    for key, value in inferred.items():
+        claim = claimed.get(key, "")
+        if value == claim or value.endswith("as claimed") or value.startswith(("not run", "could not run")):
+            continue
+        if key == "momentum" and value.startswith(("old-weight", "new-weight")):
+            changes["momentum_direction"] = value.split("-")[0]
+        elif key == "running_var" and value in ("none", "unbiased", "unbiased_clamped"):
+            changes["running_var_correction"] = value
+        elif key == "eps" and value.startswith("outside"):
+            changes["eps_placement"] = "outside"
+        elif key == "one_value" and value in ("error", "identity", "finite", "nan"):
+            changes["one_value"] = value if value in ("error", "identity") else "compute"
+        elif key == "evaluation_uses":
+            said[key] = value
+            continue
+        else:
+            continue
+        said[key] = value
+    return (dataclasses.replace(conv, **changes) if changes else conv), said
+
+
 def resolve_target(target: str, convention: str | None = None) -> tuple[Adapter, Convention]:
     """The adapter of ``target`` and the convention it is audited under (its own, or ``convention``:
     a profile of the same layer; a user's ``python:`` target takes any)."""
@@ -658,6 +694,8 @@ def run_audit(
     convention, BatchNorm and the rest of the family alike: probes and the convention inference,
     the battery, the judge (:func:`normspec.targets.verdict.judge_output`), reproducers."""
     adapter, conv = resolve_target(target, convention)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise InvalidArgumentError(expected("a finite number of seconds > 0", "timeout", timeout))
     report = AuditReport(target, conv.name, adapter.description, {}, layer=conv.layer)
     t0 = time.perf_counter()
     missing = unavailable_reason(adapter)
@@ -681,9 +719,16 @@ def run_audit(
         outcomes[c.name] = Outcome("skipped", message="evaluation-only target")
     report.inferred = {k: v[:300] for k, v in _infer(outcomes, conv).items()}
     drift: str | None = None
+    seen_var = report.inferred.get("running_var", "")
     for key, value in report.inferred.items():
         if value.startswith("not run"):
             continue
+        if key == "one_value" and seen_var in ("none", "unbiased") and seen_var != conv.running_var_correction:
+            import dataclasses
+
+            correction: Any = seen_var  # "none" or "unbiased", checked above
+            if value == dataclasses.replace(conv, running_var_correction=correction).one_value_outcome:
+                continue  # what the observed running-variance correction gives at n = 1: charged there
         claimed = report.claimed.get(key, "")
         agree = value == claimed or value.endswith("as claimed") or (key == "running_var" and value == claimed)
         stuck_elsewhere = value == STUCK and report.inferred.get("updates_in_forward") == "no"
@@ -711,8 +756,11 @@ def run_audit(
             if reproducers is not None and probe is not None:  # an inference finding reproduces on its probe
                 item["reproducer"] = str(write_reproducer(reproducers, probe, target, conv.name))
             report.findings.append(item)
+    # a field the probes saw differ is charged once, by its probe finding: the other cases are judged
+    # under what the target was observed to do (where the record can say it)
+    observed, report.judged_under = observed_convention(conv, report.claimed, report.inferred)
     for case in cases:
-        report.cases.append(_judge(case, outcomes[case.name], conv, report, reproducers, target))
+        report.cases.append(_judge(case, outcomes[case.name], observed, report, reproducers, target))
     for case in skipped:
         report.cases.append(
             {
@@ -742,6 +790,9 @@ def _judge(
         row["status"] = "unsupported"
         row["message"] = out.message
         return row
+    if out.status in ("not run", "skipped"):
+        row["message"] = out.message
+        return row
     if case.dy is not None:
         return _judge_backward(case, out, conv, report, reproducers, target, row)
     step = case.x[0]
@@ -751,7 +802,7 @@ def _judge(
     try:
         if conv.refuses_nonpositive_eps_in_training and case.training and case.eps is not None and case.eps <= 0:
             raise NormspecError(f"the convention refuses eps = {case.eps!r} <= 0 in training")
-        exact = oracle_sequence(case, conv.name)
+        exact = oracle_sequence(case, conv)
     except DomainError as exc:  # normspec's own domain (var + eps < 0): never charged to the target
         exact, outside_domain = None, True
         row["expected"] = f"outside normspec's domain: {exc}"
@@ -805,6 +856,12 @@ def _judge(
             exact,
         )
         return row
+    for key in ("running_mean", "running_var") if case.training else ():
+        got_shape = np.asarray(out.result[key]).shape if key in out.result else None
+        if got_shape != exact[key].shape:
+            what = f"{key} missing" if got_shape is None else f"{key} shape {got_shape}"
+            _finding(report, "crash", case, f"{what}, expected {exact[key].shape}", reproducers, target, exact)
+            return row
     declared = ADAPTERS[target].algorithm if target in ADAPTERS else None
     # probes feed the convention inference (their differences are semantic findings there); an output
     # the profile defines as x itself (one value per channel, Paddle) has no error budget
@@ -851,6 +908,9 @@ def _judge(
             }
     if case.kind == "probe":
         return row
+    if verdict is not None and not case.training and "evaluation_uses" in report.judged_under:
+        row["verdict"] = f"{verdict[1][:160]} (charged once: probe (evaluation_uses))"
+        verdict = None
     if verdict is not None:
         _finding(report, verdict[0], case, verdict[1], reproducers, target, exact)
     if judged and (verdict is None or verdict[0] == "accuracy"):
@@ -910,6 +970,9 @@ def _judge_running(
     )
     k, c = (int(v) for v in np.argwhere(over)[0])
     row["running_beyond_budget"] = int(over_m.sum() + over_v.sum())
+    if row.get("status") in ("ok", "within budget", "no budget"):  # y is fine; the running statistics are not
+        row["status"] = "running stats differ"
+        row["verdict"] = f"{stat} beyond its budget after step {k + 1} (y: {row.get('verdict') or 'ok'})"
     _finding(
         report,
         "accuracy" if y_inaccurate else "semantic",
@@ -1035,6 +1098,15 @@ def reproduce(path: str | Path, target: str, convention: str, timeout: float = 1
         with tempfile.TemporaryDirectory(prefix="normspec-repro-") as tmp:
             out = run_cases(target, [case], timeout, Path(tmp), None)[name]
         row = _judge(case, out, conv, report, None, target)
+        if case.training and out.result is not None:  # what the probes and the sequences are about
+            try:
+                exact = oracle_sequence(case, conv)
+            except NormspecError:
+                exact = None
+            for key in ("running_mean", "running_var"):
+                seen = np.asarray(out.result.get(key)).tolist()
+                want = "refused by the profile" if exact is None else exact[key].tolist()
+                print(f"{key} after each step: observed {seen}, exact {want}")
     print(f"{target} under {conv.name}, case {name}: {row['status']}, max {row.get('max_ulp', float('nan')):.3g} ULP")
     if "worst" in row:
         w = row["worst"]

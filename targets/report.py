@@ -41,6 +41,11 @@ def render_text(rep: AuditReport) -> str:
         seen = rep.inferred.get(key, "not run")
         mark = "" if seen == claimed or seen.endswith("as claimed") or seen.startswith("not run") else "   <-- differs"
         lines.append(f"{key:20} {claimed:48} {seen}{mark}")
+    if rep.judged_under:
+        lines.append(
+            "the other cases are judged under the observed behaviour (each difference charged once, by its probe): "
+            + ", ".join(f"{k} = {v}" for k, v in rep.judged_under.items())
+        )
     lines += ["", f"{'case':34} {'status':18} {'max ULP':>10} {'ULP@terms':>10} {'naive f32':>10} {'CR %':>6}  note"]
     for c in _failing_first(rep.cases):
         cr = c.get("correctly_rounded")

@@ -75,7 +75,7 @@ class AuditCase:
 
 @dataclass
 class Outcome:
-    status: str  # ok | refused | crash | timeout
+    status: str  # ok | refused | crash | timeout | not run (after a hang) | skipped
     result: dict[str, np.ndarray] | None = None
     message: str = ""
     seconds: float = 0.0
@@ -147,7 +147,7 @@ def run_cases(
                 ready, _, _ = select.select([fd], [], [], max(0.0, started + timeout - time.perf_counter()))
                 if not ready:  # the current case overran its deadline
                     proc.kill()
-                    failure = ("timeout", f"no answer in {timeout:g} s")
+                    failure = ("timeout", f"no answer in {timeout:g} s; the cases after it are not run")
                     break
                 chunk = os.read(fd, 65536)
                 if not chunk:  # the process ended
@@ -157,9 +157,9 @@ def run_cases(
             raw, buf = buf.split(b"\n", 1)
             word, _, name = raw.decode(errors="replace").strip().partition(" ")
             now = time.perf_counter()
-            if word == "start":
+            if word == "start" and name in pending:
                 current, started = name, now
-            elif word == "done" and name == current:
+            elif word == "done" and name == current and name in pending:
                 outcomes[name] = _read_outcome(outdir, name, now - started)
                 pending.remove(name)
                 current = None
@@ -177,6 +177,12 @@ def run_cases(
             pending.remove(current)
             if progress is not None:
                 progress(1)
+            if status == "timeout":  # a target that hung once would cost the deadline on every case
+                for name in pending:
+                    outcomes[name] = Outcome("not run", message=f"not run: the target hung on {current}")
+                    if progress is not None:
+                        progress(1)
+                pending = []
         elif pending and proc.returncode != 0:  # died before starting a case: nothing can run
             for name in pending:
                 outcomes[name] = Outcome("crash", message=f"worker failed: {err.strip()[-300:]}")
@@ -190,7 +196,8 @@ def _read_outcome(outdir: Path, name: str, seconds: float) -> Outcome:
         with np.load(npz, allow_pickle=False) as data:
             return Outcome("ok", {k: data[k] for k in data.files}, seconds=seconds)
     info = json.loads(err.read_text())
-    return Outcome("refused", message=f"{info['error']}: {info['message']}", seconds=seconds)
+    status = "crash" if info.get("crash") else "refused"
+    return Outcome(status, message=f"{info['error']}: {info['message']}", seconds=seconds)
 
 
 # The distribution that provides each adapter library (for the version).

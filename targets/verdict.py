@@ -18,6 +18,11 @@ profile-drift     the installed library no longer does what its recorded profile
 unavailable       the library (or a normspec extra) is not installed: no other findings
 ================  ==========================================================================
 
+Budgets bound the rounding errors of an evaluation order whose intermediates stay in range.  An
+intermediate that overflows (the squared deviations of ``|x| ~ 1e30`` in float32) is beyond every
+such budget, so it is an ``accuracy`` finding even where the plain formula overflows the same way:
+scaling, or float64 inside, avoids it.
+
 The exit status of ``normspec audit`` is 1 when there is a semantic, accuracy, non-finite or
 crash finding, else 0; ``--strict`` adds degenerate-input and profile-drift.  normspec's own
 domain rules (for example its refusal where ``var + eps < 0``) are never a finding.
@@ -149,7 +154,12 @@ def judge_output(
     bad = finite & ~np.isfinite(got.astype(np.float64))
     row["max_ulp"] = float(d[finite].max()) if finite.any() else 0.0
     row["correctly_rounded"] = float(np.mean(d == 0)) if d.size else 1.0
-    row["rel_ulp"] = rel_ulp(got[finite], exact[finite], magnitude[finite])
+    # an element that is NaN or infinite where the exact value is finite is infinitely far at any scale
+    row["rel_ulp"] = math.inf if bad.any() else rel_ulp(got[finite], exact[finite], magnitude[finite])
+    if naive is not None:
+        row["naive_rel_ulp"] = rel_ulp(naive[finite], exact[finite], magnitude[finite])
+        if (finite & ~np.isfinite(naive.astype(np.float64))).any():
+            row["naive_rel_ulp"] = math.inf
     if finite.any():
         w = np.unravel_index(int(np.argmax(np.where(finite, np.nan_to_num(d, nan=np.inf), -1))), d.shape)
         row["worst"] = {
@@ -168,8 +178,6 @@ def judge_output(
     else:
         from normspec.budgets.algorithm import plain_algorithm
 
-        if naive is not None:
-            row["naive_rel_ulp"] = rel_ulp(naive[finite], exact[finite], magnitude[finite])
         name = declared or plain_algorithm(x.dtype)
         label = name if declared else f"{name} (none declared)"
         budget, exact64 = budget_of(name)

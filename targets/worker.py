@@ -12,6 +12,7 @@ runs the remaining cases again in a fresh process.  The worker prints
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -20,16 +21,34 @@ from typing import Any
 import numpy as np
 
 
+def _numeric(result: Any) -> str | None:
+    """Why a target's result is not a dict of numeric arrays, or None when it is."""
+    if not isinstance(result, dict):
+        return f"returned {type(result).__name__}, not the protocol's arrays"
+    for key, value in result.items():
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged sequences and the like
+            return f"{key}: not an array ({type(exc).__name__}: {exc})"
+        if arr.dtype.kind not in "fiub":
+            return f"{key}: {arr.dtype} values ({type(value).__name__}), not numbers"
+    return None
+
+
 def main(argv: list[str]) -> int:
     target, outdir, *case_paths = argv
     from normspec.targets.adapters import get_adapter, prepare_environment
+
+    # the protocol's start/done lines get a descriptor of their own; whatever the library prints
+    # on stdout goes to stderr, so a chatty target cannot be mistaken for the protocol
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
 
     adapter = get_adapter(target)
     prepare_environment(adapter)
     for case_path in case_paths:
         name = Path(case_path).stem
-        sys.stdout.write(f"start {name}\n")
-        sys.stdout.flush()
+        protocol.write(f"start {name}\n")
         with np.load(case_path, allow_pickle=False) as data:
             case = {k: data[k] for k in data.files}
         case["training"] = bool(case["training"])
@@ -53,13 +72,16 @@ def main(argv: list[str]) -> int:
                     }
                 )
             )
-            sys.stdout.write(f"done {name}\n")
-            sys.stdout.flush()
+            protocol.write(f"done {name}\n")
             continue
-        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in result.items()}
-        np.savez(Path(outdir) / f"{name}.npz", **arrays)
-        sys.stdout.write(f"done {name}\n")
-        sys.stdout.flush()
+        malformed = _numeric(result)
+        if malformed is not None:  # not a refusal: the target broke the protocol
+            message = json.dumps({"error": "malformed output", "message": malformed[:2000], "crash": True})
+            (Path(outdir) / f"{name}.json").write_text(message)
+        else:
+            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in result.items()}
+            np.savez(Path(outdir) / f"{name}.npz", **arrays)
+        protocol.write(f"done {name}\n")
     return 0
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.vectors.generate import VectorCase, decode
-from normspec.vectors.store import load_manifest, read_npz, verified_path
+from normspec.vectors.store import load_manifest, verified_path
 
+from normspec._npz import load_npz
 from normspec.errors import InputFileError, InvalidArgumentError, UnknownNameError
 
 __all__ = ["load_cases", "resolve_target", "check_case", "CaseResult", "Target"]
@@ -48,7 +49,7 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
     for entry in manifest["cases"]:
         if names and entry["name"] not in names:
             continue
-        arrays = read_npz(verified_path(directory, entry))
+        arrays = load_npz(verified_path(directory, entry))
         kinds = entry.get("arrays", {})
         try:
             data = {k: decode(v, kinds.get(k, v.dtype.name)) for k, v in arrays.items()}

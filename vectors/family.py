@@ -94,6 +94,8 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
         }
         if conv.affine == "none":
             case["weight"], case["bias"] = np.ones(feat, F32), np.zeros(feat, F32)
+        elif conv.layer == "rms_norm":  # RMSNorm has no bias: an implementation that adds one adds 0
+            case["bias"] = np.zeros(feat, F32)
         elif conv.affine == "per_group":
             case["weight"], case["bias"] = case["weight"][: int(case["groups"])], case["bias"][: int(case["groups"])]
         out.append((name, case, note))

@@ -4,7 +4,7 @@
 arrays saved twice differ.  :func:`write_npz` writes the same zip layout
 (one ``.npy`` member per array, readable by ``numpy.load``) with a fixed
 timestamp and sorted members, so regenerating vectors gives identical bytes.
-:func:`read_npz` never unpickles.  The manifest lists every file with its
+:func:`normspec._npz.load_npz` reads them back, never unpickling.  The manifest lists every file with its
 SHA-256; :func:`load_manifest` refuses entries that point outside the
 vector directory and :func:`verified_path` refuses files whose hash differs.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from normspec.errors import InputFileError
 
-__all__ = ["write_npz", "read_npz", "sha256", "write_manifest", "load_manifest", "verified_path", "MANIFEST"]
+__all__ = ["write_npz", "sha256", "write_manifest", "load_manifest", "verified_path", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -38,14 +38,6 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info.external_attr = 0o644 << 16
             zf.writestr(info, member.getvalue())
     path.write_bytes(buf.getvalue())
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise InputFileError(f"{str(path)!r} is not a readable .npz without pickles: {exc}") from None
 
 
 def sha256(path: Path) -> str:

@@ -150,3 +150,36 @@ def test_readers_and_the_cli(tmp_path, capsys):
         assert main(["diagnose", str(folder), "--plot", str(tmp_path / "plots")]) == 1
         assert (tmp_path / "plots" / "running_statistics.png").exists()
         assert (tmp_path / "plots" / "variance_decomposition.png").exists()
+
+
+def test_no_false_causes_on_iid_data_with_many_channels_or_matching_initial_values(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    wide = diagnose((rng.standard_normal((32, 1000)).astype(F32) for _ in range(50)), "torch")
+    assert wide.alpha == pytest.approx(IID_ALPHA / 1000) and not wide.causes, wide.causes  # Bonferroni
+    # 20 steps: the initial 0 and 1 still weigh 12 %, but they already describe N(0, 1) data
+    near = diagnose(rng.standard_normal((20, 8, 3, 4)).astype(F32), "torch")
+    assert near.initial_weight == pytest.approx(0.9**20) and not near.causes, near.causes
+    far = diagnose(5 + rng.standard_normal((20, 8, 3, 4)).astype(F32), "torch")
+    assert any("far enough from the data" in c for c in far.causes)
+
+
+def test_batches_of_one_value_json_and_more_bad_input(tmp_path, capsys):
+    ones = np.ones((5, 1, 3), F32)
+    one = diagnose(ones, "mxnet_cudnn")
+    assert any("NaN from step 1" in c for c in one.causes), one.causes
+    np.savez(tmp_path / "one.npz", x=ones)
+    assert main(["diagnose", str(tmp_path / "one.npz"), "--convention", "mxnet_cudnn", "--json"]) == 1
+    text = capsys.readouterr().out
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert data["channels"][0]["running_var"] is None  # strict JSON: null, not NaN
+    with pytest.raises(ShapeError, match="batch 0 is empty"):
+        diagnose([np.zeros((0, 3), F32)])
+    with pytest.raises(InvalidArgumentError, match=r"momentum in \[0, 1\]"):
+        diagnose([np.zeros((2, 3), F32)], momentum=1.5)
+    with pytest.raises(InputFileError, match="lack running_var"):
+        diagnose([np.ones((2, 3), F32)], observed={"running_mean": np.zeros(3)})
+    folder = tmp_path / "natural"
+    folder.mkdir()
+    for k in (1, 2, 10):
+        np.savez(folder / f"b{k}.npz", x=np.full((2, 1), k, F32))
+    assert [float(b[0, 0]) for b in read_batches(folder)] == [1.0, 2.0, 10.0]  # b2 before b10

@@ -122,3 +122,19 @@ def test_wrong_implementations_of_the_torch_profile_exit_1(bug, tmp_path, capsys
     assert code == 1, out
     # a finding of its own, not only the overflow of squares at |x| ~ 1e30 that any float32 evaluation has
     assert re.search(r"\[(semantic|accuracy|non-finite)\] (?!huge_magnitude)", out), out
+
+
+@pytest.mark.parametrize(("name", "probe"), [("momentum_swapped", "momentum"), ("running_var_biased", "running_var")])
+def test_a_probed_difference_is_charged_once(name, probe, tmp_path, capsys):
+    """The probe's finding names the difference; the other cases are judged under the observed
+    behaviour, so a swapped momentum or a biased running variance is one finding, not twenty."""
+    from normspec.targets.audit import run_audit
+    from normspec.targets.verdict import FAILING
+
+    impl = tmp_path / f"{name}.py"
+    conv = VARIANTS[name].convention
+    impl.write_text(TEMPLATE.format(name=name, conv=conv))
+    rep = run_audit(f"python:{impl}:f", conv)
+    weighty = [f for f in rep.findings if f["kind"] in FAILING]
+    assert [(f["kind"], f["case"]) for f in weighty] == [("semantic", f"probe ({probe})")], rep.findings
+    assert probe in rep.judged_under
