@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import re
+import shutil
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -250,6 +251,11 @@ def build_gallery(
             entries.append(entry)
         if missing:
             entries.append({"target": target, "kind": "unavailable", "message": missing[0]["message"]})
+    kept = {out_dir / e["reproducer"].split("/", 1)[1] for e in entries if "reproducer" in e}
+    for target in targets:  # a finding that is gone takes its reproducer folder with it
+        for folder in sorted((out_dir / target).glob("*")) if (out_dir / target).is_dir() else []:
+            if folder.is_dir() and folder not in kept:
+                shutil.rmtree(folder)
     (out_dir / "findings.json").write_text(json.dumps(entries, indent=2))
     page.write_text(_markdown(entries))
     return {"entries": entries}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 os.environ.setdefault('KERAS_BACKEND', 'jax')
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
