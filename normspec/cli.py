@@ -34,6 +34,23 @@ examples:
 """
 
 
+# The presets of normspec.budgets.ALGORITHMS, named here so that --help needs no import of the
+# budgets (tests/test_cli.py keeps the two lists equal).
+BUDGET_PRESETS = (
+    "torch_cpu",
+    "two_pass_unfolded_f64acc",
+    "welford_float32",
+    "naive_float32",
+    "naive_float32_pairwise",
+    "raw_moments_float32",
+    "flax_fast_variance",
+    "plain_float32",
+    "plain_float16",
+    "tf_fused_cpu",
+    "float64_inside",
+)
+
+
 def _audit_description() -> str:
     from normspec.targets.adapters import ADAPTERS
     from normspec.targets.family_adapters import FAMILY_ADAPTERS
@@ -76,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Read x (required) and optionally weight, bias, running_mean, running_var from an .npz file "
             "(never unpickled) and write the correctly rounded y, mean, var, running_mean, running_var "
-            "and num_batches_tracked to another .npz."
+            "and num_batches_tracked to another .npz. Exit status 0, or 2 for bad input."
         ),
     )
     e.add_argument("input", type=Path, help="input .npz")
@@ -96,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar on stderr: auto draws on a terminal when the work takes over a second",
     )
 
-    c = sub.add_parser("conventions", help="list convention profiles, or show one")
+    c = sub.add_parser(
+        "conventions",
+        help="list convention profiles, or show one",
+        description="Exit status 0, or 2 for an unknown profile name.",
+    )
     c.add_argument("name", nargs="?", help="a profile name")
 
     pr = sub.add_parser(
@@ -183,6 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--target", required=True)
     chk.add_argument("--case", action="append", default=None, help="only this case (repeatable)")
     chk.add_argument("--max-ulp", type=float, default=None, help="fail when any output is farther than this")
+    chk.add_argument(
+        "--follows",
+        action="append",
+        default=None,
+        metavar="CONVENTION",
+        help="the conventions the target follows (repeatable): cases generated for others are listed as "
+        "'other convention', not compared (torch: torch; default for oracle and python: targets: every case)",
+    )
     chk.add_argument("--json", action="store_true")
 
     aud = sub.add_parser(
@@ -214,17 +243,23 @@ def _parser() -> argparse.ArgumentParser:
         description="Reads x (and weight, bias, running_mean, running_var) and the observed y from an .npz "
         "(never unpickled), or runs --target on x; derives the per-element error budget of --algorithm "
         "(a preset or a JSON object of Algorithm fields) and classifies every element: correctly "
-        "rounded, within 1 ULP, within budget, beyond budget, non-finite.",
-        epilog="algorithm presets: torch_cpu, naive_float32, naive_float32_pairwise, raw_moments_float32, "
-        "flax_fast_variance, float64_inside",
+        "rounded, within 1 ULP, within budget, beyond budget, non-finite. "
+        "Exit status 0 when every element is within its budget, 1 when one is beyond it or non-finite, "
+        "2 for bad input.",
+        epilog=f"algorithm presets: {', '.join(BUDGET_PRESETS)}",
     )
-    bud.add_argument("input", type=Path)
-    bud.add_argument("--algorithm", required=True)
+    bud.add_argument("input", type=Path, help=".npz with x and the observed y (and the parameters, if any)")
+    bud.add_argument(
+        "--algorithm",
+        required=True,
+        help="the evaluation order the outputs claim: a preset (below) or a JSON object of "
+        "normspec.budgets.Algorithm fields",
+    )
     bmode = bud.add_mutually_exclusive_group(required=True)
-    bmode.add_argument("--training", action="store_true")
-    bmode.add_argument("--eval", action="store_true")
-    bud.add_argument("--eps", type=float, default=1e-5)
-    bud.add_argument("--axis", type=int, default=1)
+    bmode.add_argument("--training", action="store_true", help="batch statistics (training-mode forward)")
+    bmode.add_argument("--eval", action="store_true", help="the running statistics in the .npz (evaluation)")
+    bud.add_argument("--eps", type=float, default=1e-5, help="default 1e-5")
+    bud.add_argument("--axis", type=int, default=1, help="the channel axis (default 1)")
     bud.add_argument("--observed", default="y", help="name of the observed output in the .npz (default y)")
     bud.add_argument(
         "--target", default=None, help="python:module:function to run on x instead of reading observed outputs"
@@ -264,7 +299,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     dg.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
 
-    zoo = sub.add_parser("zoo", help="the bug zoo: buggy BatchNorm variants, provenance and witnesses")
+    zoo = sub.add_parser(
+        "zoo",
+        help="the bug zoo: buggy BatchNorm variants, provenance and witnesses",
+        description="Exit status 0, or 3 for an unknown variant name.",
+    )
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -587,9 +626,16 @@ def _vectors(args: argparse.Namespace) -> int:
         )
         return 0
     from normspec.vectors import check_case, load_cases, resolve_target
+    from normspec.vectors.check import TARGET_CONVENTIONS, skipped_case
 
     factory = resolve_target(args.target)
-    results = [check_case(case, factory(case.convention)) for case in load_cases(args.directory, args.case)]
+    follows = tuple(args.follows) if args.follows else TARGET_CONVENTIONS.get(args.target)
+    if args.max_ulp is not None and not (args.max_ulp >= 0 and math.isfinite(args.max_ulp)):
+        raise InvalidArgumentError(expected("a finite number of ULPs >= 0", "--max-ulp", args.max_ulp))
+    results = []
+    for case in load_cases(args.directory, args.case):
+        skipped = skipped_case(case, args.target, follows)
+        results.append(skipped if skipped is not None else check_case(case, factory(case.convention)))
     too_far = [r for r in results if args.max_ulp is not None and r.max_ulp > args.max_ulp]
     bad = [r for r in results if r.failed] + [r for r in too_far if not r.failed]
     if args.json:
@@ -624,7 +670,7 @@ def _vectors(args: argparse.Namespace) -> int:
             f"\n{len(results)} cases: "
             + ", ".join(
                 f"{sum(r.status == s for r in results)} {s}"
-                for s in ("exact", "differs", "non-finite", "crash", "malformed")
+                for s in ("exact", "differs", "non-finite", "crash", "malformed", "other convention")
                 if any(r.status == s for r in results)
             )
         )

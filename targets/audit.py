@@ -35,6 +35,7 @@ import numpy as np
 from normspec.oracle import batch_norm, ulp_distance
 from normspec.spec.conventions import Convention, get_convention
 from normspec.targets.adapters import ADAPTERS, Adapter, get_adapter
+from normspec.targets.probes import Probe, infer
 from normspec.targets.runner import (
     PROBE_OF,
     AuditCase,
@@ -541,53 +542,114 @@ STUCK_CAUSE = (
 )
 
 
-def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
-    inferred: dict[str, str] = {}
-    mom = outcomes["probe_momentum"]
-    if mom.status == "ok" and mom.result is not None:
-        w = float(mom.result["running_mean"][0][0]) / 3.0  # running 0, batch mean 3
-        if abs(w - 0.25) <= 1e-6:
-            inferred["momentum"] = f"{conv.momentum_direction}-weight as claimed"
-        elif abs(w - 0.75) <= 1e-6:
-            other = "old" if conv.momentum_direction == "new" else "new"
-            inferred["momentum"] = f"{other}-weight: the momentum argument weighs the other statistic"
-        elif w == 0:
-            inferred["momentum"] = STUCK
-        else:
-            inferred["momentum"] = f"new statistic weight {w:.6g} (expected 0.25)"
-    fwd = outcomes.get("probe_forward_only")
-    if fwd is not None and fwd.status == "ok" and fwd.result is not None:
-        inferred["updates_in_forward"] = "no" if float(fwd.result["running_mean"][0][0]) == 0 else "yes"
-    elif mom.status == "skipped":
-        for key in ("momentum", "updates_in_forward", "running_var"):
-            inferred[key] = "not run (evaluation-only target)"
-    else:
-        inferred["momentum"] = f"could not run: {mom.message}"
-    bes = outcomes["probe_bessel"]
-    if bes.status == "ok" and bes.result is not None:
-        v = float(bes.result["running_var"][0][0])
-        if v == 0.0 and inferred.get("momentum") == STUCK:  # the probe's initial value: no update ran
-            inferred["running_var"] = STUCK
-        elif v == 0.0 and inferred.get("momentum", "").startswith(("old-weight:", "new-weight:")):
-            # swapped weights give this probe's batch statistic the weight 0: it cannot see the correction
-            inferred["running_var"] = "not run (the momentum weights are swapped: this probe's batch weight is 0)"
-        candidates = {"none": 3.5, "unbiased": 3.5 * 4 / 3, "unbiased_clamped": 3.5 * 4 / 3}
-        best = min(("none", "unbiased"), key=lambda k: abs(v - candidates[k]))
-        close = abs(v - candidates[best]) <= 1e-5 * candidates[best]
-        claimed = conv.running_var_correction
-        label = best if not (best == "unbiased" and claimed == "unbiased_clamped") else claimed
-        if "running_var" not in inferred:
-            inferred["running_var"] = label if close else f"neither biased nor unbiased: {v:.7g}"
-    eps_o = outcomes["probe_eps"]
-    if eps_o.status == "ok" and eps_o.result is not None:
-        y = float(eps_o.result["y"][0][0, 0, 1])  # x = 1, mean 0, var 0.25, eps 0.125 (claimed cast/clamp)
-        e = conv.effective_eps(0.125)
-        inside, outside = 1 / math.sqrt(0.25 + e), 1 / (0.5 + e)
-        inferred["eps"] = (
-            "inside sqrt" + _clamp_seen(outcomes.get("probe_eps_clamp"), conv)
-            if abs(y - inside) < abs(y - outside)
-            else "outside sqrt (added to the standard deviation)"
+def batch_norm_probes(conv: Convention, cases: list[AuditCase]) -> list[Probe]:
+    """BatchNorm's convention probes as records: each reads one battery case, and each alternative
+    is the oracle's answer under the claimed record with one field changed."""
+    import dataclasses
+
+    by_name = {c.name: c for c in cases}
+    other: Any = "old" if conv.momentum_direction == "new" else "new"
+
+    def exact(name: str, changed: Convention, **case_changes: Any) -> dict[str, Any]:
+        return oracle_sequence(dataclasses.replace(by_name[name], **case_changes), changed)
+
+    def first(key: str, index: tuple[int, ...] = (0, 0)) -> Callable[[Any], Any]:
+        return lambda out: np.asarray(out[key], np.float64)[index]
+
+    def momentum() -> Probe:
+        m = by_name["probe_momentum"]
+        direction = f"{conv.momentum_direction}-weight as claimed"
+        swapped = exact(m.name, dataclasses.replace(conv, momentum_direction=other))["running_mean"][0][0]
+        return Probe(
+            "momentum",
+            m.name,
+            direction,
+            {
+                direction: exact(m.name, conv)["running_mean"][0][0],
+                f"{other}-weight: the momentum argument weighs the other statistic": swapped,
+                STUCK: float(m.running_mean[0]),
+            },
+            first("running_mean"),
         )
+
+    def updates_in_forward() -> Probe:
+        f = by_name["probe_forward_only"]
+        forward = dataclasses.replace(conv, update_time="forward")
+        swapped = dataclasses.replace(forward, momentum_direction=other)
+        moved = (exact(f.name, forward)["running_mean"][0][0], exact(f.name, swapped)["running_mean"][0][0])
+        claimed = "yes" if conv.update_time != "backward" else "no"
+        return Probe(
+            "updates_in_forward", f.name, claimed, {"yes": moved, "no": float(f.running_mean[0])}, first("running_mean")
+        )
+
+    def running_var() -> Probe:
+        b = by_name["probe_bessel"]
+        unbiased = "unbiased_clamped" if conv.running_var_correction == "unbiased_clamped" else "unbiased"
+
+        def var_with(correction: Any) -> Any:
+            return exact(b.name, dataclasses.replace(conv, running_var_correction=correction))["running_var"][0][0]
+
+        return Probe(
+            "running_var",
+            b.name,
+            conv.running_var_correction,
+            {"none": var_with("none"), unbiased: var_with("unbiased"), STUCK: float(b.running_var[0])},
+            first("running_var"),
+        )
+
+    def eps() -> Probe:
+        e = by_name["probe_eps"]
+        outside = exact(e.name, dataclasses.replace(conv, eps_placement="outside"))["y"][0][0, 0, 1]
+        return Probe(
+            "eps",
+            e.name,
+            "inside sqrt",
+            {
+                "inside sqrt": exact(e.name, conv)["y"][0][0, 0, 1],
+                "outside sqrt (added to the standard deviation)": outside,
+            },
+            first("y", (0, 0, 0, 1)),
+        )
+
+    def evaluation_uses() -> Probe:
+        v = by_name["probe_eval_statistics"]
+        batch = exact(v.name, conv, training=True)["y"][0][0, 0, 0]
+        return Probe(
+            "evaluation_uses",
+            v.name,
+            "running statistics",
+            {"running statistics": exact(v.name, conv)["y"][0][0, 0, 0], "batch statistics": batch},
+            first("y", (0, 0, 0, 0)),
+        )
+
+    probes: list[Probe] = []
+    for build in (momentum, updates_in_forward, running_var, eps, evaluation_uses):
+        try:
+            probes.append(build())
+        except (KeyError, NormspecError):  # a probe the profile cannot evaluate: that field is not inferred
+            continue
+    return probes
+
+
+def _infer(outcomes: dict[str, Outcome], conv: Convention, cases: list[AuditCase]) -> dict[str, str]:
+    """What the target does, field by field: the probe records (:func:`batch_norm_probes`,
+    :func:`normspec.targets.probes.infer`), then the categorical one-value probe and eps's clamp."""
+    inferred: dict[str, str] = {}
+    for probe in batch_norm_probes(conv, cases):
+        out = outcomes.get(probe.case)
+        if out is None or out.status == "skipped":
+            inferred[probe.field] = "not run (evaluation-only target)" if out is not None else "not run"
+        elif out.status != "ok" or out.result is None:
+            inferred[probe.field] = f"could not run: {out.message}"
+        else:
+            inferred[probe.field] = infer(probe, out.result)
+    if inferred.get("eps") == "inside sqrt":
+        inferred["eps"] += _clamp_seen(outcomes.get("probe_eps_clamp"), conv)
+    if inferred.get("running_var") == STUCK and inferred.get("momentum", "").startswith(("old-weight:", "new-weight:")):
+        # swapped weights give this probe's batch statistic the weight 0: it cannot see the correction
+        inferred["running_var"] = "not run (the momentum weights are swapped: this probe's batch weight is 0)"
+    if inferred.get("evaluation_uses", "running statistics") != "running statistics" and "eps" in inferred:
+        inferred["eps"] = "not run (evaluation does not normalize with the running statistics)"
     one = outcomes["probe_one_value"]
     if one.status == "skipped":
         inferred["one_value"] = "not run (evaluation-only target)"
@@ -603,21 +665,6 @@ def _infer(outcomes: dict[str, Outcome], conv: Convention) -> dict[str, str]:
             inferred["one_value"] = "finite"
     else:
         inferred["one_value"] = f"crash: {one.message}"
-    ev = outcomes["probe_eval_statistics"]
-    if ev.status == "ok" and ev.result is not None:
-        y = ev.result["y"][0][0, 0, 0]  # x = 10 with running mean 0, var 1
-        e = conv.effective_eps(conv.default_eps(24))
-        running = 10 / math.sqrt(1 + e)
-        batch = (10 - 13) / math.sqrt(5 + e)
-        inferred["evaluation_uses"] = (
-            "running statistics"
-            if abs(y - running) < 1e-3 * abs(running)
-            else "batch statistics"
-            if abs(y - batch) < 1e-3 * abs(batch)
-            else f"neither running nor batch statistics (y = {float(y):.6g}, expected {running:.6g})"
-        )
-        if inferred["evaluation_uses"] != "running statistics" and "eps" in inferred:
-            inferred["eps"] = "not run (evaluation does not normalize with the running statistics)"
     return inferred
 
 
@@ -717,7 +764,7 @@ def run_audit(
         outcomes = run_cases(target, cases, timeout, Path(tmp), progress)
     for c in skipped:
         outcomes[c.name] = Outcome("skipped", message="evaluation-only target")
-    report.inferred = {k: v[:300] for k, v in _infer(outcomes, conv).items()}
+    report.inferred = {k: v[:300] for k, v in _infer(outcomes, conv, cases + skipped).items()}
     drift: str | None = None
     seen_var = report.inferred.get("running_var", "")
     for key, value in report.inferred.items():

@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from normspec.spec.conventions import Convention
 from normspec.targets.family_adapters import FAMILY_ADAPTERS
+from normspec.targets.probes import Probe, infer
 from normspec.targets.verdict import degenerate_reason, judge_output
 from normspec.vectors.family import exact_family_output, family_battery, per_channel_affine
 
@@ -31,7 +31,6 @@ __all__ = [
     "exact_family_output",
     "family_battery",
     "per_channel_affine",
-    "FamilyProbe",
     "audit_family",
     "family_probes",
     "judge_family",
@@ -60,22 +59,6 @@ def _values_per_group(conv: Convention, case: Case) -> int:
 # one weight per channel or per group; statistics in float16 or wider.  The alternatives are
 # chosen to differ by a factor of 1.4 or more at the element where they are compared, so the
 # nearest one names what the target computes; no tolerance decides anything.
-
-
-@dataclass(frozen=True)
-class FamilyProbe:
-    """One convention probe: the field it observes, its case, what the profile claims and the
-    output (float64) of every alternative, the claimed one included."""
-
-    field: str
-    case: Case
-    note: str
-    claimed: str
-    alternatives: dict[str, np.ndarray]
-
-    @property
-    def name(self) -> str:
-        return f"probe_{self.field}"
 
 
 def _normalized(x: np.ndarray, axes: tuple[int, ...], *, centred: bool, ddof: int, eps: float, outside: bool) -> Any:
@@ -153,14 +136,25 @@ def _one_group(conv: Convention, values: list[float], dtype: type = np.float32) 
     return v.reshape(shape), 1
 
 
-def family_probes(conv: Convention) -> list[FamilyProbe]:
+def _probe(field: str, case: Case, note: str, claimed: str, alternatives: dict[str, np.ndarray]) -> Probe:
+    """A family probe: it brings its own case and reads its y (float16 statistics may give NaN
+    where inf meets inf: read as the 0 they give elsewhere)."""
+
+    def read(outputs: Any) -> np.ndarray:
+        y = np.asarray(outputs["y"], np.float64)
+        return np.where(np.isfinite(y), y, 0.0) if field == "precision" else y
+
+    return Probe(field, f"probe_{field}", claimed, alternatives, read, note, case)
+
+
+def family_probes(conv: Convention) -> list[Probe]:
     """The convention probes of a family profile (see the comment above)."""
     layer, probes = conv.layer, []
     # eps: the values [0, 2**-5] (variance 2**-12, mean square 2**-11) with eps 2**-10 put the two
     # placements a factor near 2 apart, within every library's accepted eps (Paddle: <= 1e-3)
     x0, g = _one_group(conv, [0.0, 2.0**-5])
     probes.append(
-        FamilyProbe(
+        _probe(
             "eps",
             _probe_case(conv, x0, g, 2.0**-10),
             "values [0, 2**-5], eps 2**-10: eps inside and outside the square root differ",
@@ -181,7 +175,7 @@ def family_probes(conv: Convention) -> list[FamilyProbe]:
         "sum of squares / (n - 1)": (False, 1),
     }
     probes.append(
-        FamilyProbe(
+        _probe(
             "statistics",
             _probe_case(conv, x0, g, 2.0**-20),
             "values [1, 3], eps 2**-20: mean subtracted or not, variance biased or not",
@@ -196,7 +190,7 @@ def family_probes(conv: Convention) -> list[FamilyProbe]:
         y = _claimed_y(conv, x0, 2, 2.0**-20)
         w = np.array([1.0, 2.0, 3.0, 4.0])
         probes.append(
-            FamilyProbe(
+            _probe(
                 "weight",
                 _probe_case(conv, x0, 2, 2.0**-20, weight=w),
                 "4 channels in 2 groups, weight [1, 2, 3, 4]: one weight per channel or per group",
@@ -210,7 +204,7 @@ def family_probes(conv: Convention) -> list[FamilyProbe]:
         x0, g = _one_group(conv, [-256.0, 256.0], np.float16)
         wide = conv.stats_format not in ("float16", "input")
         probes.append(
-            FamilyProbe(
+            _probe(
                 "precision",
                 _probe_case(conv, x0, g, 2.0**-10),
                 "float16 values [-256, 256]: their squares overflow float16, not float32",
@@ -224,7 +218,7 @@ def family_probes(conv: Convention) -> list[FamilyProbe]:
     return probes
 
 
-def _axes_probe(conv: Convention) -> FamilyProbe:
+def _axes_probe(conv: Convention) -> Probe:
     """Which axes (GroupNorm: which channels) share one mean and variance."""
     eps = 2.0**-20
 
@@ -263,32 +257,29 @@ def _axes_probe(conv: Convention) -> FamilyProbe:
             2,
             "4 channels [0, 1], [2, 5], [10, 11], [20, 40] in 2 groups",
         )
-    return FamilyProbe("axes", _probe_case(conv, x0, g, eps), note, claimed, alternatives)
+    return _probe("axes", _probe_case(conv, x0, g, eps), note, claimed, alternatives)
 
 
 def infer_family(
-    conv: Convention, probes: list[FamilyProbe], rows: list[dict[str, Any]], findings: list[dict[str, Any]]
+    conv: Convention, probes: list[Probe], rows: list[dict[str, Any]], findings: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """Each probe's field: the alternative nearest the target's output; a semantic finding where
-    that is not the claimed one.  Returns field -> what was observed."""
+    """Each probe's field (:func:`normspec.targets.probes.infer`); a semantic finding where it is
+    not the claimed alternative.  Returns field -> what was observed."""
     inferred: dict[str, str] = {}
     for probe, row in zip(probes, rows, strict=True):
         y = row.pop("y", None)
         if y is None:
             inferred[probe.field] = f"not inferred ({row['status']})"
             continue
-        got = np.asarray(y, np.float64).reshape(probe.case["x"][0].shape)
-        if probe.field == "precision":  # float16 statistics give 0, or NaN where inf meets inf
-            got = np.where(np.isfinite(got), got, 0.0)
-        elif not np.isfinite(got).all():
-            inferred[probe.field] = "not inferred (non-finite output)"
-            continue
-        seen = min(probe.alternatives, key=lambda k: float(np.max(np.abs(got - probe.alternatives[k]))))
+        assert probe.arrays is not None
+        seen = infer(probe, {"y": np.asarray(y, np.float64).reshape(probe.arrays["x"][0].shape)})
         if seen == probe.claimed:
             inferred[probe.field] = f"{seen}, as claimed"
             continue
         inferred[probe.field] = seen
-        shown = np.array2string(got.ravel(), precision=4, separator=", ")
+        if seen.startswith("not inferred"):
+            continue
+        shown = np.array2string(np.asarray(y, np.float64), precision=4, separator=", ")
         message = f"{probe.field}: claimed {probe.claimed}, observed {seen} ({probe.note}; y = {shown})"
         findings.append({"kind": "semantic", "case": f"probe ({probe.field})", "message": message})
     return inferred
@@ -442,7 +433,7 @@ def audit_family(
 
     probes = family_probes(conv)
     report.claimed = {p.field: p.claimed for p in probes}
-    probe_cases = [(p.name, p.case, p.note) for p in probes]
+    probe_cases = [(p.name, dict(p.arrays or {}), p.note) for p in probes]
     rows, findings, cases = judge_family(
         report.target, conv, probe_cases + family_battery(conv), timeout, progress, adapter.algorithm
     )

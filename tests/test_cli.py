@@ -128,3 +128,17 @@ def test_conventions_shows_every_listed_profile_batch_norm_or_not(capsys):
         shown = capsys.readouterr().out
         assert f"layer                    {conv.layer}" in shown and "sources" in shown
         assert ("momentum_direction" in shown) == conv.running_stats
+
+
+def test_budget_help_names_every_preset_and_the_exit_codes(capsys):
+    from normspec.budgets import ALGORITHMS
+
+    from normspec.cli import BUDGET_PRESETS
+
+    assert set(BUDGET_PRESETS) == set(ALGORITHMS)
+    with pytest.raises(SystemExit):
+        main(["budget", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in ALGORITHMS) and "Exit status 0" in text
+    for flag in ("--algorithm", "--training", "--eval", "--eps", "--axis"):
+        assert flag in text

@@ -126,6 +126,19 @@ def _family_or(convention: str) -> Target | None:
     return family_oracle_target(convention) if conv is not None and conv.layer != "batch_norm" else None
 
 
+# The conventions a built-in target follows; a case generated under another one is not compared.
+TARGET_CONVENTIONS: dict[str, tuple[str, ...]] = {"torch": ("torch",)}
+
+
+def skipped_case(case: VectorCase, target: str, follows: tuple[str, ...] | None) -> CaseResult | None:
+    """A result for a case the target does not claim to follow (another convention, another
+    layer), or None when the case is to be compared."""
+    if follows is None or case.convention in follows:
+        return None
+    why = f"generated for {case.convention}; {target} follows {', '.join(follows)}: not compared"
+    return CaseResult(case.name, "other convention", 0.0, 1.0, why)
+
+
 def resolve_target(spec: str) -> Callable[[str], Target]:
     """A factory: convention name -> callable following the protocol."""
     if spec == "oracle":
@@ -165,7 +178,7 @@ def resolve_target(spec: str) -> Callable[[str], Target]:
 @dataclass
 class CaseResult:
     case: str
-    status: str  # exact | differs | non-finite | crash | malformed
+    status: str  # exact | differs | non-finite | crash | malformed | other convention (not compared)
     max_ulp: float = 0.0
     correctly_rounded: float = 1.0  # share of y elements at 0 ULP
     worst: str = ""

@@ -170,15 +170,21 @@ def test_torch_target_runs_when_installed(vecdir, capsys):
     assert statuses["torch-float32-constant_channel"] == "differs"
     beyond = {r["case"]: r["beyond_budget"] for r in data["results"]}
     assert beyond["torch-float32-huge_magnitude"] > 0  # overflowing squares: worse than plain float32 allows
-    crashed = {name for name, status in statuses.items() if status == "crash"}
-    # torch refuses one value per channel in training: exactly those cases crash, so the exit status is 1
-    assert crashed and all("one_value" in n or "n1_bessel" in n for n in crashed) and code == 1
+    # cases generated for another convention (torch_raw's n = 1, which torch refuses; onnx_bn15's
+    # momentum) are listed as such, not compared: nothing crashes, and differences do not fail
+    other = {name for name, status in statuses.items() if status == "other convention"}
+    assert other == {c.name for c in load_cases(vecdir) if c.convention != "torch"}, other
+    assert "crash" not in statuses.values() and code == 0
+    # --follows compares them anyway: torch refuses onnx_bn15's one value per channel, a crash
+    assert main(["vectors", "check", str(vecdir), "--target", "torch", "--follows", "onnx_bn15"]) == 1
 
 
 def test_family_vectors_regenerate_identically_and_check(tmp_path):
     from normspec.spec import CONVENTIONS
 
-    profiles = tuple(n for n, c in CONVENTIONS.items() if c.layer != "batch_norm")  # every affine form (per element, channel, group, none) and eps precision
+    profiles = tuple(
+        n for n, c in CONVENTIONS.items() if c.layer != "batch_norm"
+    )  # every affine form (per element, channel, group, none) and eps precision
     a, b = tmp_path / "a", tmp_path / "b"
     generate(a, (), ("float32",), seed=1, family=profiles)
     generate(b, (), ("float32",), seed=1, family=profiles)
