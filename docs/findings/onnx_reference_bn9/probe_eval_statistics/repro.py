@@ -1,6 +1,6 @@
 """Standalone reproducer: onnx_reference_bn9, case probe_eval_statistics (onnx 1.23.2).
 
-evaluation_uses: claimed 'running statistics', observed 'neither running nor batch statistics (y = 7.35282, expected 9.99995)'
+evaluation_uses: claimed 'running statistics', observed 'none of the known alternatives (observed 7.35282; running statistics: 9.99995; batch statistics: -1.34164)'
 
 Needs only onnx and NumPy.  Run from this folder: python repro.py
 The exact output was computed by normspec's oracle under the profile onnx_bn9 and stored in exact.npz.
