@@ -63,12 +63,13 @@ def _audit_description() -> str:
         f"{names(FAMILY_ADAPTERS)}. Starred targets run in venvs of their own (bash scripts/setup-target-venvs.sh). "
         "Or python:module:function (f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
         "(y, running_mean, running_var); with a family --convention, f(x, weight, bias, eps, groups) -> y: "
-        "LayerNorm and RMSNorm normalize the last axis, GroupNorm has channels on axis 1). Each runs in its own "
-        "process with a timeout. Findings: semantic (a "
+        "LayerNorm and RMSNorm normalize the trailing weight.ndim axes, GroupNorm has channels on axis 1). "
+        "Each runs in its own process with a timeout. Findings: semantic (a "
         "different function), accuracy (beyond the declared algorithm's budget, or the plain formula's error), "
         "non-finite, crash (also hangs and wrong shapes), degenerate-input (n = 1, eps <= 0 or an empty batch: "
         "refusing versus computing), profile-drift, unavailable (what to install). Exit status 1 for semantic, "
-        "accuracy, non-finite and crash findings; --strict adds degenerate-input and profile-drift; 0 otherwise."
+        "accuracy, non-finite and crash findings; --strict adds degenerate-input and profile-drift; 0 otherwise; "
+        "2 for bad input."
     )
 
 
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "prove",
         help="prove the derived facts (symbolically, then against the oracle)",
-        description="Exit status 0 when every fact asked for is proven, 1 otherwise, 3 for bad input.",
+        description="Exit status 0 when every fact asked for is proven, 1 otherwise, 2 for bad input.",
     )
     pr.add_argument("name", nargs="?", help="one fact (default: all, as a table)")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
@@ -134,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Expressions use numbers, names, + - * / ** and the spec's functions (parsed safely, never evaluated "
             "by Python). Exit status: 0 proven, 1 refuted (a counterexample is printed with exact values), "
-            "2 undecided, 3 bad input."
+            "2 bad input, 3 undecided."
         ),
         epilog="functions: "
         + "; ".join(
@@ -198,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Targets: oracle, torch, python:module:function or python:path/file.py:function "
         "(f(x, weight, bias, running_mean, running_var, training, momentum, eps) -> "
         "(y, running_mean, running_var)). Exit status 1 on a crash, a non-finite output where the "
-        "exact one is finite, a malformed output, or a distance above --max-ulp.",
+        "exact one is finite, a malformed output, or a distance above --max-ulp; 2 for bad input.",
     )
     chk.add_argument("directory", type=Path)
     chk.add_argument("--target", required=True)
@@ -302,11 +303,18 @@ def _parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser(
         "zoo",
         help="the bug zoo: buggy BatchNorm variants, provenance and witnesses",
-        description="Exit status 0, or 3 for an unknown variant name.",
+        description="Exit status 0, or 2 for an unknown variant name.",
     )
     zoo.add_argument("name", nargs="?", help="one variant in full")
     zoo.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+# One exit-code scheme for every command (README, "Exit status"): 0 the answer is yes (proven, no
+# finding, within budget, no cause found), 1 it is no (refuted, a finding, beyond budget, a cause),
+# 2 bad input (normspec's errors and argparse's usage errors alike), 3 undecided (identity only),
+# 4 an internal error: a bug in normspec, never a verdict.
+EXIT_OK, EXIT_NO, EXIT_BAD_INPUT, EXIT_UNDECIDED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +324,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(parser, args)
     except BrokenPipeError:  # output piped into head, say
         sys.stderr.close()
-        return 0
+        return EXIT_OK
+    except RecursionError:
+        print("normspec: error: the input is nested too deeply to process", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("normspec: error: the input needs more memory than is available", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # not a verdict: say so, and how to report it
+        import traceback
+
+        traceback.print_exc()
+        print(
+            f"normspec: internal error ({type(exc).__name__}: {exc}); this is a bug in normspec, not a verdict: "
+            "please report it with the command that caused it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -343,7 +367,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return _diagnose(args)
     except NormspecError as exc:
         print(f"normspec: error: {exc}", file=sys.stderr)
-        return 3 if args.command in ("prove", "identity", "zoo") else 2
+        return EXIT_BAD_INPUT
     parser.print_help()
     return 0
 

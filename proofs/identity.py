@@ -176,7 +176,7 @@ class IdentityResult:
 
     @property
     def exit_code(self) -> int:
-        return {"proven": 0, "refuted": 1, "undecided": 2}[self.status]
+        return {"proven": 0, "refuted": 1, "undecided": 3}[self.status]  # 2 is bad input, as everywhere
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

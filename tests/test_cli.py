@@ -142,3 +142,38 @@ def test_budget_help_names_every_preset_and_the_exit_codes(capsys):
     assert all(name in text for name in ALGORITHMS) and "Exit status 0" in text
     for flag in ("--algorithm", "--training", "--eval", "--eps", "--axis"):
         assert flag in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "/nonexistent.npz", "-o", "/tmp/out.npz", "--training"],
+        ["budget", "/nonexistent.npz", "--algorithm", "torch_cpu", "--training"],
+        ["vectors", "check", "/nonexistent_dir", "--target", "oracle"],
+        ["audit", "no_such_target"],
+        ["conventions", "no_such_profile"],
+        ["prove", "no_such_fact"],
+        ["identity", "frobnicate(x)", "x"],
+        ["zoo", "no_such_variant"],
+        ["diagnose", "/nonexistent.npz"],
+    ],
+)
+def test_bad_input_is_exit_status_2_for_every_command(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("normspec: error:") and "Traceback" not in err
+
+
+def test_argparse_errors_and_internal_errors_have_their_own_codes(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as usage:
+        main(["audit"])  # the target is missing: argparse's usage error
+    assert usage.value.code == 2
+    import normspec.cli as cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_conventions", broken)
+    assert main(["conventions"]) == 4
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: a bug)" in err and "not a verdict" in err

@@ -78,7 +78,7 @@ def test_prove_cli_table_and_json(capsys):
     assert main(["prove", "momentum_maps", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data[0]["status"] == "proven" and data[0]["steps"][0]["ok"]
-    assert main(["prove", "no_such_fact"]) == 3
+    assert main(["prove", "no_such_fact"]) == 2
 
 
 def test_zoo_cli(capsys):
