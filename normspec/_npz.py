@@ -18,7 +18,7 @@ import numpy as np
 
 from normspec.errors import InputFileError
 
-__all__ = ["MAX_BYTES", "load_npz"]
+__all__ = ["MAX_BYTES", "load_npz", "output_path", "output_folder"]
 
 MAX_BYTES = 2 * 2**30  # 2 GiB of arrays in one file, decompressed
 
@@ -92,3 +92,28 @@ def _check_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str, 
             f"{where} declares shape {shape} ({size} bytes), past the limit of {limit} "
             "(set NORMSPEC_MAX_NPZ_BYTES to allow more)"
         )
+
+
+def output_path(path: Path, suffix: str = ".npz") -> Path:
+    """Where an output file will be written: ``suffix`` added when missing (as numpy does), its
+    folder existing, and not a directory; refused by name before any work is done."""
+    path = Path(path)
+    if path.suffix != suffix:
+        path = path.with_name(path.name + suffix)
+    if path.is_dir():
+        raise InputFileError(f"the output {str(path)!r} is a directory")
+    if not path.parent.is_dir():
+        raise InputFileError(f"the output folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def output_folder(path: Path) -> Path:
+    """A folder to write into: created when missing; refused when a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(f"{str(path)!r} is a file, not a folder to write into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"cannot create the folder {str(path)!r}: {exc}") from None
+    return path

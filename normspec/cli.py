@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from normspec._npz import load_npz
+from normspec._npz import load_npz, output_folder, output_path
 from normspec._version import __version__
 from normspec.errors import InputFileError, InvalidArgumentError, MissingExtraError, NormspecError, expected
 
@@ -380,6 +380,7 @@ def _eval(args: argparse.Namespace) -> int:
     from normspec.oracle import batch_norm
 
     arrays = load_npz(args.input)
+    output = output_path(args.output)  # before the work: a missing folder is refused now, not after
     if "x" not in arrays:
         raise InputFileError(f"{str(args.input)!r} has no array named 'x' (found: {', '.join(arrays) or 'none'})")
     unknown = set(arrays) - {"x", "weight", "bias", "running_mean", "running_var"}
@@ -419,9 +420,9 @@ def _eval(args: argparse.Namespace) -> int:
     if res.running_mean is not None:
         out["running_mean"] = res.running_mean
         out["running_var"] = res.running_var
-    np.savez(args.output, **out)
+    np.savez(output, **out)
     print(
-        f"wrote {args.output}: y {res.y.dtype.name}{list(res.y.shape)}, convention {res.convention}, "
+        f"wrote {output}: y {res.y.dtype.name}{list(res.y.shape)}, convention {res.convention}, "
         f"{'training' if args.training else 'eval'}; {res.undecided} element(s) settled by exact arithmetic; "
         f"{time.perf_counter() - t0:.2f} s"
     )
@@ -635,6 +636,7 @@ def _vectors(args: argparse.Namespace) -> int:
         from normspec.vectors import generate
 
         t0 = time.perf_counter()
+        output_folder(args.directory)
         manifest = generate(
             args.directory,
             tuple(args.convention or ["torch"]),
@@ -712,6 +714,8 @@ def _audit(args: argparse.Namespace) -> int:
     from normspec.targets.report import render_text, write_html
 
     _, conv = resolve_target(args.target, args.convention)
+    if args.report:
+        output_folder(args.report)
     bar = Progress(audit_size(conv), f"normspec audit {args.target}", mode=args.progress)
     rep = run_audit(
         args.target,
@@ -748,6 +752,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         except ValueError:
             raise InvalidArgumentError(expected("a number or 'cumulative'", "--momentum", args.momentum)) from None
     observed = load_npz(args.observed) if args.observed else None
+    if args.plot:
+        output_folder(args.plot)
     bar = Progress(0, f"normspec diagnose {args.batches} (elements)", mode=args.progress)
     diag = diagnose(
         read_batches(args.batches),
@@ -778,6 +784,7 @@ def _budget(args: argparse.Namespace) -> int:
 
     alg = get_algorithm(args.algorithm)
     arrays = load_npz(args.input)
+    plot_path = output_path(args.plot, ".png") if args.plot else None
     if "x" not in arrays:
         raise InputFileError(f"{str(args.input)!r} has no array named 'x'")
     x = arrays["x"]
@@ -869,7 +876,7 @@ def _budget(args: argparse.Namespace) -> int:
         ax.set_title(f"{args.input.name} against {args.algorithm}")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(args.plot, dpi=90)
+        fig.savefig(plot_path, dpi=90)
         plt.close(fig)
     return 1 if c.counts["beyond budget"] or c.counts["non-finite"] else 0
 

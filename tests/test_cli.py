@@ -177,3 +177,21 @@ def test_argparse_errors_and_internal_errors_have_their_own_codes(monkeypatch, c
     assert main(["conventions"]) == 4
     err = capsys.readouterr().err
     assert "internal error (RuntimeError: a bug)" in err and "not a verdict" in err
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", x=np.ones((4, 3), np.float32))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["eval", str(tmp_path / "in.npz"), "-o", str(tmp_path / "noext"), "--training"]) == 0
+    assert f"wrote {tmp_path / 'noext.npz'}" in capsys.readouterr().out and (tmp_path / "noext.npz").exists()
+    refused = [
+        ["eval", str(tmp_path / "in.npz"), "-o", str(tmp_path / "missing" / "out.npz"), "--training"],
+        ["vectors", "generate", str(a_file)],
+        ["audit", "torch", "--report", str(a_file)],
+        ["diagnose", "python:normspec.diagnose.examples:shuffled", "--plot", str(a_file)],
+    ]
+    for argv in refused:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "does not exist" in err or "is a file, not a folder" in err, err

@@ -59,6 +59,11 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
             expected = {k: data[k] for k in _EXPECTED if k in data or k == "y"}
         except KeyError as exc:
             raise InputFileError(f"case {entry['name']!r} lacks array {exc}") from None
+        if inputs["x"].shape[0] != entry["steps"] or expected["y"].shape[0] != entry["steps"]:
+            raise InputFileError(
+                f"case {entry['name']!r}: the manifest says {entry['steps']} step(s), x has {inputs['x'].shape[0]} "
+                f"and y {expected['y'].shape[0]}"
+            )
         expected.update({k: v for k, v in data.items() if k.startswith("budget_")})
         yield VectorCase(
             entry["name"],

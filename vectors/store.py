@@ -60,12 +60,47 @@ def load_manifest(directory: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
         raise InputFileError(f"{str(path)!r} has no list of cases")
     root = directory.resolve()
-    for case in manifest["cases"]:
+    for i, case in enumerate(manifest["cases"]):
+        _check_entry(path, i, case)
         rel = str(case.get("file", ""))
         target = (root / rel).resolve()
         if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts or root not in target.parents:
             raise InputFileError(f"manifest entry points outside {str(directory)!r}: file={rel!r}")
     return manifest
+
+
+# What each manifest entry holds: a strict schema, so that "training": "false" or a string entry
+# is refused by name instead of being read as something else.
+_ENTRY: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "convention": (str,),
+    "kind": (str,),
+    "dtype": (str,),
+    "file": (str,),
+    "sha256": (str,),
+    "training": (bool,),
+    "seed": (int,),
+    "axis": (int,),
+    "steps": (int,),
+    "momentum": (int, float),
+    "eps": (int, float),
+}
+
+
+def _check_entry(path: Path, index: int, entry: Any) -> None:
+    where = f"{str(path)!r}, case {index}"
+    if not isinstance(entry, dict):
+        raise InputFileError(f"{where} is a {type(entry).__name__}, not an object")
+    for key, types in _ENTRY.items():
+        if key not in entry:
+            raise InputFileError(f"{where} ({entry.get('name', '?')!r}) has no {key!r}")
+        value = entry[key]
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise InputFileError(f"{where} ({entry.get('name', '?')!r}): {key} = {value!r} is not a {names}")
+    if not isinstance(entry.get("arrays", {}), dict):
+        raise InputFileError(f"{where} ({entry['name']!r}): arrays is not an object")
 
 
 def verified_path(directory: Path, entry: dict[str, Any]) -> Path:

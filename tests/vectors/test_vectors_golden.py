@@ -200,3 +200,25 @@ def test_family_vectors_regenerate_identically_and_check(tmp_path):
 
     ln = [c for c in load_cases(a) if c.convention == "torch_layer_norm"]
     assert any(check_case(c, wrong).status != "exact" for c in ln)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["cases"][0].update(training="false"), "training = 'false' is not a bool"),
+        (lambda m: m["cases"].__setitem__(0, "a string"), "is a str, not an object"),
+        (lambda m: m["cases"][0].pop("name"), "has no 'name'"),
+        (lambda m: m["cases"][0].update(momentum="abc"), "momentum = 'abc' is not a int or float"),
+        (lambda m: m["cases"][0].update(file=123), "file = 123 is not a str"),
+    ],
+)
+def test_a_manifest_that_breaks_the_schema_is_refused_by_name(vecdir, tmp_path, edit, message, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(vecdir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["vectors", "check", str(copy), "--target", "oracle"]) == 2
+    assert message in capsys.readouterr().err
