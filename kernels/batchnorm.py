@@ -48,13 +48,48 @@ def _profile(convention: str) -> KernelProfile:
         ) from None
 
 
+def _host(a: Any, name: str) -> np.ndarray:
+    """An input as a numpy array: torch tensors are detached and moved to the host (bfloat16 kept,
+    through ml_dtypes where numpy has no bfloat16); ragged sequences are refused by name."""
+    if hasattr(a, "detach") and hasattr(a, "numpy"):
+        t = a.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise DTypeError(f"{name}: bfloat16 needs ml_dtypes: pip install 'normspec[bfloat16]'") from None
+            import torch
+
+            return np.asarray(t.view(torch.int16).numpy().view(ml_dtypes.bfloat16))
+        a = t.numpy()
+    try:
+        return np.asarray(a)
+    except ValueError:  # a ragged nested sequence
+        raise ShapeError(expected("a rectangular array", name, type(a).__name__)) from None
+
+
 def _as_f32(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    arr = np.asarray(a)
+    arr = _host(a, name)
     if arr.dtype != np.float32:
         raise DTypeError(expected("float32 (the kernels' dtype)", f"{name}.dtype", arr.dtype.name))
     if shape is not None and arr.shape != shape:
         raise ShapeError(expected(f"{name} of shape {shape}", f"{name}.shape", arr.shape))
+    if not np.isfinite(arr).all():
+        raise DomainError(expected(f"finite {name}", f"{name} element", float(arr[~np.isfinite(arr)].flat[0])))
     return np.ascontiguousarray(arr)
+
+
+def _number(value: Any, name: str) -> float:
+    """A finite real number (numpy scalars too), or a DomainError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DomainError(expected("a finite real number", name, value))
+    try:
+        result = float(value)
+    except OverflowError:
+        raise DomainError(expected("a finite real number", name, value)) from None
+    if not math.isfinite(result):
+        raise DomainError(expected("a finite real number", name, value))
+    return result
 
 
 def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int]:
@@ -143,6 +178,8 @@ class _Setup:
 def _shape3(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     if len(shape) < 2:
         raise ShapeError(expected("an array of at least 2 dimensions (N, C, ...)", "x.shape", shape))
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ShapeError(expected("an integer axis", "axis", axis))
     if not -len(shape) <= axis < len(shape):
         raise ShapeError(expected(f"an axis in [-{len(shape)}, {len(shape)})", "axis", axis))
     axis %= len(shape)
@@ -176,11 +213,11 @@ def _setup(
         raise ShapeError("running_mean and running_var must be given together")
     if rv is not None and (rv < 0).any():
         raise DomainError(expected("running_var >= 0", "running_var element", float(rv[rv < 0][0])))
-    eps_v = prof.eps if eps is None else float(eps)
-    if not (math.isfinite(eps_v) and eps_v >= 0):
+    eps_v = prof.eps if eps is None else _number(eps, "eps")
+    if not eps_v >= 0:
         raise DomainError(expected("a finite eps >= 0", "eps", eps))
     eps_v = prof.effective_eps(eps_v)
-    mom = prof.effective_momentum(prof.momentum if momentum is None else float(momentum))
+    mom = prof.effective_momentum(prof.momentum if momentum is None else _number(momentum, "momentum"))
     identity = False
     if training:
         if n == 0:
@@ -260,7 +297,10 @@ def batch_norm(
     stats = KernelStats()
     if backend is None:
         from normspec.kernels import _numba_cpu as backend
-    xa = np.ascontiguousarray(np.asarray(x))
+    host = _host(x, "x")
+    if host.ndim < 2:  # before ascontiguousarray, which makes a 0-d array 1-d
+        raise ShapeError(expected("an array of at least 2 dimensions (N, C, ...)", "x.shape", host.shape))
+    xa = np.ascontiguousarray(host)
     low = xa.dtype if xa.dtype.name in _NARROW else None
     if low is not None:
         xa = xa.astype(np.float32)  # exact: every float16 and bfloat16 is a float32
@@ -270,6 +310,10 @@ def batch_norm(
     x3 = xa.reshape(setup.shape3)
     a_n, c_n, b_n = x3.shape
     y_dtype = np.float32 if low is None else low
+    if out is not None and not isinstance(out, np.ndarray):
+        raise ShapeError(expected("out as a numpy array", "out", type(out).__name__))
+    if out is not None and not out.flags.writeable:
+        raise ShapeError(expected("a writable out", "out", "read-only"))
     if out is not None and (out.shape != xa.shape or out.dtype != y_dtype or not out.flags.c_contiguous):
         want = f"out of shape {xa.shape}, {np.dtype(y_dtype).name}, contiguous"
         raise ShapeError(expected(want, "out", (out.shape, out.dtype.name)))

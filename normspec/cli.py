@@ -876,6 +876,7 @@ def _budget(args: argparse.Namespace) -> int:
         ax.set_title(f"{args.input.name} against {args.algorithm}")
         ax.legend()
         fig.tight_layout()
+        assert plot_path is not None  # checked with args.plot, before the work
         fig.savefig(plot_path, dpi=90)
         plt.close(fig)
     return 1 if c.counts["beyond budget"] or c.counts["non-finite"] else 0
