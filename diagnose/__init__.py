@@ -34,11 +34,8 @@ updates only in a backward pass).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -49,6 +46,7 @@ import numpy as np
 from normspec.oracle import batch_norm
 from normspec.spec.conventions import Convention, get_convention
 
+from normspec._load import load_callable
 from normspec._npz import load_npz
 from normspec.errors import (
     DomainError,
@@ -103,27 +101,7 @@ def _only_array(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _python_batches(spec: str) -> Iterator[np.ndarray]:
-    body = spec[len("python:") :]
-    module_name, _, func = body.rpartition(":")
-    if not module_name or not func:
-        raise InvalidArgumentError(expected("python:module:function", "batches", spec))
-    try:
-        if module_name.endswith(".py"):
-            loc = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            if loc is None or loc.loader is None:
-                raise InputFileError(f"cannot load {module_name!r}")
-            module = importlib.util.module_from_spec(loc)
-            loc.loader.exec_module(module)
-        else:
-            if "" not in sys.path:
-                sys.path.insert(0, "")
-            module = importlib.import_module(module_name)
-    except (ImportError, OSError, SyntaxError) as exc:
-        raise InputFileError(f"cannot import {module_name!r} for the batches: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, func, None)
-    if not callable(fn):
-        raise InvalidArgumentError(expected(f"a function {func!r} in {module_name!r}", "batches", spec))
-    for batch in fn():
+    for batch in load_callable(spec, "batches")():
         yield np.asarray(batch)
 
 

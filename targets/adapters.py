@@ -14,15 +14,14 @@ Result keys: ``y`` (steps, ...), ``running_mean``, ``running_var`` (steps, C).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from normspec.targets.base import Adapter, Case, Result
+
+from normspec._load import load_callable
 
 __all__ = ["Adapter", "ADAPTERS", "get_adapter"]
 
@@ -682,18 +681,8 @@ ADAPTERS: dict[str, Adapter] = {
 
 
 def _python_target(spec: str) -> Adapter:
-    _, _, rest = spec.partition(":")
-    module_name, _, func_name = rest.rpartition(":")
-
     def run(case: Case) -> Result:
-        if module_name.endswith(".py"):
-            loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            assert loader is not None and loader.loader is not None
-            module = importlib.util.module_from_spec(loader)
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        fn = getattr(module, func_name)
+        fn = load_callable(spec)  # in the worker process, once per case
         if "groups" in case:  # a family case: f(x, weight, bias, eps, groups) -> y (eps None: the default)
             eps = float(case["eps"])
             x = np.ascontiguousarray(case["x"][0])

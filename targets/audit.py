@@ -23,6 +23,7 @@ cancels); no flat tolerance judges anything.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -545,8 +546,6 @@ STUCK_CAUSE = (
 def batch_norm_probes(conv: Convention, cases: list[AuditCase]) -> list[Probe]:
     """BatchNorm's convention probes as records: each reads one battery case, and each alternative
     is the oracle's answer under the claimed record with one field changed."""
-    import dataclasses
-
     by_name = {c.name: c for c in cases}
     other: Any = "old" if conv.momentum_direction == "new" else "new"
 
@@ -674,8 +673,6 @@ def observed_convention(
     """``conv`` with each field the probes observed to differ replaced by the observed value, where
     the record can express it, and those changes (field -> observed); "evaluation_uses" has no
     field, so evaluation cases then carry the probe's finding instead of findings of their own."""
-    import dataclasses
-
     changes: dict[str, Any] = {}
     said: dict[str, str] = {}
     for key, value in inferred.items():
@@ -771,8 +768,6 @@ def run_audit(
         if value.startswith("not run"):
             continue
         if key == "one_value" and seen_var in ("none", "unbiased") and seen_var != conv.running_var_correction:
-            import dataclasses
-
             correction: Any = seen_var  # "none" or "unbiased", checked above
             if value == dataclasses.replace(conv, running_var_correction=correction).one_value_outcome:
                 continue  # what the observed running-variance correction gives at n = 1: charged there

@@ -14,8 +14,6 @@ statistics of the step before, so every step is judged on its own.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import traceback
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ from normspec.oracle import batch_norm, ulp_distance
 from normspec.vectors.generate import VectorCase, decode
 from normspec.vectors.store import load_manifest, verified_path
 
+from normspec._load import load_callable
 from normspec._npz import load_npz
 from normspec.errors import InputFileError, InvalidArgumentError, UnknownNameError
 
@@ -155,27 +154,7 @@ def resolve_target(spec: str) -> Callable[[str], Target]:
             raise InvalidArgumentError("target 'torch' needs PyTorch: pip install 'normspec[torch]'") from None
         return lambda convention: _torch_target
     if spec.startswith("python:"):
-        _, _, rest = spec.partition(":")
-        module_name, sep, func_name = rest.rpartition(":")
-        if not sep or not module_name or not func_name:
-            raise InvalidArgumentError(f"Expected python:module:function, but got target={spec!r}")
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise InputFileError(f"no such file: {module_name!r}")
-            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-            if loader_spec is None or loader_spec.loader is None:
-                raise InputFileError(f"cannot import {module_name!r}")
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-        else:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise UnknownNameError(f"cannot import module {module_name!r}: {exc}") from None
-        fn = getattr(module, func_name, None)
-        if not callable(fn):
-            raise UnknownNameError(f"module {module_name!r} has no callable {func_name!r}")
+        fn = load_callable(spec)
         return lambda convention: fn
     raise UnknownNameError(f"Expected oracle, torch or python:module:function, but got target={spec!r}")
 
