@@ -119,3 +119,71 @@ def test_undecided_when_neither_proof_nor_counterexample():
     """With no sample budget a false identity that no rewrite reduces stays undecided (exit 3), not refuted."""
     res = check_identity("sqrt(var + eps)", "sqrt(var) + eps", POS, budget=0)
     assert res.status == "undecided" and res.exit_code == 3 and res.counterexample is None
+
+
+SUM_999 = "+".join(["x"] * 999)
+MINUS_1998 = "-" * 1998 + "x"
+NAMES_300 = ", ".join(f"a{i}" for i in range(300))
+
+
+@pytest.mark.parametrize(
+    "lhs,assume,bound",
+    [
+        ("x**(10**10)", [], "an exponent of 10000000000"),
+        ("2**(10**10)", [], "bits (the bound is 4096)"),
+        ("10**10**10", [], "bits (the bound is 4096)"),
+        ("9**9**9", [], "bits (the bound is 4096)"),
+        ("sqrt(x)**(2**64)", [], "an exponent of 18446744073709551616"),
+        ("((x**64)**64)**64", [], "degree 262144"),
+        ("x", ["x > 2**(10**10)"], "bits (the bound is 4096)"),
+        (SUM_999, [], "nested more than 200 deep"),
+        (MINUS_1998, [], "nested"),
+        (f"biased_var({NAMES_300})", [], "300 arguments"),
+        ("+".join(["x*x"] * 400), [], "more than 1000 syntax nodes"),
+        ("biased_var(" + ", ".join(f"a{i}" for i in range(70)) + ")", [], "70 arguments"),
+        ("x", ["x > " + "1+" * 50_000 + "1"], "100005 characters"),
+        ("x", ["x > 0"] * 51, "51 assumptions"),
+        ("(x+y+z+w)**60", [], "the time limit of 2 s"),
+    ],
+    ids=lambda v: v[:30] if isinstance(v, str) else None,
+)
+def test_costly_input_is_undecided_naming_the_bound(lhs, assume, bound):
+    """Every input past a bound answers quickly: undecided (exit 3), never a hang, a traceback or "refuted"."""
+    res = check_identity(lhs, "x", assume, time_limit=2)
+    assert res.status == "undecided" and res.exit_code == 3
+    assert bound in res.limit and bound in res.steps[0]
+
+
+def test_bounds_leave_room_for_real_identities():
+    """Degree 64 in four names, a 64-term mean, 2**4000 and rational exponents stay decidable."""
+    assert check_identity("(a + b)**2", "a**2 + 2*a*b + b**2").status == "proven"
+    terms = ", ".join(f"a{i}" for i in range(64))
+    assert check_identity(f"mean({terms})", "(" + " + ".join(f"a{i}" for i in range(64)) + ")/64").status == "proven"
+    assert check_identity("2**4000 / 2**3999", "2").status == "proven"
+    assert check_identity("sqrt(x)**3", "x**(3/2)", ["x >= 0"]).status == "proven"
+
+
+@pytest.mark.parametrize(
+    "text,pattern",
+    [("1e999", "a finite number, but got inf"), ("x**y", "Exponents must be numbers, but got y")],
+)
+def test_non_numbers_where_numbers_belong_are_bad_input(text, pattern):
+    with pytest.raises(ExpressionError, match=pattern):
+        check_identity(text, "x")
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf"), "5"])
+def test_time_limit_is_validated(limit):
+    with pytest.raises(NormspecError, match="time limit"):
+        check_identity("x", "x", time_limit=limit)
+
+
+def test_identity_cli_bounds_exit_3_and_do_not_echo_huge_input():
+    big = run("x", "x", "--assume", "x > " + "1+" * 50_000 + "1")
+    assert big.returncode == 3 and big.stdout.startswith("UNDECIDED") and len(big.stdout) < 1000
+    assert "the bound is 2000" in big.stdout
+    deep = run("--", MINUS_1998, "x")
+    assert deep.returncode == 3 and "nested" in deep.stdout
+    slow = run("(x+y+z+w)**60", "x", "--time-limit", "1")
+    assert slow.returncode == 3 and "time limit of 1 s" in slow.stdout
+    assert run("x", "x", "--time-limit", "0").returncode == 2
