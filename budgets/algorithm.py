@@ -17,6 +17,7 @@ normspec.errors.InvalidArgumentError: Expected variance in two_pass, ..., but go
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,8 +76,9 @@ class Algorithm:
             value = getattr(self, name)
             if value not in choices:
                 raise InvalidArgumentError(expected(f"{name} in {', '.join(choices)}", name, value))
-        if not (isinstance(self.rsqrt_ulps, (int, float)) and self.rsqrt_ulps >= 0):
-            raise InvalidArgumentError(expected("rsqrt_ulps >= 0", "rsqrt_ulps", self.rsqrt_ulps))
+        ulps = self.rsqrt_ulps
+        if isinstance(ulps, bool) or not (isinstance(ulps, (int, float)) and 0 <= ulps < math.inf):
+            raise InvalidArgumentError(expected("a finite number rsqrt_ulps >= 0", "rsqrt_ulps", ulps))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,10 +148,20 @@ def get_algorithm(spec: str | Algorithm | dict[str, Any]) -> Algorithm:
             )
         return Algorithm(**spec)
     if isinstance(spec, str) and spec.strip().startswith("{"):
+        if len(spec) > 10_000:  # an algorithm has nine short fields
+            what = "a JSON object of at most 10000 characters"
+            raise InvalidArgumentError(expected(what, "len(algorithm)", len(spec)))
         try:
-            return get_algorithm(json.loads(spec))
+            value = json.loads(spec)
         except json.JSONDecodeError as exc:
             raise InvalidArgumentError(f"Expected a JSON object for the algorithm: {exc}") from None
+        except RecursionError:
+            raise InvalidArgumentError("Expected a JSON object of fields, but got one nested too deeply") from None
+        except ValueError as exc:  # a number of more digits than Python converts
+            raise InvalidArgumentError(f"Expected a JSON object for the algorithm: {exc}") from None
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(expected("a JSON object for the algorithm", "algorithm", spec))
+        return get_algorithm(value)
     try:
         return ALGORITHMS[spec]
     except (KeyError, TypeError):

@@ -32,6 +32,7 @@ Outputs that may be NaN under the algorithm (a variance bound reaching
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -223,7 +224,9 @@ def _ival(expr: sp.Expr, env: dict[sp.Symbol, Interval]) -> Interval:
         for arg in expr.args[1:]:
             a, b = _ival(arg, env)
             cands = np.stack(np.broadcast_arrays(lo * a, lo * b, hi * a, hi * b))
-            lo, hi = np.nanmin(cands, axis=0), np.nanmax(cands, axis=0)
+            with warnings.catch_warnings():  # all four NaN (non-finite input): NaN, an infinite budget at the end
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = np.nanmin(cands, axis=0), np.nanmax(cands, axis=0)
         return lo, hi
     if expr.is_Pow:
         base, ex = expr.args
@@ -313,7 +316,7 @@ def element_budget(
 
 
 def budget_for_batch_norm(
-    alg: Algorithm,
+    alg: Algorithm | str | dict[str, Any],
     x: np.ndarray,
     weight: Any,
     bias: Any,
@@ -324,11 +327,22 @@ def budget_for_batch_norm(
     running_var: Any = None,
     axis: int = 1,
 ) -> np.ndarray:
-    """Per-element budget of ``alg`` on a BatchNorm forward (exact statistics from the oracle)."""
+    """Per-element budget of ``alg`` on a BatchNorm forward (exact statistics from the oracle).
+
+    ``alg`` is an :class:`Algorithm`, a preset name or a dict of its fields.  The arguments are
+    checked as the oracle checks them (axis, shapes, dtypes, finite parameters, eps, running
+    statistics present and non-negative in evaluation), with the same errors.
+    """
     from fractions import Fraction
 
+    from normspec.budgets.algorithm import get_algorithm
     from normspec.oracle import batch_norm
 
+    alg = get_algorithm(alg)
+    # the oracle validates every argument and gives the exact statistics
+    res = batch_norm(
+        x, weight, bias, running_mean, running_var, training=training, eps=eps, convention="torch_raw", axis=axis
+    )
     xa = np.asarray(x)
     out_dtype = xa.dtype.name
     c = xa.shape[axis]
@@ -337,7 +351,6 @@ def budget_for_batch_norm(
     gamma = (np.ones(c) if weight is None else np.asarray(weight, np.float64)).reshape(shape)
     beta = (np.zeros(c) if bias is None else np.asarray(bias, np.float64)).reshape(shape)
     if training:
-        res = batch_norm(xa, weight, bias, training=True, eps=eps, convention="torch_raw", axis=axis)
         mean = np.array([float(m) for m in res.exact.mean])
         var = np.array([float(v) for v in res.exact.var])
         moved = np.moveaxis(xa.astype(np.float64), axis, 0).reshape(c, -1)

@@ -109,12 +109,55 @@ def test_float64_inside_stays_near_half_an_ulp():
         ({"accumulator": "int8"}, InvalidArgumentError),
         ({"colour": "red"}, InvalidArgumentError),
         ("no_such_algorithm", NormspecError),
+        (3, NormspecError),
         ("{not json", InvalidArgumentError),
+        ('{"variance": ' + "[" * 4900 + "]" * 4900 + "}", InvalidArgumentError),  # RecursionError inside json
+        ('{"rsqrt_ulps": ' + "9" * 5000 + "}", InvalidArgumentError),  # past Python's digit limit
+        ("{" + " " * 20_000 + "}", InvalidArgumentError),
+        ('{"rsqrt_ulps": 1e999}', InvalidArgumentError),
+        ('{"rsqrt_ulps": true}', InvalidArgumentError),
+        ({"variance": ["two_pass"]}, InvalidArgumentError),
     ],
+    ids=lambda v: v[:24] if isinstance(v, str) else None,
 )
 def test_unknown_algorithm_fields_are_refused(spec, error):
     with pytest.raises(error):
         get_algorithm(spec)
+
+
+X43 = np.ones((4, 3), F32)
+ZEROS3, ONES3 = np.zeros(3, F32), np.ones(3, F32)
+
+
+@pytest.mark.parametrize(
+    "alg,x,kwargs,pattern",
+    [
+        ("naive_float32", X43, {"training": True, "axis": 5}, "axis=5"),
+        ("naive_float32", X43, {"training": True, "weight": np.ones(2, F32)}, r"weight.shape=\(2,\)"),
+        ("naive_float32", X43, {"training": False}, "running_mean and running_var in evaluation"),
+        ("naive_float32", np.ones(4, F32), {"training": True}, "axis=1"),
+        ("no_such", X43, {"training": True}, "algorithm='no_such'"),
+        (
+            "naive_float32",
+            X43,
+            {"training": False, "running_mean": ZEROS3, "running_var": -ONES3},
+            "running_var >= 0",
+        ),
+        ("naive_float32", X43, {"training": True, "weight": np.array([1, np.nan, 1], F32)}, "weight"),
+    ],
+    ids=["axis", "weight-shape", "no-running", "1-D", "algorithm", "negative-var", "nan-weight"],
+)
+def test_budget_for_batch_norm_refuses_bad_arguments_by_name(alg, x, kwargs, pattern):
+    kwargs = {"weight": None, "bias": None, "eps": 1e-5, **kwargs}
+    with pytest.raises(NormspecError, match=pattern):
+        budget_for_batch_norm(alg, x, kwargs.pop("weight"), kwargs.pop("bias"), kwargs.pop("eps"), **kwargs)
+
+
+def test_budget_of_non_finite_input_is_infinite():
+    x = X43.copy()
+    x[0, 1] = np.nan
+    b = budget_for_batch_norm("naive_float32", x, None, None, 1e-5, training=True)
+    assert np.isinf(b[:, 1]).all() and np.isfinite(b[:, [0, 2]]).all()
 
 
 def test_budget_cli_classifies_and_handles_bad_files(tmp_path, capsys):
