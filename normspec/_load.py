@@ -12,15 +12,39 @@ from typing import Any
 
 from normspec.errors import InputFileError, InvalidArgumentError, UnknownNameError
 
-__all__ = ["load_callable"]
+__all__ = ["check_callable_spec", "load_callable"]
 
 
-def load_callable(spec: str, what: str = "target") -> Callable[..., Any]:
-    """The function ``spec`` names; a missing file, module or function is a normspec error naming it."""
+def _split(spec: str, what: str) -> tuple[str, str]:
     body = spec[len("python:") :] if spec.startswith("python:") else spec
     module_name, sep, func_name = body.rpartition(":")
     if not sep or not module_name or not func_name:
         raise InvalidArgumentError(f"Expected python:module:function, but got {what}={spec!r}")
+    return module_name, func_name
+
+
+def check_callable_spec(spec: str, what: str = "target") -> None:
+    """What can be said of ``spec`` without running any of its code: the form, the file, the module's
+    top-level package (for code that will run in another process, where its crash cannot hurt us)."""
+    module_name, _ = _split(spec, what)
+    if module_name.endswith(".py"):
+        if not Path(module_name).is_file():
+            raise InputFileError(f"no such file: {module_name!r}")
+        return
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    top = module_name.split(".")[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UnknownNameError(f"cannot import module {module_name!r}: no module named {top!r}")
+
+
+def load_callable(spec: str, what: str = "target") -> Callable[..., Any]:
+    """The function ``spec`` names; a missing file, module or function is a normspec error naming it."""
+    module_name, func_name = _split(spec, what)
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)

@@ -222,6 +222,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the conventions the target follows (repeatable): cases generated for others are listed as "
         "'other convention', not compared (torch: torch; default for oracle and python: targets: every case)",
     )
+    chk.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="python: targets run in a worker process; seconds per step before it counts as a hang (default 120)",
+    )
     chk.add_argument("--json", action="store_true")
 
     aud = sub.add_parser(
@@ -670,14 +677,27 @@ def _vectors(args: argparse.Namespace) -> int:
     from normspec.vectors import check_case, load_cases, resolve_target
     from normspec.vectors.check import TARGET_CONVENTIONS, skipped_case
 
-    factory = resolve_target(args.target)
+    in_worker = args.target.startswith("python:")  # user code: its crash or hang must not take us down
+    if in_worker:
+        from normspec._load import check_callable_spec
+
+        check_callable_spec(args.target)  # a missing file or module is bad input, said before any work
+    factory = None if in_worker else resolve_target(args.target)
     follows = tuple(args.follows) if args.follows else TARGET_CONVENTIONS.get(args.target)
     if args.max_ulp is not None and not (args.max_ulp >= 0 and math.isfinite(args.max_ulp)):
         raise InvalidArgumentError(expected("a finite number of ULPs >= 0", "--max-ulp", args.max_ulp))
-    results = []
-    for case in load_cases(args.directory, args.case):
-        skipped = skipped_case(case, args.target, follows)
-        results.append(skipped if skipped is not None else check_case(case, factory(case.convention)))
+    if not (0 < args.timeout < math.inf):
+        raise InvalidArgumentError(expected("a finite number of seconds > 0", "--timeout", args.timeout))
+    cases = list(load_cases(args.directory, args.case))
+    skipped = [skipped_case(case, args.target, follows) for case in cases]
+    compared = [case for case, skip in zip(cases, skipped, strict=True) if skip is None]
+    if factory is not None:
+        checked = iter([check_case(case, factory(case.convention)) for case in compared])
+    else:
+        from normspec.targets.runner import check_vectors
+
+        checked = iter(check_vectors(args.target, compared, args.timeout))
+    results = [skip if skip is not None else next(checked) for skip in skipped]
     too_far = [r for r in results if args.max_ulp is not None and r.max_ulp > args.max_ulp]
     bad = [r for r in results if r.failed] + [r for r in too_far if not r.failed]
     if args.json:

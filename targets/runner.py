@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from normspec.spec.conventions import Convention
 from normspec.targets.adapters import Adapter, get_adapter
+from normspec.targets.worker import pack, unpack
 
 import normspec
 from normspec.errors import TargetUnavailableError
@@ -28,6 +29,7 @@ from normspec.errors import TargetUnavailableError
 __all__ = [
     "AuditCase",
     "Outcome",
+    "check_vectors",
     "PROBE_OF",
     "interpreter",
     "library_version",
@@ -118,7 +120,7 @@ def run_cases(
     indir = workdir / "in"
     indir.mkdir(exist_ok=True)
     for case in cases:
-        np.savez(indir / f"{case.name}.npz", **case.arrays())
+        np.savez(indir / f"{case.name}.npz", **pack(case.arrays()))
     outcomes: dict[str, Outcome] = {}
     pending = [c.name for c in cases]
     attempt = 0
@@ -190,11 +192,62 @@ def run_cases(
     return outcomes
 
 
+_FAMILY_KINDS = ("layer_norm", "rms_norm", "group_norm", "instance_norm", "mean_variance_norm")
+
+
+def check_vectors(
+    target: str, cases: list[Any], timeout: float, progress: Callable[[int], None] | None = None
+) -> list[Any]:
+    """``normspec vectors check`` for a ``python:`` target, in a worker process as the audit runs one:
+    a target that segfaults, exits or hangs becomes that case's "crash", never the checker's.
+
+    Each step of each case is one worker case, teacher-forced (it starts from the expected running
+    statistics of the step before); the outputs are then judged by :func:`normspec.vectors.check_case`
+    exactly as in-process outputs are.
+    """
+    from normspec.vectors.check import TargetFailedError, check_case
+
+    jobs: list[AuditCase] = []
+    for i, case in enumerate(cases):
+        inp, exp = case.inputs, case.expected
+        if case.kind in _FAMILY_KINDS:
+            groups = {"groups": np.asarray(int(np.asarray(inp["groups"]).ravel()[0]))}
+            jobs.append(AuditCase(f"c{i}s0", "accuracy", inp["x"][:1], inp["weight"], inp["bias"],
+                                  np.zeros(1), np.ones(1), True, case.momentum, case.eps, extra=groups))  # fmt: skip
+            continue
+        for k in range(case.steps):
+            rm = inp["running_mean"] if k == 0 else exp["running_mean_out"][k - 1]
+            rv = inp["running_var"] if k == 0 else exp["running_var_out"][k - 1]
+            jobs.append(AuditCase(f"c{i}s{k}", "accuracy", inp["x"][k : k + 1], inp["weight"], inp["bias"],
+                                  rm, rv, case.training, case.momentum, case.eps))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="normspec-vectors-") as tmp:
+        outcomes = run_cases(target, jobs, timeout, Path(tmp), progress)
+
+    def replay(i: int) -> Callable[..., Any]:
+        step = iter(range(10**9))
+
+        def answer(*args: Any) -> Any:
+            out = outcomes[f"c{i}s{next(step)}"]
+            if out.status != "ok" or out.result is None:
+                raise TargetFailedError(f"{out.status}: {out.message}" if out.status != "refused" else out.message)
+            res = out.result
+            missing = [k for k in ("y", "running_mean", "running_var") if k not in res]
+            if missing:
+                raise TargetFailedError(f"malformed output: no {', '.join(missing)}")
+            if cases[i].kind in _FAMILY_KINDS:
+                return res["y"][0]
+            return res["y"][0], res["running_mean"][0], res["running_var"][0]
+
+        return answer
+
+    return [check_case(case, replay(i)) for i, case in enumerate(cases)]
+
+
 def _read_outcome(outdir: Path, name: str, seconds: float) -> Outcome:
     npz, err = outdir / f"{name}.npz", outdir / f"{name}.json"
     if npz.exists():
         with np.load(npz, allow_pickle=False) as data:
-            return Outcome("ok", {k: data[k] for k in data.files}, seconds=seconds)
+            return Outcome("ok", unpack({k: data[k] for k in data.files}), seconds=seconds)
     info = json.loads(err.read_text())
     status = "crash" if info.get("crash") else "refused"
     return Outcome(status, message=f"{info['error']}: {info['message']}", seconds=seconds)

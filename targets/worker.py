@@ -20,6 +20,29 @@ from typing import Any
 
 import numpy as np
 
+_BF16_KEYS = "bfloat16 keys"  # .npz files carry bfloat16 arrays as their uint16 bits, named here
+
+
+def pack(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Arrays as an .npz without pickles holds them: bfloat16 (numpy has no such type) as its bits."""
+    out = {k: np.asarray(v) for k, v in arrays.items()}
+    bf16 = [k for k, v in out.items() if v.dtype.name == "bfloat16"]
+    for k in bf16:
+        out[k] = out[k].view(np.uint16)
+    return {**out, _BF16_KEYS: np.array(bf16, dtype=str)} if bf16 else out
+
+
+def unpack(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`pack` (ml_dtypes is imported only where bfloat16 arrays travel)."""
+    out = dict(data)
+    keys = [str(k) for k in out.pop(_BF16_KEYS, np.array([], dtype=str))]
+    if keys:
+        import ml_dtypes
+
+        for k in keys:
+            out[k] = out[k].view(ml_dtypes.bfloat16)
+    return out
+
 
 def _numeric(result: Any) -> str | None:
     """Why a target's result is not a dict of numeric arrays, or None when it is."""
@@ -30,7 +53,7 @@ def _numeric(result: Any) -> str | None:
             arr = np.asarray(value)
         except Exception as exc:  # ragged sequences and the like
             return f"{key}: not an array ({type(exc).__name__}: {exc})"
-        if arr.dtype.kind not in "fiub":
+        if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
             return f"{key}: {arr.dtype} values ({type(value).__name__}), not numbers"
     return None
 
@@ -50,7 +73,7 @@ def main(argv: list[str]) -> int:
         name = Path(case_path).stem
         protocol.write(f"start {name}\n")
         with np.load(case_path, allow_pickle=False) as data:
-            case = {k: data[k] for k in data.files}
+            case = unpack({k: data[k] for k in data.files})
         case["training"] = bool(case["training"])
         case["momentum"] = float(case["momentum"])
         case["eps"] = float(case["eps"])
@@ -79,8 +102,7 @@ def main(argv: list[str]) -> int:
             message = json.dumps({"error": "malformed output", "message": malformed[:2000], "crash": True})
             (Path(outdir) / f"{name}.json").write_text(message)
         else:
-            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in result.items()}
-            np.savez(Path(outdir) / f"{name}.npz", **arrays)
+            np.savez(Path(outdir) / f"{name}.npz", **pack(result))
         protocol.write(f"done {name}\n")
     return 0
 

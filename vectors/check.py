@@ -30,7 +30,7 @@ from normspec._load import load_callable
 from normspec._npz import load_npz
 from normspec.errors import InputFileError, InvalidArgumentError, UnknownNameError
 
-__all__ = ["load_cases", "resolve_target", "check_case", "CaseResult", "Target"]
+__all__ = ["load_cases", "resolve_target", "check_case", "CaseResult", "Target", "TargetFailedError"]
 
 Target = Callable[..., tuple[Any, Any, Any]]
 _INPUTS = ("x", "weight", "bias", "running_mean", "running_var")
@@ -78,6 +78,16 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
             expected,
             entry.get("note", ""),
         )
+
+
+class TargetFailedError(Exception):
+    """Raised by a target that ran elsewhere (a worker process) to report its failure, already worded."""
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, TargetFailedError):
+        return str(exc)
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
 def _oracle_target(convention: str) -> Target:
@@ -153,7 +163,7 @@ def resolve_target(spec: str) -> Callable[[str], Target]:
         except ImportError:
             raise InvalidArgumentError("target 'torch' needs PyTorch: pip install 'normspec[torch]'") from None
         return lambda convention: _torch_target
-    if spec.startswith("python:"):
+    if spec.startswith("python:"):  # in this process; ``normspec vectors check`` runs it in a worker instead
         fn = load_callable(spec)
         return lambda convention: fn
     raise UnknownNameError(f"Expected oracle, torch or python:module:function, but got target={spec!r}")
@@ -187,9 +197,7 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
             )
         )
     except Exception as exc:  # a crashing implementation is a result, not our crash
-        return CaseResult(
-            case.name, "crash", math.inf, 0.0, traceback.format_exception_only(type(exc), exc)[-1].strip()
-        )
+        return CaseResult(case.name, "crash", math.inf, 0.0, _failure(exc))
     if got.shape != want.shape:
         return CaseResult(case.name, "malformed", math.inf, 0.0, f"y shape {got.shape}, expected {want.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
@@ -239,8 +247,7 @@ def check_case(case: VectorCase, target: Target) -> CaseResult:
             )
             y, new_rm, new_rv = (np.asarray(o) for o in out)
         except Exception as exc:  # a crashing implementation is a result, not our crash
-            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            return CaseResult(case.name, "crash", math.inf, 0.0, f"step {k}: {last}")
+            return CaseResult(case.name, "crash", math.inf, 0.0, f"step {k}: {_failure(exc)}")
         fields = [("y", y, exp["y"][k])]
         if case.training:
             fields += [

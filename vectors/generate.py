@@ -313,7 +313,7 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
 
 
 def generate(
-    directory: Path,
+    directory: Path | str,
     conventions: tuple[str, ...] = ("torch",),
     dtypes: tuple[str, ...] = ("float32",),
     seed: int = 0,
@@ -326,6 +326,7 @@ def generate(
     for d in dtypes:
         if d not in DTYPES:
             raise InvalidArgumentError(f"Expected dtypes among {', '.join(DTYPES)}, but got dtype={d!r}")
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     all_cases = []

@@ -159,6 +159,45 @@ def test_check_cli_with_user_targets(vecdir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "crash" in out and "reproduce: normspec vectors check" in out and "boom" in out
     assert main(["vectors", "check", str(vecdir), "--target", "python:no_such_module_xyz:f"]) == 2
+    assert main(["vectors", "check", str(vecdir), "--target", f"python:{tmp_path}/nope.py:f"]) == 2
+
+
+def test_check_cli_runs_user_code_in_a_worker(vecdir, tmp_path, capsys):
+    """A target that segfaults, exits, hangs, prints on stdout or returns junk is a result per case:
+    the checker survives, reports each and stops sending cases to one that hung."""
+    impl = tmp_path / "hostile.py"
+    impl.write_text(
+        "import ctypes, os, sys, time\n"
+        "from normspec.oracle import batch_norm\n"
+        "def chatty(x, w, b, rm, rv, training, momentum, eps):\n"
+        "    print('start epoch 1')\n"
+        "    r = batch_norm(x, w, b, rm, rv, training=training, momentum=momentum, eps=eps, convention='torch')\n"
+        "    return r.y, r.running_mean, r.running_var\n"
+        "def segfault(*a):\n"
+        "    ctypes.string_at(0)\n"
+        "def exits(*a):\n"
+        "    os._exit(3)\n"
+        "def hangs(*a):\n"
+        "    time.sleep(600)\n"
+        "def junk(*a):\n"
+        "    return None, 'a', object()\n"
+    )
+    torch = [c for c in load_cases(vecdir) if c.convention == "torch"]
+    chosen = [c.name for c in torch if c.dtype == "float32"][:3] + [c.name for c in torch if c.dtype == "bfloat16"][:1]
+    assert any(c.steps > 1 for c in torch if c.name in chosen), "teacher forcing across worker steps is checked"
+    args = ["vectors", "check", str(vecdir), *(a for n in chosen for a in ("--case", n))]
+    assert main([*args, "--target", f"python:{impl}:chatty"]) == 0  # its print is not the protocol
+    assert f"{len(chosen)} exact" in capsys.readouterr().out
+    for fn, word in (("segfault", "exit status -11"), ("exits", "exit status 3"), ("junk", "malformed")):
+        assert main([*args, "--target", f"python:{impl}:{fn}", "--json"]) == 1, fn
+        results = json.loads(capsys.readouterr().out)["results"]
+        assert {r["status"] for r in results} == {"crash"} and word in results[0]["worst"], (fn, results[0])
+    assert main([*args, "--target", f"python:{impl}:hangs", "--timeout", "2", "--json"]) == 1
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert "timeout" in results[0]["worst"] and all("not run" in r["worst"] for r in results[1:])
+    for bad in ("0", "-1", "nan", "inf"):
+        assert main([*args, "--target", f"python:{impl}:chatty", "--timeout", bad]) == 2
+        assert "--timeout" in capsys.readouterr().err
 
 
 def test_torch_target_runs_when_installed(vecdir, capsys):
