@@ -50,13 +50,18 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:
+    directory = Path(directory)
     path = directory / MANIFEST
+    if not directory.is_dir():
+        raise InputFileError(f"{str(directory)!r} is not a folder: a vector directory holds {MANIFEST} and the cases")
+    if not path.is_file():
+        raise InputFileError(f"no {MANIFEST} in {str(directory)!r}: not a normspec vector directory")
     try:
         manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputFileError(f"no {MANIFEST} in {str(directory)!r}: not a normspec vector directory") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputFileError(f"{str(path)!r} is nested too deeply to be a manifest") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
         raise InputFileError(f"{str(path)!r} has no list of cases")
     root = directory.resolve()
