@@ -22,10 +22,15 @@ __all__ = ["layer_norm", "rms_norm"]
 def _prepare(
     x: Any, normalized_ndim: int, weight: Any, bias: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    xa = np.asarray(x)
+    from normspec.kernels.batchnorm import _as_f32, _host
+
+    xa = _host(x, "x")
     if xa.dtype != np.float32:
         raise DTypeError(expected("float32 (the kernels' dtype)", "x.dtype", xa.dtype.name))
-    if not isinstance(normalized_ndim, (int, np.integer)) or not 1 <= normalized_ndim <= xa.ndim:
+    if xa.ndim == 0:
+        raise ShapeError(expected("an array with at least one axis", "x.shape", xa.shape))
+    ok = isinstance(normalized_ndim, (int, np.integer)) and not isinstance(normalized_ndim, bool)
+    if not ok or not 1 <= normalized_ndim <= xa.ndim:
         raise ShapeError(expected(f"1 <= normalized_ndim <= {xa.ndim}", "normalized_ndim", normalized_ndim))
     feat = xa.shape[xa.ndim - normalized_ndim :]
     f = math.prod(feat)
@@ -34,20 +39,18 @@ def _prepare(
     x2 = np.ascontiguousarray(xa).reshape(-1, f)
     params = []
     for name, value, default in (("weight", weight, 1.0), ("bias", bias, 0.0)):
-        arr = np.full(feat, default, np.float32) if value is None else np.asarray(value)
-        if arr.dtype != np.float32:
-            raise DTypeError(expected("float32", f"{name}.dtype", arr.dtype.name))
-        if arr.shape != feat:
-            raise ShapeError(expected(f"{name} of shape {feat}", f"{name}.shape", arr.shape))
+        arr = np.full(feat, default, np.float32) if value is None else _as_f32(value, name, feat)
         params.append(arr.reshape(-1).astype(np.float64))
     return xa, x2, params[0], params[1]
 
 
 def _run(xa: np.ndarray, x2: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float) -> np.ndarray:
     from normspec.kernels import _numba_cpu as backend
+    from normspec.kernels.batchnorm import _number
 
-    if not (math.isfinite(eps) and eps >= 0):
+    if _number(eps, "eps") < 0:
         raise DomainError(expected("a finite eps >= 0", "eps", eps))
+    eps = float(eps)
     r = x2.shape[0]
     y2 = _buffers.empty(x2.shape, np.float32)
     plan = np.empty((r, backend.PLAN_COLUMNS))

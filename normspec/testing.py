@@ -25,8 +25,10 @@ value; 0 (the default) asks for correct rounding.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from normspec.errors import InvalidArgumentError, expected
 from normspec.vectors.check import Target, check_case, load_cases
 from normspec.vectors.generate import VectorCase, build_cases
 
@@ -57,6 +59,8 @@ def cases(
 def assert_batch_norm_matches(impl: Target, case: VectorCase, *, max_ulp: float = 0) -> None:
     """Run ``impl`` (the audit protocol) on ``case``; fail with the case, the exact
     value, the observed value and the distance when it is more than ``max_ulp`` away."""
+    if isinstance(max_ulp, bool) or not isinstance(max_ulp, (int, float)) or not 0 <= max_ulp < math.inf:
+        raise InvalidArgumentError(expected("a finite number of ULPs >= 0", "max_ulp", max_ulp))
     res = check_case(case, impl)
     if res.failed or res.max_ulp > max_ulp:
         raise BatchNormMismatchError(

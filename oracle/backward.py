@@ -312,7 +312,7 @@ def _backward(
         ok = np.zeros(x3.shape, dtype=bool)
     else:
         dx_out, ok = _decided(dx_fast, delta, fmt)
-    nan_groups = ~np.array(finite)
+    nan_groups = ~np.array(finite, dtype=bool)  # no groups at all in an empty batch
     ok[:, nan_groups, :] = True
     dx_out[:, nan_groups, :] = math.nan  # statistics not finite, or var + eps == 0
     pending = np.nonzero(~ok)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from normspec.oracle import batch_norm, ulp_distance
 
+from normspec import oracle as O  # noqa: N812
 from normspec.errors import (
     DegenerateInputError,
     DomainError,
@@ -13,8 +14,16 @@ from normspec.errors import (
     ShapeError,
     UnknownConventionError,
 )
+from normspec.testing import assert_batch_norm_matches, cases
 
 X = np.ones((4, 3, 2), np.float32)
+X6 = np.arange(24, dtype=np.float32).reshape(4, 6)
+
+
+def _echo(x, w, b, rm, rv, training, momentum, eps):
+    return x, rm, rv
+
+
 ONES3, ZEROS3 = np.ones(3, np.float32), np.zeros(3, np.float32)
 
 
@@ -42,7 +51,12 @@ CASES = [
         DegenerateInputError,
         r"more than 1 value per channel.*x.shape=\(1, 3\)",
     ),
-    ("negative eps where var + eps < 0", lambda: bn(x=np.ones((4, 3), np.float32), eps=-1e-5), DomainError, r"var \+ eps >= 0.*eps = -1e-05.*group \(0,\)=-1e-05"),
+    (
+        "negative eps where var + eps < 0",
+        lambda: bn(x=np.ones((4, 3), np.float32), eps=-1e-5),
+        DomainError,
+        r"var \+ eps >= 0.*eps = -1e-05.*group \(0,\)=-1e-05",
+    ),
     ("NaN eps", lambda: bn(eps=float("nan")), DomainError, r"eps=nan"),
     (
         "negative running_var",
@@ -90,6 +104,48 @@ CASES = [
         lambda: ulp_distance(np.ones(2, np.float32), np.ones(2, np.float64)),
         DTypeError,
         r"b.dtype='float64'",
+    ),
+    (
+        "layer_norm_backward: dy of another shape",
+        lambda: O.layer_norm_backward(X6, X6[:2]),
+        ShapeError,
+        r"dy.shape=\(2, 6\)",
+    ),
+    (
+        "rms_norm_backward: complex dy",
+        lambda: O.rms_norm_backward(X6, X6.astype(np.complex64)),
+        DTypeError,
+        r"dy.dtype='complex64'",
+    ),
+    (
+        "group_norm_backward: num_groups=True",
+        lambda: O.group_norm_backward(np.ones((2, 4, 3), np.float32), np.ones((2, 4, 3), np.float32), True),
+        ShapeError,
+        "num_groups=True",
+    ),
+    (
+        "testing.cases: dtype int8",
+        lambda: cases(dtypes=("int8",)),
+        InvalidArgumentError,
+        "dtype='int8'",
+    ),
+    (
+        "testing.cases: dtypes a string",
+        lambda: cases(dtypes="float32"),
+        InvalidArgumentError,
+        "dtypes='float32'",
+    ),
+    (
+        "assert_batch_norm_matches: max_ulp nan",
+        lambda: assert_batch_norm_matches(_echo, cases()[0], max_ulp=float("nan")),
+        InvalidArgumentError,
+        "max_ulp=nan",
+    ),
+    (
+        "assert_batch_norm_matches: max_ulp '2'",
+        lambda: assert_batch_norm_matches(_echo, cases()[0], max_ulp="2"),
+        InvalidArgumentError,
+        "max_ulp='2'",
     ),
     (
         "ulp_distance shape mismatch",

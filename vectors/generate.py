@@ -32,7 +32,7 @@ from normspec.spec.conventions import get_convention
 from normspec.vectors.store import MANIFEST, sha256, write_manifest, write_npz
 
 from normspec._version import __version__
-from normspec.errors import InvalidArgumentError
+from normspec.errors import InvalidArgumentError, expected
 
 __all__ = ["VectorCase", "build_cases", "generate", "encode", "decode", "DTYPES"]
 
@@ -119,10 +119,19 @@ def _x_kinds(dtype: str) -> Iterator[tuple[str, Callable[[np.random.Generator], 
     yield "one_value", lambda r: r.standard_normal((1, 3, 1)), True, "n = 1 per channel"
 
 
+def _check_dtypes(dtypes: Any) -> None:
+    if isinstance(dtypes, str) or not isinstance(dtypes, (tuple, list)):
+        raise InvalidArgumentError(expected("a tuple of dtype names such as ('float32',)", "dtypes", dtypes))
+    for d in dtypes:
+        if d not in DTYPES:
+            raise InvalidArgumentError(f"Expected dtypes among {', '.join(DTYPES)}, but got dtype={d!r}")
+
+
 def build_cases(
     convention: str, dtypes: tuple[str, ...] = ("float32",), seed: int = 0, witnesses: bool = True
 ) -> list[VectorCase]:
     """Every case for one convention profile, with expected outputs filled in."""
+    _check_dtypes(dtypes)
     conv = get_convention(convention)
     cases: list[VectorCase] = []
     for dtype in dtypes:
@@ -323,9 +332,7 @@ def generate(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write every case's .npz and the manifest into ``directory``; returns the manifest."""
-    for d in dtypes:
-        if d not in DTYPES:
-            raise InvalidArgumentError(f"Expected dtypes among {', '.join(DTYPES)}, but got dtype={d!r}")
+    _check_dtypes(dtypes)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []

@@ -59,3 +59,52 @@ def test_bad_inputs_and_torch_tensors():
     if importlib.util.find_spec("ml_dtypes") is not None:
         yb, _, _ = K.batch_norm(torch.ones(4, 3, dtype=torch.bfloat16))
         assert yb.dtype.name == "bfloat16"
+
+
+X6 = np.random.default_rng(0).standard_normal((4, 6)).astype(F32)
+W6 = np.ones(6, F32)
+
+
+@pytest.mark.parametrize("layer", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "name"),
+    [
+        ((X6, 5), {}, ShapeError, "normalized_ndim=5"),
+        ((X6, True), {}, ShapeError, "normalized_ndim=True"),
+        ((X6, 1.5), {}, ShapeError, "normalized_ndim=1.5"),
+        ((X6, 1, np.ones(5, F32)), {}, ShapeError, r"weight.shape=\(5,\)"),
+        ((X6, 1, np.full(6, np.nan, F32)), {}, DomainError, "weight element=nan"),
+        ((X6, 1, ["a"] * 6), {}, NormspecError, "weight.dtype='str"),
+        ((X6, 1, np.ones(6, np.complex64)), {}, NormspecError, "weight.dtype='complex64'"),
+        ((X6, 1, W6), {"eps": -1.0}, DomainError, "eps=-1.0"),
+        ((X6, 1, W6), {"eps": float("nan")}, DomainError, "eps=nan"),
+        ((X6, 1, W6), {"eps": "abc"}, DomainError, "eps='abc'"),
+        ((np.float32(1),), {}, ShapeError, r"x.shape=\(\)"),
+        (([[1.0, 2.0], [3.0]],), {}, ShapeError, "rectangular"),
+        ((np.ones((4, 6), np.int32),), {}, NormspecError, "x.dtype='int32'"),
+    ],
+    ids=[
+        "ndim-5",
+        "ndim-bool",
+        "ndim-float",
+        "weight-shape",
+        "weight-nan",
+        "weight-str",
+        "weight-complex",
+        "eps-negative",
+        "eps-nan",
+        "eps-str",
+        "0-d",
+        "ragged",
+        "int-x",
+    ],
+)
+def test_family_kernels_refuse_bad_arguments_by_name(layer, args, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        getattr(K, layer)(*args, **kwargs)
+
+
+def test_family_kernels_take_numpy_scalar_eps_and_empty_batches():
+    for layer in (K.layer_norm, K.rms_norm):
+        assert layer(X6, 1, W6, eps=np.float32(1e-5)).shape == X6.shape
+        assert layer(np.ones((0, 6), F32)).shape == (0, 6)
