@@ -104,7 +104,7 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         raise _OutOfTime
 
     previous = signal.signal(signal.SIGALRM, _ring)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
     finally:
@@ -164,7 +164,8 @@ def _parse(text: str, what: str) -> ast.Expression:
         raise ExpressionError(f"Malformed {what} {_short(text)}: {exc.msg} at column {exc.offset}") from None
     except (RecursionError, MemoryError):  # Python's own parser gives up on deep nesting
         raise CostLimitError(f"an {what} nested too deeply for Python's parser") from None
-    nodes, stack = 0, [(tree.body, 1)]
+    nodes = 0
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
     while stack:  # iterative: a deep tree must not overflow the stack while it is being measured
         node, depth = stack.pop()
         nodes += 1

@@ -23,7 +23,7 @@ import numpy as np
 _BF16_KEYS = "bfloat16 keys"  # .npz files carry bfloat16 arrays as their uint16 bits, named here
 
 
-def pack(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+def pack(arrays: dict[str, Any]) -> dict[str, Any]:
     """Arrays as an .npz without pickles holds them: bfloat16 (numpy has no such type) as its bits."""
     out = {k: np.asarray(v) for k, v in arrays.items()}
     bf16 = [k for k, v in out.items() if v.dtype.name == "bfloat16"]
@@ -32,7 +32,7 @@ def pack(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     return {**out, _BF16_KEYS: np.array(bf16, dtype=str)} if bf16 else out
 
 
-def unpack(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def unpack(data: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`pack` (ml_dtypes is imported only where bfloat16 arrays travel)."""
     out = dict(data)
     keys = [str(k) for k in out.pop(_BF16_KEYS, np.array([], dtype=str))]
