@@ -94,20 +94,26 @@ class _OutOfTime(BaseException):
 
 @contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (main thread only: elsewhere the static bounds alone hold)."""
+    """Interrupt the block after ``seconds`` (main thread only: elsewhere the static bounds alone hold).
+
+    The timer repeats every quarter second until the block ends: an interruption that lands in a
+    finalizer or a garbage-collector callback is swallowed by Python, so one alarm is not enough."""
     in_main = threading.current_thread() is threading.main_thread()
     if seconds is None or not hasattr(signal, "SIGALRM") or not in_main:
         yield
         return
+    armed = [True]
 
     def _ring(signum: int, frame: Any) -> None:
-        raise _OutOfTime
+        if armed[0]:
+            raise _OutOfTime
 
     previous = signal.signal(signal.SIGALRM, _ring)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    signal.setitimer(signal.ITIMER_REAL, float(seconds), 0.25)
     try:
         yield
     finally:
+        armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
