@@ -17,13 +17,14 @@ from normspec.oracle.backward import (
     rms_norm_backward,
     round_sqrt_sum,
 )
-from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of
+from normspec.oracle.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_of, round_array
 from normspec.oracle.layers import (
     ExactNorm,
     NormResult,
     batch_norm,
     forward,
     group_norm,
+    host_array,
     instance_norm,
     instance_norm_tracked,
     layer_norm,
@@ -58,6 +59,8 @@ __all__ = [
     "ExactBatchNorm",
     "GroupNormResult",
     "instance_norm_tracked",
+    "host_array",
+    "round_array",
     "ulp_distance",
     "relative_ulp_error",
     "Format",

@@ -107,8 +107,10 @@ class GroupPlan:
 
     ``mean[g]``/``denom[g]`` are exact rationals; ``denom`` is ``var + eps``.
     ``special[g]`` marks groups the formula does not cover: ``"nan"`` (the
-    group's statistics are not finite), ``"guard"`` (``D == 0`` and the
-    convention defines ``y = beta``), ``"div0"`` (``D == 0`` without the
+    group's statistics are not finite), ``"guard"`` (a scale of 0, so that
+    ``y = beta`` and IEEE's NaN at an infinite ``x``: ``D == 0`` where the
+    convention defines it so, or RMSNorm's infinite mean square, whose
+    ``1/sqrt`` is 0), ``"div0"`` (``D == 0`` without the
     guard: the IEEE limit, NaN at ``x == mean`` and signed infinity
     elsewhere), or ``""``.
     """

@@ -78,6 +78,7 @@ __all__ = [
     "instance_norm",
     "mean_variance_norm",
     "Stat",
+    "host_array",
 ]
 
 Stat = Fraction | float  # a float only where the value is NaN or infinite
@@ -190,6 +191,13 @@ def _layout(
         channel, channels = np.tile(np.arange(g), n), g
     w = _param(weight, "weight", pshape, what)
     b = _param(bias, "bias", pshape, what)
+    if w is not None and conv.weight_format is not None:
+        stored = xa.dtype.name if conv.weight_format == "input" else conv.weight_format
+        if w.dtype.name != stored:
+            raise DTypeError(
+                expected(f"weight.dtype={stored} (profile {conv.name!r} stores its weight in the "
+                         f"{'input' if conv.weight_format == 'input' else stored} dtype)", "weight.dtype", w.dtype.name)
+            )  # fmt: skip
     gw = _effective_weight(w, conv, format_of(xa.dtype, "x"))
     gamma3 = _spread(gw, 1.0, layer, x3.shape, shape)
     beta3 = _spread(None if b is None else b.astype(np.float64), 0.0, layer, x3.shape, shape)
@@ -315,6 +323,7 @@ class NormResult:
     convention: str
     undecided: int
     exact: ExactNorm
+    residual: np.ndarray | None = None  # the new residual stream of a fused residual add (``Convention.residual``)
 
 
 def _round_stat(v: Stat, fmt: Format) -> float:
@@ -367,10 +376,12 @@ def _group_stats(
     var: list[Stat] = []
     for g in range(g_n):
         if nonfinite[g]:
+            values = x3[:, g, :].astype(np.float64)
             with np.errstate(invalid="ignore", over="ignore"):
-                total = float(x3[:, g, :].astype(np.float64).sum())
-            mean.append(total / m if centred else 0.0)
-            var.append(math.nan)
+                total = float(values.sum())
+            mean.append(total / m if centred else Fraction(0))
+            # RMSNorm of infinities without NaN: the mean square is +inf and IEEE's 1/sqrt(inf) is 0
+            var.append(math.inf if not centred and not np.isnan(values).any() else math.nan)
             continue
         # one normalization per Fraction: s1 = p1/q1, s2 = p2/q2
         p1, q1 = (s1[g].numerator, s1[g].denominator) if centred else (0, 1)
@@ -385,6 +396,11 @@ def _plan(
 ) -> tuple[GroupPlan, list[Fraction]]:
     special, denom, means = [], [], []
     for g, (mc, vc) in enumerate(zip(mean, var, strict=True)):
+        if vc == math.inf and mc == 0:  # an infinite mean square (RMSNorm): the scale is 0, as in IEEE
+            special.append("guard")
+            means.append(Fraction(0))
+            denom.append(Fraction(1))
+            continue
         if not isinstance(mc, Fraction) or not isinstance(vc, Fraction):
             special.append("nan")
             means.append(Fraction(0))
@@ -477,8 +493,10 @@ def _forward(
     with_backward: bool,
     initializing: bool,
     progress: Callable[[int], None] | None,
+    y_format: Format | None = None,
 ) -> NormResult:
     fmt = format_of(xa.dtype, "x")
+    out_fmt = y_format or fmt  # y's format; a cast point at "input" still means x's
     x3 = view.x3
     m = x3.shape[0] * x3.shape[2]
     eps_v = conv.default_eps(fmt.p) if eps is None else check_eps(eps)
@@ -510,18 +528,18 @@ def _forward(
         if progress is not None:
             progress(xa.size)
     elif outside:
-        y3 = _normalize_outside(x3, fmt, plan, view.gamma3, view.beta3, eps_q)
+        y3 = _normalize_outside(x3, out_fmt, plan, view.gamma3, view.beta3, eps_q)
         y, undecided = y3.reshape(xa.shape), x3.size
         if progress is not None:
             progress(xa.size)
     else:
         cast = conv.cast_at("normalized")
         if cast is None:
-            y3, undecided = normalize(x3, fmt, plan, view.gamma3, view.beta3, progress=progress)
+            y3, undecided = normalize(x3, out_fmt, plan, view.gamma3, view.beta3, progress=progress)
         else:
             cfmt = fmt if cast == "input" else FORMATS[cast]
             xr, undecided = normalize(x3, cfmt, plan, np.ones((1, 1, 1)), np.zeros((1, 1, 1)), progress=progress)
-            y3 = _affine_cast(xr, view.gamma3, view.beta3, fmt)
+            y3 = _affine_cast(xr, view.gamma3, view.beta3, out_fmt)
         y = y3.reshape(xa.shape)
 
     # running statistics
@@ -674,6 +692,12 @@ def _running_params(
     return rm, rv
 
 
+def host_array(value: Any, name: str = "x") -> np.ndarray:
+    """An input as a numpy array of a supported format: torch tensors are detached and moved to the
+    host (bfloat16 through ml_dtypes), ragged sequences and other dtypes refused by name."""
+    return _array(value, name)
+
+
 def _array(value: Any, name: str) -> np.ndarray:
     """An input as a numpy array of a supported format (a torch tensor is moved to the host)."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
@@ -773,18 +797,26 @@ def layer_norm(
     *,
     eps: float | None = None,
     convention: str | Convention = "torch_layer_norm",
+    y_dtype: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> NormResult:
     """LayerNorm over the trailing ``normalized_ndim`` axes (PyTorch; ONNX LayerNormalization with
     ``axis = -normalized_ndim``); ``weight``/``bias`` have the normalized shape.  ``eps=None`` is
-    the convention's default.  Same guarantee as :func:`batch_norm`."""
+    the convention's default.  ``y_dtype`` as in :func:`rms_norm`.  Same guarantee as :func:`batch_norm`."""
     conv = get_convention(convention, layer="layer_norm")
     xa = _array(x, "x")
     view, _, _ = _layout(xa, conv, weight, bias, normalized_ndim=normalized_ndim)
     return _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
         num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+        y_format=_y_format(y_dtype),
     )  # fmt: skip
+
+
+def _y_format(y_dtype: Any) -> Format | None:
+    if y_dtype is None:
+        return None
+    return FORMATS.get(str(y_dtype)) or format_of(y_dtype, "y_dtype")
 
 
 def rms_norm(
@@ -794,18 +826,68 @@ def rms_norm(
     *,
     eps: float | None = None,
     convention: str | Convention = "torch_rms_norm",
+    residual: Any = None,
+    y_dtype: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> NormResult:
     """RMSNorm ``x * weight / sqrt(mean(x^2) + eps)`` over the trailing axes; ``eps=None`` is the
     convention's default (PyTorch: ``finfo(x.dtype).eps``).  ``mean`` is 0 and ``var`` the mean
-    square.  Same guarantee as :func:`batch_norm`."""
+    square.  Same guarantee as :func:`batch_norm`.
+
+    The LLM profiles round where their code rounds, once at each cast point, exactly in between:
+    ``hf_llama_rms_norm`` rounds the normalized value to the input's dtype and multiplies by a
+    weight stored in that dtype; ``gemma_rms_norm`` scales by ``1 + weight`` held in float32 and
+    rounds once; ``fused_add_rms_norm`` takes ``residual`` and normalizes ``h = x + residual``
+    rounded to the input's dtype, returning ``h`` as ``result.residual``.  ``y_dtype`` rounds
+    ``y`` to another format (a cast point at the input's dtype stays there): what a reference
+    computed in float32 and rounded again would start from.
+
+    >>> import numpy as np, ml_dtypes
+    >>> bf16 = ml_dtypes.bfloat16
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0]], bf16)
+    >>> w = np.array([1.0, 1.5, 2.0, 0.5], bf16)
+    >>> rms_norm(x, 1, w, convention="hf_llama_rms_norm").y.astype(np.float32).tolist()
+    [[0.365234375, 1.09375, 2.1875, 0.73046875]]
+    >>> r = rms_norm(x, 1, w, convention="fused_add_rms_norm", residual=np.full((1, 4), 0.5, bf16))
+    >>> r.residual.astype(np.float32).tolist()
+    [[1.5, 2.5, 3.5, 4.5]]
+    """
     conv = get_convention(convention, layer="rms_norm")
     xa = _array(x, "x")
+    if conv.residual:
+        if residual is None:
+            raise InvalidArgumentError(expected(f"a residual (profile {conv.name!r} adds one)", "residual", None))
+        ra = _array(residual, "residual")
+        if ra.shape != xa.shape or ra.dtype != xa.dtype:
+            raise ShapeError(
+                expected(f"a residual of x's shape {xa.shape} and dtype {xa.dtype.name}", "residual",
+                         f"{ra.dtype.name}{list(ra.shape)}")
+            )  # fmt: skip
+        xa = _round_sum(xa, ra)
+    elif residual is not None:
+        raise InvalidArgumentError(expected(f"no residual (profile {conv.name!r} adds none)", "residual", "given"))
     view, _, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
-    return _forward(
+    res = _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
         num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
+        y_format=_y_format(y_dtype),
     )  # fmt: skip
+    return dataclasses.replace(res, residual=xa) if conv.residual else res
+
+
+def _round_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` correctly rounded to their dtype: the float64 sum where it is exact (TwoSum's error
+    is zero), exact rationals elsewhere."""
+    fmt = format_of(a.dtype, "x")
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = a64 + b64
+        bb = s - a64
+        err = (a64 - (s - bb)) + (b64 - bb)
+    out = round_array(s, fmt)
+    for idx in zip(*np.nonzero(np.isfinite(s) & (err != 0)), strict=True):
+        out[idx] = round_fraction(Fraction(float(a64[idx])) + Fraction(float(b64[idx])), fmt)
+    return out.astype(a.dtype)
 
 
 def group_norm(

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -96,7 +97,8 @@ class Convention:
     ``per_group`` (one scale per group: ONNX GroupNormalization-18, MXNet 1.x) or ``none``;
     ``weight_offset`` is added to the stored weight (Gemma's ``1 + w``: 1.0).
 
-    **eps**: ``eps_default`` (None: the input dtype's machine epsilon, PyTorch RMSNorm),
+    **eps**: ``eps_default`` (None: the machine epsilon of the computation type, the input's or
+    float32 for 16-bit inputs, PyTorch RMSNorm),
     ``eps_min`` (raised to at least this: TensorFlow's fused path up to 2.x releases that
     applied cuDNN's 1.001e-5 everywhere; TF 2.21 no longer does), ``eps_cast`` (the dtype it is held in;
     the oracle uses the exact value of that cast), ``eps_placement``: ``"inside"`` the square
@@ -121,8 +123,12 @@ class Convention:
     **Cast points** (``cast_points``): ``(stage, format)`` pairs, stage one of
     :data:`CAST_STAGES`, format a format name or ``"input"`` (the input's dtype): the
     implementation rounds that intermediate, and the oracle evaluates exactly between cast
-    points and rounds once at each.  ``stats_format`` is the format of the saved statistics
-    (mean, var, rstd): None means the input's, float32 for float16/bfloat16 inputs.
+    points and rounds once at each.  ``weight_format``: the dtype the weight is stored in
+    (``"input"``: the input's, as a model's parameters in bfloat16 are; None: any), refused
+    otherwise.  ``residual``: a fused residual add (``h = x + residual`` rounded to the input's
+    dtype is normalized and returned as the new residual stream).  ``stats_format`` is the format
+    of the saved statistics (mean, var, rstd): None means the input's, float32 for float16/bfloat16
+    inputs.
 
     **Numerical fields** (what the float evaluation does; used by error budgets and audits,
     never by the exact oracle): ``affine_form``, ``variance_algorithm``, ``accumulator``.
@@ -156,6 +162,8 @@ class Convention:
     running_mean_init: float = 0.0
     running_var_init: float = 1.0
     cast_points: tuple[tuple[str, str], ...] = ()
+    weight_format: str | None = None
+    residual: bool = False
     stats_format: str | None = None
     affine_form: Literal["folded", "unfolded", "unspecified"] = "unspecified"
     variance_algorithm: str = "unspecified"
@@ -203,7 +211,9 @@ class Convention:
 
     def default_eps(self, mantissa_bits: int) -> float:
         """``eps_default``, or the machine epsilon of a format with that many significand bits."""
-        return math.ldexp(1.0, 1 - mantissa_bits) if self.eps_default is None else self.eps_default
+        # the machine epsilon of the type the implementation computes in: float32 for 16-bit inputs
+        # (torch 2.13 F.rms_norm on bfloat16 with eps=None adds 2**-23, not bfloat16's 2**-7)
+        return math.ldexp(1.0, 1 - max(mantissa_bits, 24)) if self.eps_default is None else self.eps_default
 
     def effective_eps(self, eps: float) -> float:
         """The eps the implementation really adds (clamped, then cast), as a double."""
@@ -231,6 +241,22 @@ class Convention:
 def _c(**kw: object) -> Convention:
     return Convention(**kw)  # type: ignore[arg-type]
 
+
+_HF_LLAMA = _c(
+    name="hf_llama_rms_norm",
+    layer="rms_norm",
+    description="Hugging Face LlamaRMSNorm (also Mistral, Qwen2, T5LayerNorm with half-precision weights)",
+    eps_default=1e-06,
+    affine="per_element",
+    cast_points=(("normalized", "input"),),
+    weight_format="input",
+    accumulator="float32",
+    sources=(
+        "S transformers/models/llama/modeling_llama.py LlamaRMSNorm.forward: float32 variance and "
+        "rsqrt, hidden_states.to(input_dtype), then self.weight * hidden_states in the input dtype",
+        "S transformers/models/t5/modeling_t5.py T5LayerNorm: the same rounding when the weight is half",
+    ),
+)
 
 _PROFILES = [
     _c(
@@ -537,9 +563,45 @@ _PROFILES = [
         description="torch.nn.RMSNorm / F.rms_norm",
         eps_default=None,
         affine="per_element",
-        sources=("R torch 2.13: eps=None", "D torch.nn.RMSNorm: eps defaults to finfo(x.dtype).eps"),
+        sources=(
+            "R torch 2.13: eps=None",
+            "D torch.nn.RMSNorm: eps defaults to finfo(x.dtype).eps",
+            "S aten/src/ATen/native/layer_norm.cpp rms_norm: eps.value_or(numeric_limits<opmath_t>::epsilon()); "
+            "R torch 2.13 bfloat16 input: eps=None adds float32's 2**-23, not the documented finfo(bfloat16).eps; "
+            "float32 math, one rounding at type_as(input)",
+        ),
         unverified=("evaluation order x * rsqrt(mean(x^2) + eps) * w",),
         verified_on=("torch 2.13.0",),
+    ),
+    _HF_LLAMA,
+    _c(
+        name="gemma_rms_norm",
+        layer="rms_norm",
+        description="Hugging Face GemmaRMSNorm: (1 + weight) in float32, one rounding at the end",
+        eps_default=1e-06,
+        affine="per_element",
+        weight_offset=1.0,
+        cast_points=(("weight", "float32"),),
+        weight_format="input",
+        accumulator="float32",
+        sources=(
+            "S transformers/models/gemma/modeling_gemma.py GemmaRMSNorm.forward: _norm(x.float()) * "
+            "(1.0 + self.weight.float()), then type_as(x)",
+        ),
+    ),
+    # LlamaRMSNorm of the rounded sum: the same record with a residual stream
+    dataclasses.replace(
+        _HF_LLAMA,
+        name="fused_add_rms_norm",
+        description="fused residual add + RMSNorm (vLLM fused_add_rms_norm): h = x + residual rounded to the "
+        "input dtype is the new residual; y is LlamaRMSNorm of h",
+        residual=True,
+        sources=(
+            "S vllm csrc/layernorm_kernels.cu fused_add_rms_norm_kernel: z = input + residual in scalar_t, "
+            "stored as the residual; variance of (float) z; (scalar_t)(x * s_variance) * weight",
+            "S vllm model_executor/layers/layernorm.py RMSNorm.forward_native differs: it normalizes the float32 "
+            "sum before rounding and rounds only the returned residual",
+        ),
     ),
     _c(
         name="torch_group_norm",

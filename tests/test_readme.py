@@ -7,10 +7,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_python_blocks_run():
+    """In order, in one namespace, as a reader pasting them into one session would run them."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert blocks, "README has Python examples"
+    namespace: dict = {}
     for code in blocks:
-        exec(compile(code, str(README), "exec"), {})
+        exec(compile(code, str(README), "exec"), namespace)
 
 
 def test_readme_opens_with_install_then_test_command():

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from normspec.errors import InvalidArgumentError, expected
+
 if TYPE_CHECKING:
     from normspec.spec.conventions import Convention
 
@@ -62,6 +64,15 @@ def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
 
 def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str]]:
     """(name, case, note) for a family layer."""
+    if conv.residual:  # the protocol f(x, weight, bias, eps, groups) has no residual stream
+        raise InvalidArgumentError(
+            expected(
+                "a profile without a fused residual add (judge such kernels with normspec.testing.judge_norm(..., "
+                "residual=...))",
+                "convention",
+                conv.name,
+            )
+        )
     rng = np.random.default_rng(seed)
     eps = float("nan") if conv.eps_default is None else conv.eps_default  # NaN stands for "eps=None"
     nd = conv.layer in ("group_norm", "instance_norm", "mean_variance_norm")

@@ -57,10 +57,14 @@ def test_layer_and_rms_norm_match_exact(x, shift, eps):
     same_bits(rms_norm(x, 1, g, eps=eps).y, exact_rows(x, g, np.zeros_like(g), eps, False, F32))
 
 
-def test_rms_norm_default_eps_is_machine_epsilon():
+def test_rms_norm_default_eps_is_the_computation_types_machine_epsilon():
+    """float32's for 16-bit inputs (PyTorch computes in float32; tests/test_llm_norm.py checks torch)."""
     x = np.array([[1e-4, -1e-4]], np.float16)
-    eps = float(np.finfo(np.float16).eps)
+    eps = float(np.finfo(np.float32).eps)
     same_bits(rms_norm(x, 1).y, exact_rows(x, np.ones(2), np.zeros(2), eps, False, np.float16))
+    x64 = np.array([[1e-9, -1e-9]], np.float64)
+    eps64 = float(np.finfo(np.float64).eps)
+    same_bits(rms_norm(x64, 1).y, exact_rows(x64, np.ones(2), np.zeros(2), eps64, False, np.float64))
 
 
 def test_layer_norm_over_two_trailing_axes_and_instance_norm():

@@ -10,7 +10,7 @@ from normspec.oracle.formats import bfloat16_dtype
 from normspec.vectors import check_case, generate, load_cases, resolve_target
 
 from normspec.cli import main
-from normspec.errors import InputFileError
+from normspec.errors import InputFileError, InvalidArgumentError
 from normspec.testing import BatchNormMismatchError, assert_batch_norm_matches, cases
 
 DTYPES = ("float16", "float32", "float64") + (("bfloat16",) if bfloat16_dtype() is not None else ())
@@ -222,8 +222,10 @@ def test_family_vectors_regenerate_identically_and_check(tmp_path):
     from normspec.spec import CONVENTIONS
 
     profiles = tuple(
-        n for n, c in CONVENTIONS.items() if c.layer != "batch_norm"
+        n for n, c in CONVENTIONS.items() if c.layer != "batch_norm" and not c.residual
     )  # every affine form (per element, channel, group, none) and eps precision
+    with pytest.raises(InvalidArgumentError, match=r"fused residual add.*convention='fused_add_rms_norm'"):
+        generate(tmp_path / "fused", (), ("float32",), family=("fused_add_rms_norm",))
     a, b = tmp_path / "a", tmp_path / "b"
     generate(a, (), ("float32",), seed=1, family=profiles)
     generate(b, (), ("float32",), seed=1, family=profiles)

@@ -1,0 +1,233 @@
+"""LLM normalization in mixed precision: the profiles' exact references against real PyTorch code
+written as the libraries write it, and the testing helper's verdicts on four kernels (correct, one
+that double-rounds at ties, one that multiplies in the wrong order, one that accumulates in
+bfloat16), each told apart by its verdict."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from normspec.oracle import rms_norm
+
+from normspec.errors import DTypeError, InvalidArgumentError, ShapeError
+from normspec.testing import NormMismatchError, assert_norm_matches, judge_norm
+
+ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 is the bfloat16 extra: pip install 'normspec[bfloat16]'")
+BF16 = ml_dtypes.bfloat16
+EPS = 1e-6
+# what the kernels below declare: float32 statistics summed in order, 1/sqrt or rsqrt within 2 ULP
+F32_RMS = {"variance": "two_pass", "accumulator": "float32", "compute": "float32", "inv_std": "rsqrt"}
+
+
+def _rows(n: int = 16, width: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Activations as LLMs have them: normal rows, one with a 1e4 outlier channel, one of small variance."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, width))
+    x[1, 7] = 1e4
+    x[2] = 1e-3 * rng.standard_normal(width) + 0.5
+    x[3] = 2.0  # all equal
+    w = 1 + 0.1 * rng.standard_normal(width)
+    return x.astype(BF16), w.astype(BF16)
+
+
+def _tie_rows(width: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rows whose exact output lies just above a bfloat16 midpoint, closer than float32 can tell:
+    rounding to float32 first lands on the midpoint, and ties-to-even then goes the wrong way."""
+    x = np.tile([1.0, -1.0], width // 2)[None, :].astype(BF16)  # mean square 1
+    w = np.full(width, 1 + 2.0**-7, BF16)
+    target = Fraction(1) + Fraction(1, 2**8) + Fraction(1, 2**30)  # above the midpoint 1 + 2**-8
+    # (1 + 2**-7) / sqrt(1 + eps) = target  =>  eps = ((1 + 2**-7) / target)**2 - 1
+    eps = float((Fraction(1) + Fraction(1, 2**7)) ** 2 / target**2 - 1)
+    return x, w, eps
+
+
+# ---------------------------------------------------------------- the kernels
+
+
+def correct_torch(x, w, eps):
+    torch = pytest.importorskip("torch", reason="torch is the torch extra: pip install 'normspec[torch]'")
+    xt = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    wt = torch.from_numpy(w.view(np.int16)).view(torch.bfloat16)
+    y = torch.nn.functional.rms_norm(xt, (x.shape[-1],), wt, eps)
+    return y.view(torch.int16).numpy().view(BF16)
+
+
+def double_rounding(x, w, eps):
+    """The reference of many test suites: float64 math, cast to float32, then to bfloat16."""
+    xd = x.astype(np.float64)
+    y = xd / np.sqrt((xd * xd).mean(-1, keepdims=True) + eps) * w.astype(np.float64)
+    return y.astype(np.float32).astype(BF16)
+
+
+def torch_order(x, w, eps):
+    """Scale by the weight in float32 and round once: right for torch_rms_norm, wrong for LlamaRMSNorm."""
+    xf = x.astype(np.float32)
+    inv = (1 / np.sqrt((xf * xf).mean(-1, keepdims=True, dtype=np.float32) + np.float32(eps))).astype(np.float32)
+    return (xf * inv * w.astype(np.float32)).astype(BF16)
+
+
+def llama_order(x, w, eps):
+    xf = x.astype(np.float32)
+    inv = (1 / np.sqrt((xf * xf).mean(-1, keepdims=True, dtype=np.float32) + np.float32(eps))).astype(np.float32)
+    return ((xf * inv).astype(BF16).astype(np.float32) * w.astype(np.float32)).astype(BF16)
+
+
+def bf16_accumulation(x, w, eps):
+    """Squares summed in bfloat16, one after another: the sum stalls once it is large."""
+    acc = np.zeros(x.shape[:-1], BF16)
+    for j in range(x.shape[-1]):
+        acc = (acc.astype(np.float32) + (x[:, j].astype(np.float32) ** 2).astype(BF16).astype(np.float32)).astype(BF16)
+    ms = acc.astype(np.float32)[:, None] / np.float32(x.shape[-1])
+    return llama_order_from(x, w, eps, ms)
+
+
+def llama_order_from(x, w, eps, ms):
+    xf = x.astype(np.float32)
+    inv = (1 / np.sqrt(ms + np.float32(eps))).astype(np.float32)
+    return ((xf * inv).astype(BF16).astype(np.float32) * w.astype(np.float32)).astype(BF16)
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def test_a_correct_kernel_passes_under_the_profile_it_claims():
+    x, w = _rows()
+    v = assert_norm_matches(llama_order(x, w, EPS), x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.counts["correctly rounded"] > 0.99 * x.size and v.closest is None
+    assert v.counts["beyond budget"] == v.counts["non-finite"] == 0
+
+
+def test_real_torch_rms_norm_is_within_budget_of_torch_rms_norm():
+    x, w = _rows()
+    v = assert_norm_matches(correct_torch(x, w, EPS), x, w, convention="torch_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.counts["correctly rounded"] > 0.99 * x.size
+
+
+def test_double_rounding_is_named_as_such():
+    x, w, eps = _tie_rows()
+    v = judge_norm(double_rounding(x, w, eps), x, w, convention="torch_rms_norm", eps=eps)
+    assert v.counts["double rounding"] == x.size  # every element: the exact value is just above a tie
+    assert v.ok  # a tie decided the other way is reported, not failed
+    exact = rms_norm(x, 1, w, eps=eps, convention="torch_rms_norm").y
+    assert float(exact[0, 0]) == 1 + 2.0**-7 and float(double_rounding(x, w, eps)[0, 0]) == 1.0
+    x2, w2 = _rows(n=4, width=1024)
+    assert judge_norm(double_rounding(x2, w2, EPS), x2, w2, convention="torch_rms_norm", eps=EPS).ok
+
+
+def test_the_wrong_multiplication_order_is_closer_to_another_profile():
+    x, w = _rows()
+    out = torch_order(x, w, EPS)
+    v = judge_norm(out, x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.closest == "torch_rms_norm" and v.shares["torch_rms_norm"] > v.shares["hf_llama_rms_norm"]
+    with pytest.raises(NormMismatchError, match="closer to torch_rms_norm"):
+        assert_norm_matches(out, x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+
+
+def test_bfloat16_accumulation_is_beyond_the_float32_budget():
+    x, w = _rows(n=4)
+    v = judge_norm(bf16_accumulation(x, w, EPS), x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.counts["beyond budget"] > x.size // 2
+    with pytest.raises(NormMismatchError, match=r"(?s)beyond budget.*worst y\["):
+        assert_norm_matches(bf16_accumulation(x, w, EPS), x, w, convention="hf_llama_rms_norm", eps=EPS,
+                            algorithm=F32_RMS)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the profiles against PyTorch code
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch is the torch extra: pip install 'normspec[torch]'")
+
+
+def _t(a):
+    torch = _torch()
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+
+
+def _n(t):
+    torch = _torch()
+    return t.view(torch.int16).numpy().view(BF16)
+
+
+def test_hf_llama_profile_against_the_llama_code():
+    torch = _torch()
+    x, w = _rows()
+    xt, wt = _t(x), _t(w)
+    h = xt.to(torch.float32)  # LlamaRMSNorm.forward, as written in transformers
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
+    out = _n(wt * h.to(torch.bfloat16))
+    v = assert_norm_matches(out, x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.counts["correctly rounded"] > 0.99 * x.size
+
+
+def test_torch_rms_norm_default_eps_on_16_bit_inputs():
+    """torch 2.13's F.rms_norm adds float32's machine epsilon when eps is None, for float16 and
+    bfloat16 inputs alike (its documentation says finfo(x.dtype).eps); the profile follows the code."""
+    torch = _torch()
+    x = (1e-3 * np.random.default_rng(3).standard_normal((4, 64))).astype(np.float16)
+    got = torch.nn.functional.rms_norm(torch.from_numpy(x), (64,)).numpy()
+    assert (got.view(np.int16) == rms_norm(x, 1).y.view(np.int16)).mean() > 0.99
+    xb = x.astype(BF16)
+    got_b = _n(torch.nn.functional.rms_norm(_t(xb), (64,)))
+    assert (got_b.view(np.int16) == rms_norm(xb, 1).y.view(np.int16)).mean() > 0.99
+
+
+def test_gemma_profile_against_the_gemma_code():
+    torch = _torch()
+    x, w = _rows()
+    w = (np.asarray(w, np.float32) - 1).astype(BF16)  # Gemma stores weights centred on zero
+    xt, wt = _t(x), _t(w)
+    h = xt.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)  # GemmaRMSNorm._norm
+    out = _n((h * (1.0 + wt.float())).type_as(xt))
+    v = assert_norm_matches(out, x, w, convention="gemma_rms_norm", eps=EPS, algorithm=F32_RMS)
+    assert v.counts["correctly rounded"] > 0.99 * x.size
+
+
+def test_fused_add_profile_returns_the_exact_residual():
+    torch = _torch()
+    x, w = _rows(n=8)
+    r, _ = _rows(n=8, seed=1)
+    h = _t(x) + _t(r)  # in bfloat16: one correctly rounded addition
+    hf = h.float()
+    out = _n(_t(w) * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + EPS)).to(torch.bfloat16))
+    v = assert_norm_matches(out, x, w, convention="fused_add_rms_norm", eps=EPS, residual=r,
+                            output_residual=_n(h), algorithm=F32_RMS)  # fmt: skip
+    assert v.residual_differs == 0
+    res = rms_norm(x, 1, w, eps=EPS, convention="fused_add_rms_norm", residual=r)
+    assert (res.residual.view(np.int16) == _n(h).view(np.int16)).all()
+
+
+# ---------------------------------------------------------------- bad input and IEEE special values
+
+
+def test_mismatched_dtypes_and_residuals_are_refused_by_name():
+    x, w = _rows(n=4, width=8)
+    with pytest.raises(DTypeError, match=r"hf_llama_rms_norm.*weight.dtype='float32'"):
+        rms_norm(x, 1, w.astype(np.float32), convention="hf_llama_rms_norm")
+    with pytest.raises(InvalidArgumentError, match="residual=None"):
+        rms_norm(x, 1, w, convention="fused_add_rms_norm")
+    with pytest.raises(InvalidArgumentError, match="adds none"):
+        rms_norm(x, 1, w, convention="hf_llama_rms_norm", residual=x)
+    with pytest.raises(ShapeError, match="residual"):
+        rms_norm(x, 1, w, convention="fused_add_rms_norm", residual=x.astype(np.float32))
+
+
+def test_nan_and_inf_follow_ieee_through_the_cast_points():
+    """A NaN row is NaN; a row with an infinity has mean square +inf, 1/sqrt(inf) = 0: its finite
+    elements give 0 and its infinities inf * 0 = NaN, as PyTorch computes it."""
+    torch = _torch()
+    x, w = _rows(n=4, width=8)
+    x[0, 2] = np.nan
+    x[1, 3] = np.inf
+    x[1, 5] = -np.inf
+    for name in ("hf_llama_rms_norm", "gemma_rms_norm", "torch_rms_norm"):
+        y = rms_norm(x, 1, w, eps=EPS, convention=name).y.astype(np.float32)
+        assert np.isnan(y[0]).all()
+        assert np.isnan(y[1, [3, 5]]).all() and (y[1, [0, 1, 2, 4, 6, 7]] == 0).all()
+        assert np.isfinite(y[2:]).all()
+    ref = torch.nn.functional.rms_norm(_t(x).float(), (8,), _t(w).float(), EPS).numpy()
+    got = rms_norm(x, 1, w, eps=EPS, convention="torch_rms_norm").y.astype(np.float32)
+    assert (np.isnan(ref) == np.isnan(got)).all() and (ref[1][~np.isnan(ref[1])] == 0).all()
