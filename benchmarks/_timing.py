@@ -9,10 +9,17 @@ from typing import Any
 
 def best_of(fn: Callable[[], Any], repeat: int) -> float:
     """Seconds of the fastest of ``repeat`` calls, after one warm-up call (JIT, caches, allocation)."""
+    return spread(fn, repeat)["min"]
+
+
+def spread(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
+    """Median, minimum and maximum seconds of ``repeat`` calls after one warm-up call."""
+    import statistics
+
     fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": repeat}

@@ -52,7 +52,7 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from normspec.oracle.core import GroupPlan, normalize
+from normspec.oracle.core import GroupPlan, _split, normalize
 from normspec.oracle.exact import exact_sums
 from normspec.oracle.formats import FLOAT32, FORMATS, Format, bfloat16_dtype, format_of, numpy_dtype, round_array
 from normspec.oracle.sqrtform import eps_outside_parts, round_fraction, round_sqrt_form
@@ -460,19 +460,50 @@ def _normalize_outside(
     return out.astype(numpy_dtype(fmt))
 
 
+def _fits(values: np.ndarray, bits: int) -> bool:
+    """Whether every finite value has at most ``bits`` significant bits (and none underflows to a
+    subnormal double, whose products could round)."""
+    finite = values[np.isfinite(values) & (values != 0)]
+    if finite.size == 0:
+        return True
+    if np.abs(finite).min() < 2.0**-800:
+        return False
+    m, _ = np.frexp(finite)
+    scaled = np.ldexp(m, bits)
+    return bool(np.all(scaled == np.round(scaled)))
+
+
 def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt: Format) -> np.ndarray:
     """``round(xr * gamma + beta)`` exactly, once: xr is a cast x-hat, gamma and beta exact doubles."""
+    xf = xr.astype(np.float64)
+    bits = format_of(xr.dtype, "x").p
+    if bits <= 24 and not np.any(beta3) and _fits(np.asarray(gamma3, np.float64), 53 - bits):
+        # each product of a value of at most 24 significant bits (at least 2**-149 in magnitude) and a
+        # weight of at most 53 - bits is exact in float64: one rounding of it is the answer
+        with np.errstate(invalid="ignore", over="ignore"):
+            return round_array(xf * gamma3, out_fmt).astype(numpy_dtype(out_fmt))
     g = np.broadcast_to(gamma3, xr.shape)
     b = np.broadcast_to(beta3, xr.shape)
-    xf = xr.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         p = xf * g
         s = p + b
-        delta = 2.0**-51 * np.abs(s) + 2.0**-51 * np.abs(p) + 2.0**-1070
-        lo, hi = round_array(s - delta, out_fmt), round_array(s + delta, out_fmt)
-    out = hi.astype(np.float64)
-    # exact where the product is exact in float64 (at most 53 significant bits) and the bracket agrees
-    undecided = ~(((lo == hi) & (np.signbit(lo) == np.signbit(hi))) | ~np.isfinite(s))
+        # where the float64 product and sum are exact (Dekker's product error and TwoSum's error are 0,
+        # as for a bfloat16 value times a bfloat16 weight), rounding s once is the answer, ties included
+        x_hi, x_lo = _split(xf)
+        g_hi, g_lo = _split(g)
+        p_err = ((x_hi * g_hi - p) + x_hi * g_lo + x_lo * g_hi) + x_lo * g_lo
+        bb = s - p
+        s_err = (p - (s - bb)) + (b - bb)
+        exact = (p_err == 0) & (s_err == 0)
+        out = round_array(s, out_fmt).astype(np.float64)  # non-finite s: IEEE's own result
+        rest = ~exact & np.isfinite(s)
+        # elsewhere: decided where a bracket of s agrees, exactly otherwise
+        sr, pr = s[rest], p[rest]
+        delta = 2.0**-51 * np.abs(sr) + 2.0**-51 * np.abs(pr) + 2.0**-1070
+        lo, hi = round_array(sr - delta, out_fmt), round_array(sr + delta, out_fmt)
+    out[rest] = hi
+    undecided = np.zeros(xr.shape, dtype=bool)
+    undecided[rest] = ~((lo == hi) & (np.signbit(lo) == np.signbit(hi)))
     for idx in zip(*np.nonzero(undecided), strict=True):
         v = Fraction(float(xf[idx])) * Fraction(float(g[idx])) + Fraction(float(b[idx]))
         out[idx] = round_fraction(v, out_fmt)

@@ -255,7 +255,9 @@ _HF_LLAMA = _c(
         "S transformers/models/llama/modeling_llama.py LlamaRMSNorm.forward: float32 variance and "
         "rsqrt, hidden_states.to(input_dtype), then self.weight * hidden_states in the input dtype",
         "S transformers/models/t5/modeling_t5.py T5LayerNorm: the same rounding when the weight is half",
+        "R transformers 4.57.6 LlamaRMSNorm, MistralRMSNorm, T5LayerNorm in bfloat16: tests/test_llm_norm.py",
     ),
+    verified_on=("transformers 4.57.6",),
 )
 
 _PROFILES = [
@@ -587,7 +589,9 @@ _PROFILES = [
         sources=(
             "S transformers/models/gemma/modeling_gemma.py GemmaRMSNorm.forward: _norm(x.float()) * "
             "(1.0 + self.weight.float()), then type_as(x)",
+            "R transformers 4.57.6 GemmaRMSNorm in bfloat16: tests/test_llm_norm.py",
         ),
+        verified_on=("transformers 4.57.6",),
     ),
     # LlamaRMSNorm of the rounded sum: the same record with a residual stream
     dataclasses.replace(

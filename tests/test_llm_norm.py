@@ -162,6 +162,34 @@ def test_hf_llama_profile_against_the_llama_code():
     assert v.counts["correctly rounded"] > 0.99 * x.size
 
 
+@pytest.mark.parametrize(
+    ("module", "convention"),
+    [
+        ("llama.modeling_llama:LlamaRMSNorm", "hf_llama_rms_norm"),
+        ("mistral.modeling_mistral:MistralRMSNorm", "hf_llama_rms_norm"),
+        ("t5.modeling_t5:T5LayerNorm", "hf_llama_rms_norm"),
+        ("gemma.modeling_gemma:GemmaRMSNorm", "gemma_rms_norm"),
+    ],
+)
+def test_the_real_transformers_modules(module, convention):
+    """The modules themselves, in bfloat16 as a model loads them, against the profiles' exact references."""
+    torch = _torch()
+    pytest.importorskip("transformers", reason="transformers is in the audit extra: pip install 'normspec[audit]'")
+    import importlib
+
+    path, name = module.split(":")
+    cls = getattr(importlib.import_module(f"transformers.models.{path}"), name)
+    x, w = _rows()
+    if convention == "gemma_rms_norm":
+        w = (np.asarray(w, np.float32) - 1).astype(BF16)  # zero-centred weights
+    layer = cls(x.shape[-1], eps=EPS).to(torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.copy_(_t(w))
+        out = _n(layer(_t(x)))
+    v = assert_norm_matches(out, x, w, convention=convention, eps=EPS, algorithm=F32_RMS)
+    assert v.counts["correctly rounded"] > 0.99 * x.size
+
+
 def test_torch_rms_norm_default_eps_on_16_bit_inputs():
     """torch 2.13's F.rms_norm adds float32's machine epsilon when eps is None, for float16 and
     bfloat16 inputs alike (its documentation says finfo(x.dtype).eps); the profile follows the code."""
