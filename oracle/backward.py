@@ -37,6 +37,7 @@ rounding) and take the exact path for every element: slow, for small tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,7 +51,7 @@ from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _runnin
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention
 
-from normspec.errors import DomainError, ShapeError, expected
+from normspec.errors import DomainError, InvalidArgumentError, ShapeError, expected
 
 __all__ = [
     "Gradients",
@@ -243,6 +244,7 @@ def _backward(
     training: bool,
     running_mean: np.ndarray | None,
     running_var: np.ndarray | None,
+    parameters: bool = True,
 ) -> Gradients:
     fmt = format_of(xa.dtype, "x")
     if dya.shape != xa.shape:
@@ -332,7 +334,7 @@ def _backward(
 
     # dweight, dbias: per parameter, over the values it scales
     p_n = math.prod(pshape)
-    if p_n == 0 or xa.size == 0:
+    if p_n == 0 or xa.size == 0 or not parameters:  # (a caller that only wants dx gets zeros)
         z = np.zeros(pshape)
         return Gradients(dx, z.astype(numpy_dtype(pfmt)), z.astype(numpy_dtype(pfmt)), undecided_total)
     pidx = np.broadcast_to(
@@ -474,12 +476,83 @@ def rms_norm_backward(
     eps: float | None = None,
     convention: str | Convention = "torch_rms_norm",
 ) -> Gradients:
-    """RMSNorm's ``(dx, dweight, dbias)``; ``dbias`` is the gradient a bias would get (sum dy)."""
+    """RMSNorm's ``(dx, dweight, dbias)``; ``dbias`` is the gradient a bias would get (sum dy).
+
+    Under a profile that casts the normalized value (``hf_llama_rms_norm``) the gradient is the one
+    autograd takes through that code, exact between the roundings it makes (see ``_cast_backward``);
+    ``gemma_rms_norm`` scales by ``1 + weight`` in float32, whose gradient is the plain one."""
     conv = get_convention(convention, layer="rms_norm")
     xa, dya = _array(x, "x"), _array(dy, "dy")
     view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
     pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
+    if conv.residual:
+        raise InvalidArgumentError(
+            expected("a profile without a fused residual add (its backward is not here yet)", "convention", conv.name)
+        )
+    if conv.cast_at("normalized") is not None:
+        return _cast_backward(xa, dya, conv, w, int(normalized_ndim), pshape, eps)
     return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
+
+
+def _cast_backward(
+    xa: np.ndarray,
+    dya: np.ndarray,
+    conv: Convention,
+    w: np.ndarray | None,
+    k: int,
+    pshape: tuple[int, ...],
+    eps: float | None,
+) -> Gradients:
+    """``y = round(w * c(xhat))`` with ``c`` the cast of the normalized value (LlamaRMSNorm): the
+    gradient autograd takes, exact between the roundings it makes.  The cast passes the gradient
+    through; the gradient reaching ``c(xhat)`` is ``dy * w`` rounded to the input's dtype (autograd
+    forms that product in it); ``dx`` is the exact RMSNorm backward of that gradient, rounded once;
+    ``dweight`` the exact sum of the products ``dy * c(xhat)``, each rounded to the input's dtype as
+    autograd forms them, the sum rounded once to the weight's dtype."""
+    from normspec.oracle.layers import rms_norm
+
+    fmt = format_of(xa.dtype, "x")
+    if dya.shape != xa.shape:
+        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
+    dyd = dya.astype(np.float64)
+    if not np.isfinite(dyd).all():
+        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+    pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
+    plain = dataclasses.replace(conv, cast_points=(), weight_format=None)
+    wd = np.ones(pshape) if w is None else w.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # dy and w have at most 24 significant bits each: their product is exact in float64
+        g = round_array(dyd * wd, fmt).astype(xa.dtype)
+    dx = _backward(xa, g, plain, _layout(xa, plain, None, None, normalized_ndim=k)[0], None, pshape, eps=eps,
+                   training=True, running_mean=None, running_var=None, parameters=False).dx  # fmt: skip
+    xr = rms_norm(xa, k, None, eps=eps, convention=conv).y.astype(np.float64)
+    rows = math.prod(xa.shape[: xa.ndim - k])
+    # autograd forms dy * c(xhat) in the input's dtype too (a rounding of each exact product), then sums
+    with np.errstate(invalid="ignore", over="ignore"):
+        products = round_array(dyd * xr, fmt).astype(np.float64)
+    dweight, undecided_w = _column_sums(products.reshape(rows, -1), pfmt)
+    dbias, undecided_b = _column_sums(dyd.reshape(rows, -1), pfmt)
+    return Gradients(
+        dx,
+        dweight.astype(numpy_dtype(pfmt)).reshape(pshape),
+        dbias.astype(numpy_dtype(pfmt)).reshape(pshape),
+        undecided_w + undecided_b,
+    )
+
+
+def _column_sums(terms: np.ndarray, fmt: Format) -> tuple[np.ndarray, int]:
+    """Each column's sum of exact float64 terms, correctly rounded to ``fmt`` (a float64 sum within
+    its error bound where that decides the rounding, exact rationals elsewhere)."""
+    n = terms.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        total, magnitude = terms.sum(axis=0), np.abs(terms).sum(axis=0)
+    out, ok = _decided(total, (n + 2) * _U * 1.01 * magnitude + 2.0**-1060, fmt)
+    if fmt is FLOAT64:
+        ok[:] = False
+    todo = np.flatnonzero(~ok & np.isfinite(total))
+    for j in todo:
+        out[j] = round_fraction(sum((Fraction(float(v)) for v in terms[:, j]), Fraction(0)), fmt)
+    return out, len(todo)
 
 
 def group_norm_backward(

@@ -254,7 +254,8 @@ _HF_LLAMA = _c(
     sources=(
         "S transformers/models/llama/modeling_llama.py LlamaRMSNorm.forward: float32 variance and "
         "rsqrt, hidden_states.to(input_dtype), then self.weight * hidden_states in the input dtype",
-        "S transformers/models/t5/modeling_t5.py T5LayerNorm: the same rounding when the weight is half",
+        "S transformers/models/t5/modeling_t5.py T5LayerNorm: the same forward rounding when the weight is half; "
+        "its backward differs (two gradient paths rounded to the input dtype, then added)",
         "R transformers 4.57.6 LlamaRMSNorm, MistralRMSNorm, T5LayerNorm in bfloat16: tests/test_llm_norm.py",
     ),
     verified_on=("transformers 4.57.6",),

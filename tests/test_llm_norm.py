@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from normspec.oracle import rms_norm
+from normspec.oracle import rms_norm, rms_norm_backward, ulp_distance
 
 from normspec.errors import DTypeError, InvalidArgumentError, ShapeError
 from normspec.testing import NormMismatchError, assert_norm_matches, judge_norm
@@ -154,12 +154,17 @@ def _n(t):
 def test_hf_llama_profile_against_the_llama_code():
     torch = _torch()
     x, w = _rows()
-    xt, wt = _t(x), _t(w)
+    xt, wt = _t(x).clone().requires_grad_(), _t(w).clone().requires_grad_()
     h = xt.to(torch.float32)  # LlamaRMSNorm.forward, as written in transformers
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
-    out = _n(wt * h.to(torch.bfloat16))
-    v = assert_norm_matches(out, x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
+    y = wt * h.to(torch.bfloat16)
+    v = assert_norm_matches(_n(y.detach()), x, w, convention="hf_llama_rms_norm", eps=EPS, algorithm=F32_RMS)
     assert v.counts["correctly rounded"] > 0.99 * x.size
+    dy = np.random.default_rng(6).standard_normal(x.shape).astype(BF16)
+    y.backward(_t(dy))
+    exact = rms_norm_backward(x, dy, 1, w, eps=EPS, convention="hf_llama_rms_norm")
+    assert (ulp_distance(_n(xt.grad), exact.dx) == 0).mean() > 0.999
+    assert (ulp_distance(_n(wt.grad), exact.dweight) == 0).mean() > 0.99
 
 
 @pytest.mark.parametrize(
@@ -185,9 +190,20 @@ def test_the_real_transformers_modules(module, convention):
     layer = cls(x.shape[-1], eps=EPS).to(torch.bfloat16)
     with torch.no_grad():
         layer.weight.copy_(_t(w))
-        out = _n(layer(_t(x)))
-    v = assert_norm_matches(out, x, w, convention=convention, eps=EPS, algorithm=F32_RMS)
+    xt = _t(x).clone().requires_grad_()
+    y = layer(xt)
+    v = assert_norm_matches(_n(y.detach()), x, w, convention=convention, eps=EPS, algorithm=F32_RMS)
     assert v.counts["correctly rounded"] > 0.99 * x.size
+    if name == "T5LayerNorm":  # the same forward; its backward rounds two gradient paths to bfloat16
+        return  # before adding them (it multiplies the bfloat16 input itself): not this profile's backward
+    # the exact backward: autograd's gradient, exact between the roundings the module's code makes
+    dy = np.random.default_rng(5).standard_normal(x.shape).astype(BF16)
+    y.backward(_t(dy))
+    exact = rms_norm_backward(x, dy, 1, w, eps=EPS, convention=convention)
+    d_dx = ulp_distance(_n(xt.grad), exact.dx)
+    d_dw = ulp_distance(_n(layer.weight.grad), exact.dweight)
+    assert (d_dx == 0).mean() > 0.999 and d_dx.max() <= 1  # float32 arithmetic in between: rarely 1 ULP
+    assert (d_dw == 0).mean() > 0.99 and d_dw.max() <= 1
 
 
 def test_torch_rms_norm_default_eps_on_16_bit_inputs():
