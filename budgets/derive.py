@@ -402,6 +402,8 @@ def budget_for_layer(
 
     conv = get_convention(convention)
     xa = np.asarray(x)
+    if conv.cast_at("normalized") is not None:
+        return _cast_budget(alg, conv, xa, weight, bias, eps, groups)
     training = {"training": True} if conv.running_stats else {}
     res = forward(conv, xa, weight, bias, eps=eps, groups=groups, **training)
     ex = res.exact
@@ -438,6 +440,37 @@ def budget_for_layer(
         StatBounds(bounds.e_mu.reshape(shape), bounds.e_v.reshape(shape)),
     )
     return np.broadcast_to(budget, x3.shape).reshape(xa.shape)
+
+
+def _cast_budget(
+    alg: Algorithm, conv: Any, xa: np.ndarray, weight: Any, bias: Any, eps: float | None, groups: int | None
+) -> np.ndarray:
+    """A profile that rounds the normalized value to the input's dtype, then scales it (LlamaRMSNorm):
+    a bound on |output - w * c(xhat)|, the profile's exact value before its final rounding.
+
+    The kernel's rounded normalized value is within ``B`` (the plain profile's budget in the input's
+    dtype, its own rounding included) of the exact xhat, and c(xhat) within half a spacing of it; the
+    product's rounding adds half a spacing of the output.  Monotone spacings make both upper bounds.
+    """
+    import dataclasses
+
+    from normspec.oracle import forward
+
+    plain = dataclasses.replace(conv, cast_points=(), weight_format=None, residual=False)
+    k = {"normalized_ndim": np.ndim(weight) if weight is not None else 1} if conv.layer != "group_norm" else {}
+    b_n = budget_for_layer(alg, plain, xa, None, None, eps=eps, groups=groups)
+    ref = forward(conv, xa, weight, bias, eps=eps, **k)
+    xr = forward(plain, xa, None, None, eps=eps, **k).y.astype(np.float64)
+    w = np.abs(np.broadcast_to(ref.exact.gamma3, ref.exact.x3.shape)).reshape(xa.shape)
+    beta = 0.0 if bias is None else np.abs(np.broadcast_to(ref.exact.beta3, ref.exact.x3.shape)).reshape(xa.shape)
+
+    def spacing(v: np.ndarray) -> np.ndarray:  # a spacing of the input's dtype at or above |v|'s own
+        return 2 * np.spacing(v.astype(xa.dtype)).astype(np.float64)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = np.abs(xr) + b_n  # above |c(xhat)| and the kernel's rounded value
+        out = w * (b_n + 0.5 * spacing(top)) + 0.5 * spacing(w * top + beta)
+    return np.where(np.isnan(out), np.inf, out)
 
 
 def running_budget(

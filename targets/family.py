@@ -109,11 +109,13 @@ def _probe_case(conv: Convention, x0: np.ndarray, groups: int, eps: float, weigh
         feat = x0.shape[-1]
     else:
         feat = groups if conv.affine == "per_group" else x0.shape[1]
-    w = np.ones(feat, np.float32) if weight is None else weight.astype(np.float32)
+    # parameters in float32, or in the dtype the profile stores them in (LLM profiles: the input's)
+    pdt = x0.dtype if conv.weight_format == "input" else np.dtype(conv.weight_format or "float32")
+    w = np.ones(feat, pdt) if weight is None else weight.astype(pdt)
     return {
         "x": x0[None],
         "weight": w,
-        "bias": np.zeros(feat, np.float32),
+        "bias": np.zeros(feat, pdt),
         "eps": np.array(eps),
         "training": np.array(True),
         "momentum": np.array(0.0),
@@ -332,6 +334,8 @@ def _family_budget(conv: Convention, case: Case, algorithm: str) -> tuple[np.nda
 
     args, kwargs = family_arguments(conv, case["x"][0], case["weight"], case["bias"], case["eps"], case["groups"])
     budget = budget_for_layer(get_algorithm(algorithm), conv, *args, **kwargs)
+    if conv.cast_at("normalized") is not None:  # the profile's exact value is the scaled cast, rounded to float64
+        return budget, forward(conv, *args, y_dtype="float64", **kwargs).y
     ex = forward(conv, *args, **kwargs).exact
     x0 = case["x"][0]
     exact = np.array([float(ex.y(i, prec=80)) for i in np.ndindex(x0.shape)]).reshape(x0.shape)
