@@ -104,14 +104,17 @@ def _claimed_y(
 
 
 def _probe_case(conv: Convention, x0: np.ndarray, groups: int, eps: float, weight: np.ndarray | None = None) -> Case:
-    """A family case around ``x0`` (one step), weight 1 (or ``weight``) and bias 0, as the protocol lays them out."""
+    """A family case around ``x0`` (one step), effective weight 1 (or ``weight``) and bias 0, as the
+    protocol lays them out."""
     if conv.layer in ("layer_norm", "rms_norm"):
         feat = x0.shape[-1]
     else:
         feat = groups if conv.affine == "per_group" else x0.shape[1]
     # parameters in float32, or in the dtype the profile stores them in (LLM profiles: the input's)
     pdt = x0.dtype if conv.weight_format == "input" else np.dtype(conv.weight_format or "float32")
-    w = np.ones(feat, pdt) if weight is None else weight.astype(pdt)
+    # the stored weight whose effective value (offset + weight: Gemma's 1 + w) is the one wanted
+    wanted = np.ones(feat) if weight is None else np.asarray(weight, np.float64)
+    w = (wanted - conv.weight_offset).astype(pdt)
     return {
         "x": x0[None],
         "weight": w,
@@ -200,6 +203,10 @@ def family_probes(conv: Convention) -> list[Probe]:
                 {"one per channel": y * w[:, None], "one per group (the first 2)": y * w[[0, 0, 1, 1], None]},
             )
         )
+    if layer == "rms_norm" and conv.weight_format == "input":
+        rounding = _rounding_probe(conv)
+        if rounding is not None:
+            probes.append(rounding)
     if layer != "mean_variance_norm":
         # precision: in float16 the square 256**2 = 65536 overflows (the largest float16 is 65504), so
         # statistics kept in float16 give y = 0 (or NaN); float32 or wider statistics give y = [-1, 1]
@@ -218,6 +225,49 @@ def family_probes(conv: Convention) -> list[Probe]:
             )
         )
     return probes
+
+
+def _rounding_probe(conv: Convention) -> Probe | None:
+    """Where an LLM RMSNorm rounds (bfloat16): the normalized value to the input's dtype and then the
+    scaled one (LlamaRMSNorm), or only the scaled one (torch F.rms_norm, Gemma).  The row [1, 3]
+    (normalized values 0.447 and 1.342, each far from a bfloat16 rounding boundary) with a weight on
+    the second for which the two orders give different bfloat16 outputs, its scaled value at least an
+    eighth of a spacing from a tie: a kernel computing in float32 lands on one alternative or the other."""
+    import dataclasses
+
+    from normspec.oracle import rms_norm
+    from normspec.oracle.formats import bfloat16_dtype
+
+    bf16 = bfloat16_dtype()
+    if bf16 is None:  # the bfloat16 extra is not installed: no probe (and no finding)
+        return None
+    names = {True: "normalized rounded to the input dtype, then scaled", False: "scaled, rounded once"}
+    casting = dataclasses.replace(conv, cast_points=(("normalized", "input"),), weight_offset=0.0)
+    once = dataclasses.replace(conv, cast_points=(), weight_offset=0.0)
+    x0 = np.array([[1.0, 3.0]], bf16)
+    candidates = (1 + np.arange(128) / 128).astype(bf16)  # every bfloat16 weight in [1, 2)
+    ys = {}
+    for k, v in ((True, casting), (False, once)):
+        rows = [rms_norm(x0, 1, np.array([c, c], bf16), eps=2.0**-20, convention=v).y[0] for c in candidates]
+        ys[k] = np.array(rows, np.float64)
+    xhat = np.array([1.0, 3.0]) / np.sqrt(5.0 + 2.0**-20)
+    # the second element (1.342: its rounding to bfloat16 moves it by 0.13 % of its value) separates
+    # the two orders for many weights; the first keeps weight 1
+    scaled = candidates.astype(np.float64) * xhat[1]
+    frac = np.mod(scaled / np.spacing(scaled.astype(bf16)).astype(np.float64), 1.0)
+    good = np.flatnonzero((ys[True][:, 1] != ys[False][:, 1]) & (np.abs(frac - 0.5) > 0.125))
+    if good.size == 0:
+        return None
+    w = np.array([1.0, float(candidates[good[0]])])
+    weight = w.astype(bf16)
+    alternatives = {
+        names[k]: rms_norm(x0, 1, weight, eps=2.0**-20, convention=v).y.astype(np.float64)
+        for k, v in ((True, casting), (False, once))
+    }
+    claimed = names[conv.cast_at("normalized") is not None]
+    case = _probe_case(conv, x0, 1, 2.0**-20, weight=weight.astype(np.float64))
+    note = "bfloat16 row [1, 3], weights where the two rounding orders give different outputs"
+    return _probe("rounding", case, note, claimed, alternatives)
 
 
 def _axes_probe(conv: Convention) -> Probe:

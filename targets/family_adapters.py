@@ -47,6 +47,34 @@ def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     return run
 
 
+def _transformers(module: str, name: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    """A Hugging Face RMSNorm module itself, in the case's dtype (bfloat16 as a model loads it)."""
+
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import importlib
+
+        import torch
+
+        cls = getattr(importlib.import_module(f"transformers.models.{module}"), name)
+        x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
+
+        def tensor(a: np.ndarray) -> Any:  # bfloat16 (ml_dtypes) travels as its bits
+            if a.dtype.name == "bfloat16":
+                return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(a)
+
+        eps = float(case["eps"])
+        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(tensor(x).dtype)
+        with torch.no_grad():
+            layer.weight.copy_(tensor(w))
+            y = layer(tensor(x))
+        if y.dtype == torch.bfloat16:
+            return _y(y.view(torch.int16).numpy().view(x.dtype))
+        return _y(y.numpy())
+
+    return run
+
+
 def _keras(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     def run(case: Case) -> dict[str, np.ndarray]:
         import keras
@@ -233,6 +261,20 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
         _a("torch_layer_norm", "torch_layer_norm", "torch", _torch("layer_norm"), "torch F.layer_norm, CPU"),
         _a("torch_rms_norm", "torch_rms_norm", "torch", _torch("rms_norm"), "torch F.rms_norm, CPU"),
         _a("torch_group_norm", "torch_group_norm", "torch", _torch("group_norm"), "torch F.group_norm, CPU"),
+        _a(
+            "hf_llama_rms_norm",
+            "hf_llama_rms_norm",
+            "transformers",
+            _transformers("llama.modeling_llama", "LlamaRMSNorm"),
+            "transformers LlamaRMSNorm, in the input's dtype (CPU)",
+        ),
+        _a(
+            "hf_gemma_rms_norm",
+            "gemma_rms_norm",
+            "transformers",
+            _transformers("gemma.modeling_gemma", "GemmaRMSNorm"),
+            "transformers GemmaRMSNorm, in the input's dtype (CPU)",
+        ),
         _a(
             "torch_instance_norm", "torch_instance_norm", "torch", _torch("instance_norm"), "torch F.instance_norm, CPU"
         ),

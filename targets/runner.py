@@ -265,6 +265,7 @@ _DISTRIBUTIONS = {
     "mxnet": "mxnet",
     "paddle": "paddlepaddle",
     "numba": "numba",
+    "transformers": "transformers",
 }
 
 
@@ -300,7 +301,7 @@ def profile_drift(adapter: Adapter, conv: Convention) -> str | None:
     return f"{installed} (profile {conv.name} verified on {', '.join(recorded)})"
 
 
-_EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels"}
+_EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels", "transformers": "audit"}
 
 
 def unavailable_reason(adapter: Adapter) -> str | None:

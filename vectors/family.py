@@ -110,4 +110,44 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
         elif conv.affine == "per_group":
             case["weight"], case["bias"] = case["weight"][: int(case["groups"])], case["bias"][: int(case["groups"])]
         out.append((name, case, note))
+    if conv.layer == "rms_norm" and conv.weight_format == "input":
+        out.extend(_llm_rows(conv, eps, rng))
+    return out
+
+
+def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tuple[str, Case, str]]:
+    """Cases as LLM activations come: bfloat16 (and float16) rows of 4096 and 8192, a small variance,
+    an outlier channel, all-equal rows; the weight in the input's dtype, as a model stores it."""
+    from normspec.oracle.formats import bfloat16_dtype
+
+    bf16 = bfloat16_dtype()
+    rows: list[tuple[str, Any, np.ndarray, str]] = [
+        ("f16_rows_4096", np.float16, rng.standard_normal((4, 4096)), "float16 rows of 4096"),
+    ]
+    if bf16 is not None:  # without ml_dtypes (the bfloat16 extra) only the float16 rows run
+        outlier = rng.standard_normal((4, 4096))
+        outlier[:, 17] = 1e4
+        rows += [
+            ("bf16_rows_4096", bf16, rng.standard_normal((4, 4096)), "bfloat16 rows of 4096"),
+            ("bf16_rows_8192", bf16, rng.standard_normal((2, 8192)), "bfloat16 rows of 8192"),
+            ("bf16_small_variance", bf16, 0.5 + 1e-3 * rng.standard_normal((4, 4096)), "pytorch#189581: small var"),
+            ("bf16_outlier_channel", bf16, outlier, "one channel at 1e4, as LLM activations have"),
+            ("bf16_all_equal", bf16, np.full((4, 4096), 2.0), "all-equal rows: exact output weight"),
+        ]
+    out = []
+    for name, dtype, x, note in rows:
+        feat = x.shape[-1]
+        w = (1 + 0.1 * rng.standard_normal(feat)) - (1.0 if conv.weight_offset else 0.0)  # Gemma: centred
+        case = {
+            "x": x.astype(dtype)[None],
+            "weight": w.astype(dtype),
+            "bias": np.zeros(feat, dtype),
+            "eps": np.array(eps),
+            "training": np.array(True),
+            "momentum": np.array(0.0),
+            "running_mean": np.zeros(feat, F32),
+            "running_var": np.ones(feat, F32),
+            "groups": np.array(1),
+        }
+        out.append((name, case, note))
     return out

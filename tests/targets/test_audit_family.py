@@ -283,3 +283,35 @@ def test_wrong_user_layer_norms_exit_1(bug, kinds, tmp_path, capsys):
         assert "axes: claimed the trailing axis, observed all axes" in out
     if bug == "half":
         assert "precision: claimed float32 or wider statistics, observed float16 statistics" in out
+
+
+@pytest.mark.parametrize("target", ["hf_llama_rms_norm", "hf_gemma_rms_norm"])
+def test_transformers_rms_norm_modules_follow_their_profiles(target):
+    """The real modules in bfloat16 and float16 (rows of 4096 and 8192, a small variance, an outlier
+    channel, all-equal rows): every LLM case correctly rounded, the rounding order as claimed."""
+    need("transformers")
+    need("ml_dtypes")
+    rep = run_audit(target)
+    assert not [f for f in rep.findings if f["kind"] == "semantic"], rep.findings
+    llm = [c for c in rep.cases if c["case"].startswith(("bf16_", "f16_"))]
+    assert len(llm) == 6 and all(c["status"] == "ok" for c in llm), llm
+    assert all(c["max_ulp"] == 0 for c in llm if c["case"].startswith("bf16_")), llm
+
+
+def test_an_llm_kernel_that_scales_before_the_cast_is_one_semantic_finding(tmp_path):
+    """A kernel claiming LlamaRMSNorm but scaling in float32 and rounding once: within a ULP on
+    every case, so only the rounding probe tells it apart, and it is charged once."""
+    need("ml_dtypes")
+    impl = tmp_path / "llm_kernel.py"
+    impl.write_text(
+        "import numpy as np\n"
+        "def scale_first(x, w, b, eps, groups):\n"
+        "    xf = x.astype(np.float32)\n"
+        "    e = np.float32(1e-6 if eps is None else eps)\n"
+        "    inv = (1 / np.sqrt((xf * xf).mean(-1, keepdims=True, dtype=np.float32) + e)).astype(np.float32)\n"
+        "    return (xf * inv * w.astype(np.float32)).astype(x.dtype)\n"
+    )
+    rep = run_audit(f"python:{impl}:scale_first", "hf_llama_rms_norm")
+    semantic = [f for f in rep.findings if f["kind"] == "semantic"]
+    assert len(semantic) == 1 and "rounding" in semantic[0]["message"], rep.findings
+    assert rep.inferred["rounding"] == "scaled, rounded once"
