@@ -137,7 +137,7 @@ def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tu
     out = []
     for name, dtype, x, note in rows:
         feat = x.shape[-1]
-        w = (1 + 0.1 * rng.standard_normal(feat)) - (1.0 if conv.weight_offset else 0.0)  # Gemma: centred
+        w = np.asarray(1 + 0.1 * rng.standard_normal(feat) - conv.weight_offset)  # Gemma's weights: centred
         case = {
             "x": x.astype(dtype)[None],
             "weight": w.astype(dtype),
