@@ -257,6 +257,25 @@ _HF_LLAMA = _c(
         "S transformers/models/t5/modeling_t5.py T5LayerNorm: the same forward rounding when the weight is half; "
         "its backward differs (two gradient paths rounded to the input dtype, then added)",
         "R transformers 4.57.6 LlamaRMSNorm, MistralRMSNorm, T5LayerNorm in bfloat16: tests/test_llm_norm.py",
+        "S vllm csrc/layernorm_kernels.cu rms_norm_kernel: ((scalar_t)(x * s_variance)) * weight, the same rounding",
+    ),
+    verified_on=("transformers 4.57.6",),
+)
+
+_GEMMA = _c(
+    name="gemma_rms_norm",
+    layer="rms_norm",
+    description="Hugging Face GemmaRMSNorm: (1 + weight) in float32, one rounding at the end",
+    eps_default=1e-06,
+    affine="per_element",
+    weight_offset=1.0,
+    cast_points=(("weight", "float32"),),
+    weight_format="input",
+    accumulator="float32",
+    sources=(
+        "S transformers/models/gemma/modeling_gemma.py GemmaRMSNorm.forward: _norm(x.float()) * "
+        "(1.0 + self.weight.float()), then type_as(x)",
+        "R transformers 4.57.6 GemmaRMSNorm in bfloat16: tests/test_llm_norm.py",
     ),
     verified_on=("transformers 4.57.6",),
 )
@@ -577,22 +596,71 @@ _PROFILES = [
         verified_on=("torch 2.13.0",),
     ),
     _HF_LLAMA,
+    _GEMMA,
     _c(
-        name="gemma_rms_norm",
+        name="liger_rms_norm_llama",
         layer="rms_norm",
-        description="Hugging Face GemmaRMSNorm: (1 + weight) in float32, one rounding at the end",
+        description="Liger-Kernel RMSNorm, casting_mode='llama', offset 0: LlamaRMSNorm's rounding; the weight "
+        "(offset + w) and the product in float32, rounded once at the store",
         eps_default=1e-06,
         affine="per_element",
-        weight_offset=1.0,
-        cast_points=(("weight", "float32"),),
+        cast_points=(("normalized", "input"), ("weight", "float32")),
         weight_format="input",
         accumulator="float32",
         sources=(
-            "S transformers/models/gemma/modeling_gemma.py GemmaRMSNorm.forward: _norm(x.float()) * "
-            "(1.0 + self.weight.float()), then type_as(x)",
-            "R transformers 4.57.6 GemmaRMSNorm in bfloat16: tests/test_llm_norm.py",
+            "S Liger-Kernel src/liger_kernel/ops/rms_norm.py: casting_mode llama computes only rstd in float32, "
+            "X_row.to(X_row_dtype) before Y_row = X_row * (offset + W_row) with a float32 offset",
         ),
-        verified_on=("transformers 4.57.6",),
+        unverified=("runs on a CUDA GPU only (Triton): not run here",),
+    ),
+    # GemmaRMSNorm's rounding, in Liger's Triton kernel
+    dataclasses.replace(
+        _GEMMA,
+        name="liger_rms_norm_gemma",
+        description="Liger-Kernel RMSNorm, casting_mode='gemma', offset 1 (its Gemma modules): everything in "
+        "float32, one rounding",
+        sources=(
+            "S Liger-Kernel src/liger_kernel/ops/rms_norm.py: casting_mode gemma casts W_row and X_row to float32, "
+            "Y_row.to(X_row_dtype) at the end; transformers/rms_norm.py: Gemma variants use offset 1.0",
+        ),
+        unverified=("runs on a CUDA GPU only (Triton): not run here",),
+        verified_on=(),
+    ),
+    _c(
+        name="liger_rms_norm_none",
+        layer="rms_norm",
+        description="Liger-Kernel RMSNorm, casting_mode='none': eps, offset, rstd and both products in the input dtype",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        cast_points=(("normalized", "input"), ("weight", "input")),
+        weight_format="input",
+        accumulator="the input dtype (tl.sum of the input's type)",
+        sources=(
+            "S Liger-Kernel src/liger_kernel/ops/rms_norm.py: casting_mode none casts eps and offset to the input "
+            "dtype; RSTD in X.dtype",
+        ),
+        unverified=(
+            "runs on a CUDA GPU only (Triton): not run here",
+            "eps held in the input dtype (recorded as float32: bfloat16 eps is not a cast the record has)",
+            "how tl.sum accumulates the input dtype",
+        ),
+    ),
+    _c(
+        name="flashinfer_rms_norm",
+        layer="rms_norm",
+        description="FlashInfer rmsnorm: float32 sum of squares, x * rms_rcp * w in float32, one rounding",
+        eps_default=1e-06,
+        affine="per_element",
+        weight_format="input",
+        accumulator="float32",
+        sources=(
+            "S flashinfer include/flashinfer/norm.cuh RMSNormKernel: output_vec[j] = float(input_vec[j]) * rms_rcp "
+            "* (weight_bias + float(weight_vec[j])), cast to T once; flashinfer/norm.py rmsnorm eps=1e-6",
+            "S FusedAddRMSNormKernel differs from fused_add_rms_norm: it normalizes the unrounded float sum and "
+            "stores only the residual rounded (a function no record here has yet)",
+        ),
+        unverified=("runs on a CUDA GPU only: not run here",),
     ),
     # LlamaRMSNorm of the rounded sum: the same record with a residual stream
     dataclasses.replace(

@@ -37,3 +37,5 @@ class Adapter:
     # A deliberately wrong use of the library, kept to show what the audit says of it (why); not a
     # finding on the library, so the findings gallery and the profile checks leave it out.
     deliberate: str | None = None
+    # runs only where a CUDA GPU is (Triton and CUDA kernels: Liger-Kernel, vLLM, FlashInfer)
+    needs_gpu: bool = False

@@ -75,6 +75,45 @@ def _transformers(module: str, name: str) -> Callable[[Case], dict[str, np.ndarr
     return run
 
 
+def _gpu_rms_norm(kind: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    """A GPU RMSNorm kernel from its Python package, on CUDA tensors in the case's dtype; the output
+    comes back to the host (bfloat16 as its bits)."""
+
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import torch
+
+        x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
+
+        def tensor(a: np.ndarray) -> Any:
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype.name == "bfloat16" else (
+                torch.from_numpy(a))  # fmt: skip
+            return t.to("cuda").contiguous()
+
+        eps = float(case["eps"])
+        eps = 1e-6 if np.isnan(eps) else eps
+        xt, wt = tensor(x), tensor(w)
+        if kind == "liger":  # LigerRMSNormFunction.apply(X, W, eps, offset, casting_mode, in_place)
+            from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+
+            y = LigerRMSNormFunction.apply(xt, wt, eps, 0.0, "llama", False)
+        elif kind == "vllm":  # vllm._custom_ops.rms_norm(out, input, weight, epsilon), into out
+            from vllm import _custom_ops as ops
+
+            y = torch.empty_like(xt)
+            ops.rms_norm(y, xt, wt, eps)
+        else:  # flashinfer.norm.rmsnorm(input, weight, eps)
+            import flashinfer
+
+            y = flashinfer.norm.rmsnorm(xt, wt, eps)
+        torch.cuda.synchronize()
+        y = y.cpu()
+        if y.dtype == torch.bfloat16:
+            return _y(y.view(torch.int16).numpy().view(x.dtype))
+        return _y(y.numpy())
+
+    return run
+
+
 def _keras(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     def run(case: Case) -> dict[str, np.ndarray]:
         import keras
@@ -251,8 +290,11 @@ def _a(
     env: tuple[tuple[str, str], ...] = (),
     venv: str | None = None,
     algorithm: str | None = None,
+    needs_gpu: bool = False,
 ) -> Adapter:
-    return Adapter(name, convention, library, run, description, env, venv=venv, algorithm=algorithm)
+    return Adapter(
+        name, convention, library, run, description, env, venv=venv, algorithm=algorithm, needs_gpu=needs_gpu
+    )
 
 
 FAMILY_ADAPTERS: dict[str, Adapter] = {
@@ -267,6 +309,30 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             "transformers",
             _transformers("llama.modeling_llama", "LlamaRMSNorm"),
             "transformers LlamaRMSNorm, in the input's dtype (CPU)",
+        ),
+        _a(
+            "liger_rms_norm",
+            "liger_rms_norm_llama",
+            "liger_kernel",
+            _gpu_rms_norm("liger"),
+            "Liger-Kernel LigerRMSNormFunction, casting_mode='llama', offset 0 (CUDA GPU only)",
+            needs_gpu=True,
+        ),
+        _a(
+            "vllm_rms_norm",
+            "hf_llama_rms_norm",
+            "vllm",
+            _gpu_rms_norm("vllm"),
+            "vLLM's CUDA rms_norm (vllm._custom_ops.rms_norm; CUDA GPU only)",
+            needs_gpu=True,
+        ),
+        _a(
+            "flashinfer_rms_norm",
+            "flashinfer_rms_norm",
+            "flashinfer",
+            _gpu_rms_norm("flashinfer"),
+            "FlashInfer flashinfer.norm.rmsnorm (CUDA GPU only)",
+            needs_gpu=True,
         ),
         _a(
             "hf_gemma_rms_norm",

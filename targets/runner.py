@@ -266,6 +266,9 @@ _DISTRIBUTIONS = {
     "paddle": "paddlepaddle",
     "numba": "numba",
     "transformers": "transformers",
+    "liger_kernel": "liger-kernel",
+    "vllm": "vllm",
+    "flashinfer": "flashinfer-python",
 }
 
 
@@ -301,12 +304,16 @@ def profile_drift(adapter: Adapter, conv: Convention) -> str | None:
     return f"{installed} (profile {conv.name} verified on {', '.join(recorded)})"
 
 
+_PIP_NAMES = {"liger_kernel": "liger-kernel", "vllm": "vllm", "flashinfer": "flashinfer-python"}
 _EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba": "kernels", "transformers": "audit"}
 
 
 def unavailable_reason(adapter: Adapter) -> str | None:
     """One line saying what to install when ``adapter``'s library is missing, else None."""
     import importlib.util
+
+    if adapter.needs_gpu and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0")):
+        return f"{adapter.name} runs CUDA kernels and this machine has no NVIDIA GPU: it runs where one is"
 
     if adapter.venv is not None:
         python = venv_root() / adapter.venv / "bin" / "python"
@@ -318,6 +325,8 @@ def unavailable_reason(adapter: Adapter) -> str | None:
         )
     if importlib.util.find_spec(adapter.library) is not None:
         return None
+    if adapter.library in _PIP_NAMES:  # GPU libraries outside normspec's extras
+        return f"{adapter.library} is not installed (target {adapter.name}): pip install {_PIP_NAMES[adapter.library]}"
     extra = _EXTRAS.get(adapter.library, "audit")
     return f"{adapter.library} is not installed (target {adapter.name}): pip install 'normspec[{extra}]'"
 

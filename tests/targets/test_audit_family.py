@@ -315,3 +315,17 @@ def test_an_llm_kernel_that_scales_before_the_cast_is_one_semantic_finding(tmp_p
     semantic = [f for f in rep.findings if f["kind"] == "semantic"]
     assert len(semantic) == 1 and "rounding" in semantic[0]["message"], rep.findings
     assert rep.inferred["rounding"] == "scaled, rounded once"
+
+
+@pytest.mark.parametrize("target", ["liger_rms_norm", "vllm_rms_norm", "flashinfer_rms_norm"])
+def test_gpu_only_llm_targets_run_where_a_gpu_is_and_say_why_not_elsewhere(target):
+    from normspec.targets.runner import unavailable_reason
+
+    reason = unavailable_reason(FAMILY_ADAPTERS[target])
+    if reason is not None:  # no GPU, or the package is missing: one line, no finding
+        assert target in reason and ("NVIDIA GPU" in reason or "pip install" in reason), reason
+        said = run_audit(target).findings  # said once, as "unavailable", never charged as a finding
+        assert [(f["kind"], f["message"]) for f in said] == [("unavailable", reason)], said
+        pytest.skip(reason)
+    rep = run_audit(target)
+    assert not [f for f in rep.findings if f["kind"] == "semantic"], rep.findings
