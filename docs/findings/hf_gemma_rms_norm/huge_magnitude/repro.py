@@ -1,0 +1,85 @@
+"""Standalone reproducer: hf_gemma_rms_norm, case huge_magnitude (transformers 4.57.6).
+
+48 element(s) beyond the budget of plain_float32 (none declared); worst y[3, 2] = 0.0, exact 2.751642720971544, error 2.75 > budget 1.98e-06 (1.39e+06 times)
+
+Needs only transformers and NumPy.  Run from this folder: python repro.py
+The exact output was computed by normspec's oracle under the profile gemma_rms_norm and stored in exact.npz.
+"""
+from __future__ import annotations
+
+import os
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Case = dict[str, Any]
+Result = dict[str, np.ndarray]
+
+def _transformers(module: str, name: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    """A Hugging Face RMSNorm module itself, in the case's dtype (bfloat16 as a model loads it)."""
+
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import importlib
+
+        import torch
+
+        cls = getattr(importlib.import_module(f"transformers.models.{module}"), name)
+        x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
+
+        def tensor(a: np.ndarray) -> Any:  # bfloat16 (ml_dtypes) travels as its bits
+            if a.dtype.name == "bfloat16":
+                return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(a)
+
+        eps = float(case["eps"])
+        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(tensor(x).dtype)
+        with torch.no_grad():
+            layer.weight.copy_(tensor(w))
+            y = layer(tensor(x))
+        if y.dtype == torch.bfloat16:
+            return _y(y.view(torch.int16).numpy().view(x.dtype))
+        return _y(y.numpy())
+
+    return run
+
+
+def _y(y: Any) -> dict[str, np.ndarray]:
+    arr = np.asarray(y)[None]
+    return {"y": arr, "running_mean": np.zeros((1, 1), F32), "running_var": np.ones((1, 1), F32)}
+
+
+F32 = np.float32
+
+
+with np.load("case.npz", allow_pickle=False) as data:
+    case = {k: data[k] for k in data.files}
+case["training"], case["momentum"], case["eps"] = bool(case["training"]), float(case["momentum"]), float(case["eps"])
+case["backward"] = bool(case.get("backward", True))
+with np.load("exact.npz", allow_pickle=False) as data:
+    exact = {k: data[k] for k in data.files}
+
+observed = _transformers(module='gemma.modeling_gemma', name='GemmaRMSNorm')(case)
+
+
+def ulps(a, b):
+    """Distance in representable steps between arrays of one float dtype (NaN: infinite)."""
+    width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    ia, ib = a.view(width).astype(np.int64), b.view(width).astype(np.int64)
+    top = np.int64(np.iinfo(width).max)
+    oa, ob = np.where(ia < 0, -(ia & top), ia), np.where(ib < 0, -(ib & top), ib)
+    d = np.abs(oa - ob).astype(np.float64)
+    return np.where(np.isnan(a) | np.isnan(b), np.inf, d)
+
+
+for key in ("y", "running_mean", "running_var"):
+    if key not in exact or key not in observed:
+        continue
+    want = exact[key]
+    got = np.asarray(observed[key]).astype(want.dtype).reshape(want.shape)
+    d = ulps(got, want)
+    i = np.unravel_index(int(np.argmax(np.where(np.isnan(d), np.inf, d))), d.shape)
+    kind = np.asarray(observed[key]).dtype
+    print(f"{key} ({kind}, exact in {want.dtype}): worst element {tuple(int(v) for v in i)}: "
+          f"observed {got[i]!r}, exact {want[i]!r}, {d[i]:.3g} ULP (max over all {d.size} elements)")
