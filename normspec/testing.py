@@ -188,7 +188,8 @@ def judge_norm(
     if alg is not None:  # a bound on |output - the profile's exact value| (exact64: within half a float64 ULP)
         from normspec.budgets import budget_for_layer
 
-        # a fused add's sum is exact (checked above as the residual): the budget is the norm's, on h
+        # a fused add's sum is correctly rounded (output_residual is compared exactly below): the
+        # budget is the norm's, on h
         budget = budget_for_layer(alg, dataclasses.replace(conv, residual=False), x_in, weight, bias, eps=eps_used)
         with np.errstate(invalid="ignore", over="ignore"):
             inside = np.abs(got64 - exact64) <= budget + np.spacing(np.abs(exact64))

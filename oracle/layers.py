@@ -52,7 +52,7 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from normspec.oracle.core import GroupPlan, _split, normalize
+from normspec.oracle.core import GroupPlan, _split, _two_prod, _two_sum, normalize
 from normspec.oracle.exact import exact_sums
 from normspec.oracle.formats import FLOAT32, FORMATS, Format, bfloat16_dtype, format_of, numpy_dtype, round_array
 from normspec.oracle.sqrtform import eps_outside_parts, round_fraction, round_sqrt_form
@@ -485,15 +485,10 @@ def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt:
     g = np.broadcast_to(gamma3, xr.shape)
     b = np.broadcast_to(beta3, xr.shape)
     with np.errstate(invalid="ignore", over="ignore"):
-        p = xf * g
-        s = p + b
-        # where the float64 product and sum are exact (Dekker's product error and TwoSum's error are 0,
-        # as for a bfloat16 value times a bfloat16 weight), rounding s once is the answer, ties included
-        x_hi, x_lo = _split(xf)
-        g_hi, g_lo = _split(g)
-        p_err = ((x_hi * g_hi - p) + x_hi * g_lo + x_lo * g_hi) + x_lo * g_lo
-        bb = s - p
-        s_err = (p - (s - bb)) + (b - bb)
+        # where the float64 product and sum are exact (Dekker's product error and TwoSum's error are 0),
+        # rounding s once is the answer, ties included
+        p, p_err = _two_prod(xf, *_split(g), g)
+        s, s_err = _two_sum(p, b)
         exact = (p_err == 0) & (s_err == 0)
         out = round_array(s, out_fmt).astype(np.float64)  # non-finite s: IEEE's own result
         rest = ~exact & np.isfinite(s)
@@ -912,9 +907,7 @@ def _round_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     fmt = format_of(a.dtype, "x")
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        s = a64 + b64
-        bb = s - a64
-        err = (a64 - (s - bb)) + (b64 - bb)
+        s, err = _two_sum(a64, b64)
     out = round_array(s, fmt)
     for idx in zip(*np.nonzero(np.isfinite(s) & (err != 0)), strict=True):
         out[idx] = round_fraction(Fraction(float(a64[idx])) + Fraction(float(b64[idx])), fmt)
