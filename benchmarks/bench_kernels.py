@@ -1,156 +1,331 @@
-"""The float32 CPU kernels against torch 2.13 CPU and against memory bandwidth, in one run.
+"""The float32 CPU BatchNorm kernels against torch and against a memory copy, measured fairly.
 
-For each shape and thread count: copy bandwidth (the faster of numpy.copyto and a numba copy
-of x, bytes read + written),
-torch.nn.functional.batch_norm (training; evaluation into a preallocated output through
-aten's native_batch_norm.out), and normspec.kernels.batch_norm (training; evaluation with
-out=).  Reported: times, speed-up over torch, and the kernel's traffic as a share of copy
-bandwidth (training moves x twice in and y once out; evaluation x once and y once).
-The JIT compile time is measured separately, in a fresh process without numba's cache.
+Both sides run under the same allocation policy, in two modes:
 
-    python benchmarks/bench_kernels.py
-    python benchmarks/bench_kernels.py --shapes 32x64x56x56 --threads 1 --json
+* ``fresh``: each call returns a new output (``torch.nn.functional.batch_norm``; a plain
+  ``normspec.kernels.batch_norm(...)`` call), its memory new from the system allocator on both
+  sides: the kernels' cache of dropped outputs is turned off (``set_output_cache(0)``), and
+  every output is kept alive until the timing loop ends, as a training loop keeps activations
+  for the backward pass.  Each call pays for fresh pages, on both sides alike.
+* ``prealloc``: each call writes into one preallocated output (torch's
+  ``aten.native_batch_norm.out``, in training and in evaluation; the kernel's ``out=``).
+
+Each library runs in a process of its own (``--side kernel`` / ``--side torch``), one after
+the other, on the same seeded data and thread count; the copy reference (the faster of
+numpy's copy and a parallel numba copy, under the same allocation mode) runs in the kernel's
+process.  Figures are medians with min-max over ``--repeat`` calls after a warm-up call.
+Accuracy against the oracle is measured in a third process.
+
+Reported per shape, thread count, mode and phase: both times, torch's time over the kernel's
+(``x torch``), the kernel's speed as a share of a copy of x (``copy``: copy time over kernel
+time) and the bandwidth share (bytes the kernel's design moves per second over the copy's:
+training reads x twice and writes y once, evaluation reads x once and writes y once).
+
+    python benchmarks/bench_kernels.py                              # table
+    python benchmarks/bench_kernels.py --json results.json          # also write the figures
+    python benchmarks/bench_kernels.py --markdown results.json      # RESULTS.md table from a JSON
+    python benchmarks/bench_kernels.py --shapes 32x64x56x56 --threads 1 --repeat 9
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
-import tempfile
+from typing import Any
 
 import numpy as np
-from _timing import best_of
+from _timing import spread
+
+SHAPES = ["32x64x56x56", "256x256x14x14", "8x32x224x224"]
+MODES = ("fresh", "prealloc")
+PHASES = ("train", "eval")
+TRAFFIC = {"train": 3, "eval": 2}  # passes over a tensor of x's size, by design
+GOALS = {"x_torch": 3.0, "bandwidth_share": 0.8}  # training, both modes (issue: kernels, item 2)
 
 
-def compile_time() -> float:
-    code = (
-        "import time, numpy as np\n"
-        "from normspec.kernels import batch_norm\n"
-        "x = np.ones((2, 3, 4, 4), np.float32); x[0, 0, 0, 0] = 2\n"
-        "t = time.perf_counter(); batch_norm(x, None, None, np.zeros(3, np.float32), np.ones(3, np.float32), True)\n"
-        "print(time.perf_counter() - t)\n"
-    )
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def _data(spec: str) -> tuple[np.ndarray, ...]:
+    shape = tuple(int(v) for v in spec.split("x"))
+    rng = np.random.default_rng(0)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    return x, w, b, np.zeros(c, np.float32), np.ones(c, np.float32)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=["32x64x56x56", "256x256x14x14", "8x32x224x224"])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-
+def _kernel_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
     import numba
+    from normspec.kernels import batch_norm, set_output_cache
+    from normspec.kernels import batchnorm as kb
+    from numba import njit, prange
+
+    numba.set_num_threads(threads)
+    set_output_cache(0)  # fresh outputs come from the system allocator, as torch's do
+
+    @njit(parallel=True, cache=True)
+    def copy(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+        for i in prange(src.size):
+            dst[i] = src[i]
+
+    def copy_new(flat: np.ndarray) -> np.ndarray:
+        dst = np.empty_like(flat)
+        copy(flat, dst)
+        return dst
+
+    out: dict[str, Any] = {"numba": numba.__version__, "rows": {}}
+    for spec in shapes:
+        x, w, b, rm, rv = _data(spec)
+        flat, dst, y = x.ravel(), np.empty(x.size, np.float32), np.empty_like(x)
+        row: dict[str, Any] = {
+            "copy": {
+                "fresh": min(
+                    (
+                        spread(lambda: copy_new(flat), repeat, hold=True),
+                        spread(lambda: np.copy(flat), repeat, hold=True),
+                    ),
+                    key=lambda s: s["median"],
+                ),
+                "prealloc": min(
+                    (spread(lambda: copy(flat, dst), repeat), spread(lambda: np.copyto(dst, flat), repeat)),
+                    key=lambda s: s["median"],
+                ),
+            }
+        }
+        for phase in PHASES:
+            training = phase == "train"
+            row[phase] = {
+                "fresh": spread(lambda: batch_norm(x, w, b, rm, rv, training), repeat, hold=True),
+                "prealloc": spread(lambda: batch_norm(x, w, b, rm, rv, training, out=y), repeat),
+            }
+            if training:
+                row["fallback_elements"] = kb.last_run.fallback_elements
+                row["fallback_channels"] = kb.last_run.fallback_channels
+        out["rows"][spec] = row
+    return out
+
+
+def _torch_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
     import torch
+
+    torch.set_num_threads(threads)
+    f, native = torch.nn.functional.batch_norm, torch.ops.aten.native_batch_norm.out
+    out: dict[str, Any] = {"torch": torch.__version__, "rows": {}}
+    for spec in shapes:
+        xt, wt, bt, rmt, rvt = (torch.from_numpy(a) for a in _data(spec))
+        yt, sm, si = torch.empty_like(xt), torch.empty(xt.shape[1]), torch.empty(xt.shape[1])
+        row = {}
+        for phase in PHASES:
+            training = phase == "train"
+            row[phase] = {
+                "fresh": spread(lambda: f(xt, rmt, rvt, wt, bt, training=training), repeat, hold=True),
+                "prealloc": spread(
+                    lambda: native(xt, wt, bt, rmt, rvt, training, 0.1, 1e-5, out=yt, save_mean=sm, save_invstd=si),
+                    repeat,
+                ),
+            }
+        out["rows"][spec] = row
+    return out
+
+
+def _accuracy_side() -> dict[str, Any]:
+    """The kernel in training against the oracle on (32,64,56,56): normal data, 1e4 + U[0,1)."""
     from normspec.kernels import batch_norm
     from normspec.kernels import batchnorm as kb
     from normspec.oracle import batch_norm as oracle
     from normspec.oracle import ulp_distance
-    from numba import njit, prange
 
-    @njit(parallel=True, cache=True)
-    def copy(src, dst):  # pragma: no cover - compiled
-        for i in prange(src.size):
-            dst[i] = src[i]
-
-    rows = []
-    jit_s = compile_time()
-    for threads in args.threads:
-        numba.set_num_threads(threads)
-        torch.set_num_threads(threads)
-        for spec in args.shapes:
-            shape = tuple(int(v) for v in spec.split("x"))
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal(shape).astype(np.float32)
-            c = shape[1]
-            w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
-            rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
-            y = np.empty_like(x)
-            flat, dst = x.ravel(), np.empty(x.size, np.float32)
-            # the copy reference: the faster of numpy's copy and a numba copy on the same threads
-            t_copy = min(
-                best_of(lambda flat=flat, dst=dst: copy(flat, dst), args.repeat),
-                best_of(lambda flat=flat, dst=dst: np.copyto(dst, flat), args.repeat),
-            )
-            bw = 2 * x.nbytes / t_copy
-            xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-            rmt, rvt = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
-            yt, sm, si = torch.empty_like(xt), torch.empty(c), torch.empty(c)
-            t_torch_train = best_of(
-                lambda: torch.nn.functional.batch_norm(xt, rmt, rvt, wt, bt, training=True), args.repeat
-            )
-            t_torch_eval = best_of(
-                lambda: torch.ops.aten.native_batch_norm.out(
-                    xt, wt, bt, rmt, rvt, False, 0.1, 1e-5, out=yt, save_mean=sm, save_invstd=si
-                ),
-                args.repeat,
-            )
-            t_train = best_of(lambda: batch_norm(x, w, b, rm, rv, True, out=y), args.repeat)
-            fallbacks = kb.last_run.fallback_elements
-            t_eval = best_of(lambda: batch_norm(x, w, b, rm, rv, False, out=y), args.repeat)
-            rows.append(
-                {
-                    "shape": spec,
-                    "threads": threads,
-                    "copy_GBps": bw / 1e9,
-                    "train_ms": 1e3 * t_train,
-                    "torch_train_ms": 1e3 * t_torch_train,
-                    "train_speedup_vs_torch": t_torch_train / t_train,
-                    "train_bandwidth_share": 3 * x.nbytes / t_train / bw,
-                    "eval_ms": 1e3 * t_eval,
-                    "torch_eval_prealloc_ms": 1e3 * t_torch_eval,
-                    "eval_speedup_vs_torch": t_torch_eval / t_eval,
-                    "eval_bandwidth_share": 2 * x.nbytes / t_eval / bw,
-                    "fallback_elements_train": fallbacks,
-                }
-            )
-    # accuracy on one shape, against the oracle
     rng = np.random.default_rng(1)
     acc = {}
     for kind in ("normal", "large_mean"):
         x = rng.standard_normal((32, 64, 56, 56)) if kind == "normal" else 1e4 + rng.random((32, 64, 56, 56))
         x = x.astype(np.float32)
         y, _, _ = batch_norm(x, None, None, np.zeros(64, np.float32), np.ones(64, np.float32), True)
+        fallbacks = kb.last_run.fallback_elements
         d = ulp_distance(y, oracle(x, training=True).y)
-        acc[kind] = {"max_ulp": float(d.max()), "correctly_rounded_share": float(np.mean(d == 0))}
+        acc[kind] = {
+            "max_ulp": float(d.max()),
+            "correctly_rounded_share": float(np.mean(d == 0)),
+            "fallback_elements": fallbacks,
+            "elements": int(x.size),
+        }
+    return acc
+
+
+def _side(name: str, shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
+    """One side in a process of its own (thread pools sized before any library starts them)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(max(threads, 1)))
+    cmd = [sys.executable, __file__, "--side", name, "--threads", str(threads), "--repeat", str(repeat)]
+    done = subprocess.run([*cmd, "--shapes", *shapes] if shapes else cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} side failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "L1d cache", "L2 cache", "L3 cache"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def combine(
+    kernel: dict[str, Any], torch: dict[str, Any], threads: int, nbytes: dict[str, int]
+) -> list[dict[str, Any]]:
+    rows = []
+    for spec, k in kernel["rows"].items():
+        t = torch["rows"][spec]
+        for mode in MODES:
+            copy = k["copy"][mode]
+            for phase in PHASES:
+                km, tm = k[phase][mode], t[phase][mode]
+                ratio = copy["median"] / km["median"]
+                rows.append(
+                    {
+                        "shape": spec,
+                        "threads": threads,
+                        "mode": mode,
+                        "phase": phase,
+                        "kernel_s": km,
+                        "torch_s": tm,
+                        "copy_s": copy,
+                        "copy_GBps": 2 * nbytes[spec] / copy["median"] / 1e9,
+                        "x_torch": tm["median"] / km["median"],
+                        "x_torch_range": [tm["min"] / km["max"], tm["max"] / km["min"]],
+                        "copy_ratio": ratio,
+                        "bandwidth_share": ratio * TRAFFIC[phase] / 2,
+                        "fallback_elements": k.get("fallback_elements") if phase == "train" else None,
+                    }
+                )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"{m['date']}, {m.get('Model name', '?')}, {m['cpus']} CPUs (L2 {m.get('L2 cache', '?')}, "
+        f"L3 {m.get('L3 cache', '?')}), {m['platform']}, Python {m['python']}, numba {result['numba']}, "
+        f"torch {result['torch']}; medians (min-max) of {result['repeat']} calls after a warm-up, each library "
+        "in its own process.",
+        "",
+        "| shape | threads | mode | phase | kernel ms | torch ms | x torch | copy GB/s | copy time / kernel time "
+        "| bandwidth share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        k, t = r["kernel_s"], r["torch_s"]
+        lines.append(
+            f"| {r['shape']} | {r['threads']} | {r['mode']} | {r['phase']} | {1e3 * k['median']:.2f} "
+            f"({1e3 * k['min']:.2f}-{1e3 * k['max']:.2f}) | {1e3 * t['median']:.2f} ({1e3 * t['min']:.2f}-"
+            f"{1e3 * t['max']:.2f}) | {r['x_torch']:.2f} | {r['copy_GBps']:.1f} | {100 * r['copy_ratio']:.0f} % "
+            f"| {100 * r['bandwidth_share']:.0f} % |"
+        )
+    lines += ["", goal_summary(result), *accuracy_lines(result)]
+    return "\n".join(lines)
+
+
+def accuracy_lines(result: dict[str, Any]) -> list[str]:
+    return [
+        f"Accuracy ({kind}, 32x64x56x56, training): max {a['max_ulp']:.0f} ULP from the exact value, "
+        f"{100 * a['correctly_rounded_share']:.4f} % correctly rounded, {a['fallback_elements']} of "
+        f"{a['elements']} elements decided by the exact fallback."
+        for kind, a in result["accuracy_32x64x56x56"].items()
+    ]
+
+
+def goal_summary(result: dict[str, Any]) -> str:
+    train = [r for r in result["rows"] if r["phase"] == "train"]
+    met = [r for r in train if r["x_torch"] >= GOALS["x_torch"] and r["bandwidth_share"] >= GOALS["bandwidth_share"]]
+    lo_x, hi_x = min(r["x_torch"] for r in train), max(r["x_torch"] for r in train)
+    lo_b, hi_b = min(r["bandwidth_share"] for r in train), max(r["bandwidth_share"] for r in train)
+    return (
+        f"Training goal (>= {GOALS['x_torch']:g}x torch and >= {100 * GOALS['bandwidth_share']:.0f} % of copy "
+        f"bandwidth, both modes): met in {len(met)} of {len(train)} cases; x torch {lo_x:.2f}-{hi_x:.2f}, "
+        f"bandwidth share {100 * lo_b:.0f}-{100 * hi_b:.0f} %."
+    )
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"numba {result['numba']}, torch {result['torch']}, medians of {result['repeat']} calls; "
+        f"{result['machine'].get('Model name', '')}, {result['machine']['cpus']} CPUs",
+        f"{'shape':14} {'thr':>3} {'mode':8} {'phase':5} {'kernel ms':>9} {'torch ms':>9} {'x torch':>7} "
+        f"{'copy GB/s':>9} {'copy':>5} {'%bw':>5}",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['shape']:14} {r['threads']:3d} {r['mode']:8} {r['phase']:5} {1e3 * r['kernel_s']['median']:9.2f} "
+            f"{1e3 * r['torch_s']['median']:9.2f} {r['x_torch']:7.2f} {r['copy_GBps']:9.1f} "
+            f"{100 * r['copy_ratio']:4.0f}% {100 * r['bandwidth_share']:4.0f}%"
+        )
+    lines.append("copy: a copy of x's time over the kernel's; %bw: bytes the design moves (training 3x, evaluation 2x")
+    lines.append("x's size) per second over the copy's (2x).  " + goal_summary(result))
+    return "\n".join(lines + accuracy_lines(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=SHAPES, help="NxCxHxW shapes (default: %(default)s)")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default: 1 2)")
+    p.add_argument("--repeat", type=int, default=9, help="timed calls per figure, after a warm-up (default: 9)")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="print the RESULTS.md section for a JSON written by --json")
+    p.add_argument("--side", choices=("kernel", "torch", "accuracy"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(markdown(json.load(fh)))
+        return
+    if args.repeat < 1:
+        p.error(f"--repeat must be at least 1, not {args.repeat}")
+    if args.side == "kernel":
+        print(json.dumps(_kernel_side(args.shapes, args.threads[0], args.repeat)))
+        return
+    if args.side == "torch":
+        print(json.dumps(_torch_side(args.shapes, args.threads[0], args.repeat)))
+        return
+    if args.side == "accuracy":
+        print(json.dumps(_accuracy_side()))
+        return
+    nbytes = {s: 4 * int(np.prod([int(v) for v in s.split("x")])) for s in args.shapes}
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    for threads in args.threads:
+        print(f"{threads} thread(s): kernel side ...", file=sys.stderr, flush=True)
+        k = _side("kernel", args.shapes, threads, args.repeat)
+        print(f"{threads} thread(s): torch side ...", file=sys.stderr, flush=True)
+        t = _side("torch", args.shapes, threads, args.repeat)
+        versions = {"numba": k["numba"], "torch": t["torch"]}
+        rows += combine(k, t, threads, nbytes)
+    print("accuracy against the oracle ...", file=sys.stderr, flush=True)
+    accuracy = _side("accuracy", [], 2, 1)
     result = {
-        "numba": numba.__version__,
-        "torch": torch.__version__,
-        "jit_compile_s": jit_s,
+        **versions,
+        "repeat": args.repeat,
+        "machine": machine(),
         "rows": rows,
-        "accuracy_32x64x56x56": acc,
+        "accuracy_32x64x56x56": accuracy,
     }
     if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(f"numba {numba.__version__}, torch {torch.__version__}; first call with a cold cache (JIT): {jit_s:.2f} s")
-    hdr = (
-        f"{'shape':15} {'thr':>3} {'copy GB/s':>9} | {'train ms':>8} {'torch':>7} {'x torch':>7} {'%bw':>5} | "
-        f"{'eval ms':>7} {'torch*':>7} {'x torch':>7} {'%bw':>5}"
-    )
-    print(hdr)
-    for r in rows:
-        print(
-            f"{r['shape']:15} {r['threads']:3d} {r['copy_GBps']:9.1f} | {r['train_ms']:8.2f} {r['torch_train_ms']:7.2f} "
-            f"{r['train_speedup_vs_torch']:7.2f} {100 * r['train_bandwidth_share']:5.0f} | {r['eval_ms']:7.2f} "
-            f"{r['torch_eval_prealloc_ms']:7.2f} {r['eval_speedup_vs_torch']:7.2f} {100 * r['eval_bandwidth_share']:5.0f}"
-        )
-    print(
-        "torch* = native_batch_norm.out into a preallocated output.  Goals: train >= 3x torch and >= 80 % of copy "
-        "bandwidth; eval >= torch."
-    )
-    for kind, a in acc.items():
-        print(
-            f"accuracy ({kind}, 32x64x56x56, training): max {a['max_ulp']:.0f} ULP from the exact value, "
-            f"{100 * a['correctly_rounded_share']:.4f} % correctly rounded"
-        )
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+    print(table(result))
 
 
 if __name__ == "__main__":
