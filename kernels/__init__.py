@@ -1,4 +1,5 @@
-"""Fast float32 BatchNorm kernels (CPU with numba; CUDA with numba.cuda), within 1 ULP of the oracle.
+"""Fast float32 BatchNorm, LayerNorm and RMSNorm kernels (CPU with numba; BatchNorm on CUDA with
+numba.cuda), correctly rounded: every output is the exact value rounded once, as the oracle's.
 
 The public contract, shared with the audit's protocol for user implementations:
 ``batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,

@@ -1,8 +1,8 @@
 """The kernels' rare exact fallback, in plain Python integers.
 
-Used only for elements whose float64 certificate fails (an output that
-cancels to far below its terms, a channel whose variance is too small to
-bound).  Self-contained on purpose: kernels do not import the oracle.
+Used only for elements whose float64 certificate leaves the rounding open (an
+output within a hair of a rounding boundary, one that cancels to far below its
+terms, a channel whose variance is too small to bound).  Self-contained on purpose: kernels do not import the oracle.
 """
 
 from __future__ import annotations
@@ -63,15 +63,26 @@ def round_f32(q: Fraction) -> np.float32:
     return np.float32(sign * math.ldexp(float(m), qe))
 
 
-def _ordinal(v: np.float32) -> int:
-    bits = int(np.array([v], dtype=np.float32).view(np.int32)[0])
-    return -(bits & 0x7FFFFFFF) if bits < 0 else bits
+def _y_parts(x: float, mean: Fraction, gamma: float, beta: float) -> tuple[Fraction, Fraction]:
+    """y = B + A / sqrt(denom): A = gamma (x - mean), B = beta."""
+    return (Fraction(x) - mean) * Fraction(gamma), Fraction(beta)
 
 
-def y_within_one_ulp(x: float, mean: Fraction, denom: Fraction, gamma: float, beta: float, guard: bool) -> np.float32:
-    """A float32 within 1 ULP of the correctly rounded ``gamma (x - mean)/sqrt(denom) + beta``."""
-    A = (Fraction(x) - mean) * Fraction(gamma)
-    B = Fraction(beta)
+def _sqrt_exact(q: Fraction) -> Fraction | None:
+    """sqrt(q) when it is rational (numerator and denominator of the reduced q both squares)."""
+    a, b = math.isqrt(q.numerator), math.isqrt(q.denominator)
+    return Fraction(a, b) if a * a == q.numerator and b * b == q.denominator else None
+
+
+def y_correctly_rounded(
+    x: float, mean: Fraction, denom: Fraction, gamma: float, beta: float, guard: bool
+) -> np.float32:
+    """The correctly rounded float32 of ``gamma (x - mean)/sqrt(denom) + beta`` (ties to even).
+
+    A rational y (``A**2/denom`` a square) is rounded exactly; an irrational one is never a
+    tie, so an enclosure of ``|A|/sqrt(denom)`` by integer square roots, its precision doubled
+    until both ends round alike, decides it."""
+    A, B = _y_parts(x, mean, gamma, beta)
     if denom == 0:
         if guard:
             return round_f32(B)
@@ -79,23 +90,47 @@ def y_within_one_ulp(x: float, mean: Fraction, denom: Fraction, gamma: float, be
     if A == 0:
         return round_f32(B)
     Q = A * A / denom
+    root = _sqrt_exact(Q)
+    if root is not None:
+        return round_f32(B + root if A > 0 else B - root)
     bits = 64
     while True:
-        k = bits - (Q.numerator.bit_length() - Q.denominator.bit_length()) // 2
-        if k >= 0:
-            s = math.isqrt((Q.numerator << (2 * k)) // Q.denominator)
-            lo, hi = Fraction(s, 1 << k), Fraction(s + 1, 1 << k)
-        else:
-            s = math.isqrt(Q.numerator // (Q.denominator << (-2 * k)))
-            lo, hi = Fraction(s << -k), Fraction((s + 1) << -k)
+        lo, hi = _sqrt_bracket(Q, bits)
         ylo, yhi = (B + lo, B + hi) if A > 0 else (B - hi, B - lo)
-        rlo, rhi = round_f32(ylo), round_f32(yhi)
-        if abs(_ordinal(rhi) - _ordinal(rlo)) <= 1:  # the rounding of y lies between them
+        rlo = round_f32(ylo)
+        if rlo == round_f32(yhi):
             return rlo
         bits *= 2
 
 
-def update_within_one_ulp(old: float, batch: Fraction, momentum: float, new_weight: bool) -> np.float32:
+def _sqrt_bracket(Q: Fraction, bits: int) -> tuple[Fraction, Fraction]:
+    """lo <= sqrt(Q) <= hi, hi - lo = 2**-k with k about ``bits`` above sqrt(Q)'s exponent."""
+    k = bits - (Q.numerator.bit_length() - Q.denominator.bit_length()) // 2
+    if k >= 0:
+        s = math.isqrt((Q.numerator << (2 * k)) // Q.denominator)
+        return Fraction(s, 1 << k), Fraction(s + 1, 1 << k)
+    s = math.isqrt(Q.numerator // (Q.denominator << (-2 * k)))
+    return Fraction(s << -k), Fraction((s + 1) << -k)
+
+
+def y_compare(x: float, mean: Fraction, denom: Fraction, gamma: float, beta: float, guard: bool, m: float) -> int:
+    """The sign of ``y - m`` for the exact ``y = gamma (x - mean)/sqrt(denom) + beta`` (-1, 0, 1;
+    denom > 0, or 0 under the guard), by comparing squares: no square root is taken."""
+    A, B = _y_parts(x, mean, gamma, beta)
+    t = Fraction(m) - B  # y - m = A / sqrt(denom) - t
+    if denom == 0:
+        assert guard
+        return (t < 0) - (t > 0)
+    sa = (A > 0) - (A < 0)
+    st = (t > 0) - (t < 0)
+    if sa != st:
+        return sa - st if sa != 0 or st != 0 else 0  # the signs alone decide (one of them may be 0)
+    lhs, rhs = A * A, t * t * denom  # |A|/sqrt(denom) against |t|
+    return sa * ((lhs > rhs) - (lhs < rhs))
+
+
+def update_correctly_rounded(old: float, batch: Fraction, momentum: float, new_weight: bool) -> np.float32:
+    """The correctly rounded running-statistic update, from the exact batch statistic."""
     m = Fraction(momentum)
     q = (1 - m) * Fraction(old) + m * batch if new_weight else m * Fraction(old) + (1 - m) * batch
     return round_f32(q)

@@ -8,27 +8,34 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from normspec.kernels._simd import W, address, chunk_masked, chunk_stream, store_fence
+from normspec.kernels._simd import HALF_GAP as _HALF_GAP
+from normspec.kernels._simd import W, address, block_sums16, chunk_masked, chunk_stream, pow2_floor, store_fence
 from numba import get_num_threads, njit, prange
 
 _MAX_F32 = 3.4028234663852886e38
 
 
-# Blocks of at most CHUNK consecutive values are summed with reassociation allowed (vectorized);
-# the block sums are combined with Neumaier's compensated summation, which must not be
-# reassociated (it lives in functions without fastmath).  Error bound, used by the host: at most
-# (CHUNK + 2) u sum|d| from the blocks plus 2u|S| + 4 m^2 u^2 sum|d| from the m-term compensated
-# combination (for d**2: CHUNK + 4).  sum|d| is not accumulated: Cauchy-Schwarz bounds it by
-# sqrt(n sum d**2), and sum d**2 is known to a relative error far below the 2**-20 slack.
-# CHUNK = 65 on purpose: measured here (LLVM reports the CPU as rocketlake, AVX-512), blocks of
-# 16k + 1 values (49, 65, 81) summed at memory speed, while 48, 63 or 64 ran up to twice as slow.
-_SUMS = {"reassoc", "contract"}
+# Rows (contiguous runs of one channel's values) are summed in blocks of 64 values by
+# ``block_sums16`` (._simd): 16 lane-wise running sums of 4 terms each and a fixed four-level tree
+# over the lanes, no reassociation; a row's last values in one shorter vector block and
+# sequential blocks of at most 6.  No term meets more than 8 roundings from its subtraction on
+# (10 for d**2, whose product rounds too), so a block errs by at most (ROW_BOUND + 2) u sum|d|
+# (d**2: ROW_BOUND + 4) with ROW_BOUND = 6.  The block sums are combined with Neumaier's
+# compensated summation, which must not be reassociated (it lives in functions without
+# fastmath): 2u|S| + 4 m^2 u^2 sum|d| more for m terms.  sum|d| is not accumulated:
+# Cauchy-Schwarz bounds it by sqrt(n sum d**2), and sum d**2 is known to a relative error far
+# below the 2**-20 slack.  A tighter bound than that of reassociated blocks (CHUNK + 2 with
+# CHUNK = 65, which the channels-last sums and the CUDA kernel use) means fewer elements whose
+# rounding the certificate leaves open; measured here at about the same speed.
 CHUNK = 65
+ROW_BOUND = 6
+_BLOCK = 64
 _SA_SLACK = 1.0 + 2.0**-20
 
 
-@njit(cache=True, fastmath=_SUMS)
-def _block_sums(v: np.ndarray, shift: float) -> tuple[float, float]:  # pragma: no cover - compiled
+@njit(cache=True)
+def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Sequential (S1, S2) of at most ROW_BOUND values (no reassociation)."""
     p1 = 0.0
     p2 = 0.0
     for i in range(v.size):
@@ -54,13 +61,27 @@ def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma
 def _sums_of(
     row: np.ndarray, shift: float, s1: float, c1: float, s2: float, c2: float
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
-    """Add the shifted sums of one contiguous row to (S1, comp1, S2, comp2): blocks of CHUNK
-    values (the last one shorter), each summed vectorized, combined compensated."""
+    """Add the shifted sums of one contiguous row to (S1, comp1, S2, comp2): blocks of 64 values
+    (and the row's shorter last blocks) in block_sums16's fixed order, combined compensated."""
     B = row.size
-    for k in range((B + CHUNK - 1) // CHUNK):
-        p1, p2 = _block_sums(row[k * CHUNK : min(B, k * CHUNK + CHUNK)], shift)
+    k = 0
+    while k + _BLOCK <= B:
+        p1, p2 = block_sums16(row, k, _BLOCK // W, shift)
         s1, c1 = _neumaier(s1, c1, p1)
         s2, c2 = _neumaier(s2, c2, p2)
+        k += _BLOCK
+    nv = (B - k) // W
+    if nv > 0:
+        p1, p2 = block_sums16(row, k, nv, shift)
+        s1, c1 = _neumaier(s1, c1, p1)
+        s2, c2 = _neumaier(s2, c2, p2)
+        k += nv * W
+    while k < B:
+        e = min(B, k + ROW_BOUND)
+        p1, p2 = _tail_sums(row[k:e], shift)
+        s1, c1 = _neumaier(s1, c1, p1)
+        s2, c2 = _neumaier(s2, c2, p2)
+        k = e
     return s1, c1, s2, c2
 
 
@@ -96,7 +117,7 @@ def threads() -> int:
 
 def neumaier_terms(a_n: int, b_n: int, tasks: int) -> int:
     """How many terms one channel's compensated sums combine (the m of the bound), with slack."""
-    return 2 * (a_n * ((b_n + CHUNK - 1) // CHUNK) + 2 * tasks + 130)
+    return 2 * (a_n * (b_n // _BLOCK + 4) + 2 * tasks + 130)
 
 
 @njit(cache=True)
@@ -162,8 +183,10 @@ def stats_linear(x3: np.ndarray, tasks: int, out: np.ndarray) -> None:  # pragma
 
 _U = 2.0**-53
 KAPPA = 2.0**-26 * (1 - 2.0**-23)
-# plan columns: mu, var, s, k, cg, thr, mu_err, var_err, uncertain
-PLAN_COLUMNS = 9
+# plan columns: mu, var, s, k, cg, mu_lo, mu_err, var_err, uncertain, K, G, gap_k, beta'
+PLAN_COLUMNS = 13
+# 2**(E-24) with 2**E <= |y64| < 2**(E+1) is at most the distance from the float32 nearest y64
+# to the rounding boundary on y64's side (see ._simd)
 
 
 @njit(cache=True)
@@ -197,17 +220,22 @@ def plan_from_sums(
         add_err = (shift - mu) + mean1
     else:
         add_err = (mean1 - mu) + shift
-    mu_err = 1.01 * (ds1 / n + _U * abs(mean1)) + abs(add_err)
+    # mu + add_err is shift + mean1 exactly (Fast2Sum): the mean is carried as that pair, so its
+    # error is the sums' error alone, not the rounding of a large shift plus a small mean1
+    if not np.isfinite(add_err):  # a channel holding inf or NaN: mu alone (inf or NaN) says it
+        add_err = 0.0
+    mu_err = 1.01 * (ds1 / n + _U * abs(mean1))
     var = s2 / n - mean1 * mean1
     var_err = 1.01 * (
         ds2 / n + _U * s2 / n + 2 * abs(mean1) * (ds1 / n + _U * abs(mean1)) + 2 * _U * mean1 * mean1 + _U * abs(var)
     )
-    plan_finish(mu, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
+    plan_finish(mu, add_err, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
 
 
 @njit(cache=True)
 def plan_finish(
     mu: float,
+    mu_lo: float,
     var: float,
     mu_err: float,
     var_err: float,
@@ -217,12 +245,22 @@ def plan_finish(
     guard: bool,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """s = gamma/sqrt(var + eps) and the certificate threshold.
+    """s = gamma/sqrt(var + eps), beta' = beta - mu_lo s and the rounding certificate's K and G.
 
-    delta = k|p| + cg + 2**-52|y| bounds |y64 - y*| (k from the relative error of s, cg from the
-    mean's error); with |p| <= (1+u)|y| + |beta| and |r| >= |y|(1 - 2**-23), delta <= |r| 2**-26
-    (half the smaller gap around r, so r is within 1 ULP of the correctly rounded y) holds once
-    |y| >= thr.  A channel whose bounds are vacuous is marked uncertain (every element goes exact).
+    The mean is the pair mu + mu_lo, within mu_err of the exact mean (mu alone within
+    mu_err + |mu_lo|); the kernels compute y64 = fma(x - mu, s, beta') with mu_lo folded into
+    beta' (rounded, by at most 1.01u(|beta'| + |mu_lo s|)).  y64 errs by at most
+    k3|p| + cg3 + e(beta') + 2**-52|y64| (p the product; k3 = 1.01(rho + 3u) for the subtraction,
+    the product and s's relative error rho; cg3 from the mean's error), so by at most
+    K|y64| + G once |p| is bounded by (1 + u)|y64| + |beta'|.  The float32 r nearest y64 is then
+    the correctly rounded y when |y64 - r| + K|y64| + G stays below the distance 2**(E-24) from r
+    to the rounding boundary on y64's side (2**E <= |y64| < 2**(E+1): exactly that distance at a
+    power of two approached from below, more elsewhere, and more below 2**-126 where the spacing
+    is fixed).  As K|y64| < 2K 2**E, the kernels test |y64 - r| < 2**E gap_k - G with
+    gap_k = HALF_GAP - 2K (see :func:`_decided`).  k and cg (columns 3 and 4) are the terms of a
+    mean taken as mu alone, for callers that fold the affine into their own bound (``rows_norm``).
+
+    A channel whose bounds are vacuous is marked uncertain (every element goes exact).
     """
     D = var + eps
     dD = var_err + _U * D
@@ -230,7 +268,10 @@ def plan_finish(
     s = 0.0
     k = 0.0
     cg = 0.0
-    thr = np.inf
+    big_k = np.inf
+    big_g = np.inf
+    gap_k = -1.0  # nothing passes
+    beta_eff = beta
     if not uncertain:
         if D > 0:
             s = gamma / np.sqrt(D)
@@ -238,21 +279,40 @@ def plan_finish(
         else:
             rho = 3 * _U  # the guard: s = 0, y = beta exactly
         k = 1.01 * (rho + 2 * _U)
-        cg = 1.01 * mu_err * abs(s) * (1 + rho)
-        denom = KAPPA - k * (1 + _U) - 2.0**-52
-        if denom > 0 and np.isfinite(s) and np.isfinite(cg):
-            thr = (k * (1 + _U) * abs(beta) + cg) / denom * (1 + 2.0**-40)
+        cg = 1.01 * (mu_err + abs(mu_lo)) * abs(s) * (1 + rho)
+        beta_eff = beta - mu_lo * s
+        if KAPPA - k * (1 + _U) - 2.0**-52 > 0 and np.isfinite(s) and np.isfinite(cg) and np.isfinite(beta_eff):
+            k3 = 1.01 * (rho + 3 * _U)
+            big_k = k3 * (1 + _U) + 2.0**-52
+            e_beta = 1.01 * _U * (abs(beta_eff) + abs(mu_lo * s))
+            big_g = (k3 * (1 + _U) * abs(beta_eff) + 1.01 * mu_err * abs(s) * (1 + rho) + e_beta) * (1 + 2.0**-40)
+            gap_k = _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
         else:
             uncertain = True
+            beta_eff = beta
     out[0] = mu
     out[1] = var
     out[2] = s if not uncertain else 0.0
     out[3] = k
     out[4] = cg
-    out[5] = thr
+    out[5] = mu_lo
     out[6] = mu_err
     out[7] = var_err
     out[8] = 1.0 if uncertain else 0.0
+    out[9] = big_k
+    out[10] = big_g
+    out[11] = gap_k
+    out[12] = beta_eff
+
+
+@njit(cache=True)
+def _decided(yv: float, r: np.float32, big_g: float, gap_k: float) -> bool:  # pragma: no cover - compiled
+    """Whether the float32 r nearest y64 = yv is the correctly rounded exact y, given
+    |yv - y*| <= K|yv| + G: |yv - r| < 2**E gap_k - G, 2**E <= |yv| < 2**(E+1) (see
+    :func:`plan_finish`; 0 for yv = 0, so that an exact 0 with G = 0 passes).  A NaN or infinite
+    yv is not flagged (its inputs were NaN or infinite); a finite yv that rounds to infinity is
+    (|yv - r| is infinite)."""
+    return not (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
 
 
 @njit(cache=True)
@@ -276,7 +336,7 @@ def plans_finish(
     mu: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, guard: bool, plan: np.ndarray
 ) -> None:  # pragma: no cover - compiled
     for c in range(mu.size):
-        plan_finish(mu[c], var[c], 0.0, 0.0, gamma[c], beta[c], eps, guard, plan[c])
+        plan_finish(mu[c], 0.0, var[c], 0.0, 0.0, gamma[c], beta[c], eps, guard, plan[c])
 
 
 @njit(parallel=True, cache=True)
@@ -328,24 +388,17 @@ def stats_rows(x2: np.ndarray, out: np.ndarray, chunks: int) -> None:  # pragma:
 
 @njit(cache=True, fastmath={"contract"})
 def _normalize_row(
-    x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, thr: float, overflow: bool
+    x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, gap_k: float, big_g: float
 ) -> np.bool_:  # pragma: no cover - compiled
-    """One row of y; True when some element needs the host's recheck.  ``contract`` lets
-    the multiply and add fuse (one rounding where the bound counts two).  Measured on in-cache
-    rows: the fused form, a boolean OR instead of a count, and dropping the overflow compare
-    where ruled out each saved a tenth to a fifth of the loop's time."""
+    """One row of y; True when some element needs the host's recheck (its rounding is not
+    decided by :func:`_decided`, inlined).  ``contract`` lets the multiply and add fuse (one
+    rounding where the bound counts two); a boolean OR instead of a count."""
     bad: np.bool_ = np.bool_(False)
-    if overflow:
-        for b in range(x.size):
-            yv = (np.float64(x[b]) - mu) * sc + bt
-            y[b] = np.float32(yv)
-            ay = abs(yv)
-            bad = bad | (ay < thr) | (ay > _MAX_F32)
-    else:
-        for b in range(x.size):
-            yv = (np.float64(x[b]) - mu) * sc + bt
-            y[b] = np.float32(yv)
-            bad = bad | (abs(yv) < thr)
+    for b in range(x.size):
+        yv = (np.float64(x[b]) - mu) * sc + bt
+        r = np.float32(yv)
+        y[b] = r
+        bad = bad | (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
     return bad
 
 
@@ -355,26 +408,23 @@ def normalize(
     mu: np.ndarray,
     s: np.ndarray,
     beta: np.ndarray,
-    thr: np.ndarray,
+    gap_k: np.ndarray,
+    big_g: np.ndarray,
     y3: np.ndarray,
     uncertified: np.ndarray,
-    overflow: bool,
     tasks: int,
     stream: bool,
 ) -> None:  # pragma: no cover - compiled
-    """y = (x - mu) * s + beta in float64, rounded to float32, with a one-compare certificate.
+    """y = (x - mu) * s + beta' in float64, rounded to float32, with the rounding
+    certificate of :func:`plan_finish` per element.
 
-    The host derives ``thr[c]`` so that |y64| >= thr[c] (and finite) implies the float32
-    result is within 1 ULP of the correctly rounded value; ``uncertified[a, c]`` is nonzero
-    when row (a, c) has elements the host must look at again.  ``overflow``: whether some
-    |y64| may exceed the largest float32 (such elements are flagged too); the host passes
-    False only when its bound on |y| rules that out.  ``tasks``: how many slabs of rows to share
-    among the threads (a few per thread).  ``stream``: use the 16-lane streaming-store code of
+    ``uncertified[a, c]`` is nonzero when row (a, c) has elements whose rounding the certificate
+    leaves open (the host decides them).  ``tasks``: how many slabs of rows to share among the
+    threads (a few per thread).  ``stream``: use the 16-lane streaming-store code of
     :mod:`._simd` (same arithmetic; rows of at least 16 values; the host asks for it on outputs
     too large to stay in cache, where skipping the read of y's lines pays).
     """
     A, C, B = x3.shape
-    ymax = _MAX_F32 if overflow else np.inf
     rows = A * C
     xf = x3.reshape(rows * B)
     yf = y3.reshape(rows * B)
@@ -386,12 +436,12 @@ def normalize(
         r0 = t * step
         r1 = min(rows, r0 + step)
         if stream:
-            _normalize_span(xf, yf, r0, r1, B, C, mu, s, beta, thr, ymax, flags)
+            _normalize_span(xf, yf, r0, r1, B, C, mu, s, beta, gap_k, big_g, flags)
             store_fence()
         else:
             for r in range(r0, r1):
                 c = r % C
-                flags[r] = _normalize_row(x3[r // C, c], y3[r // C, c], mu[c], s[c], beta[c], thr[c], overflow)
+                flags[r] = _normalize_row(x3[r // C, c], y3[r // C, c], mu[c], s[c], beta[c], gap_k[c], big_g[c])
 
 
 @njit(cache=True)
@@ -405,8 +455,8 @@ def _normalize_span(
     mu: np.ndarray,
     s: np.ndarray,
     beta: np.ndarray,
-    thr: np.ndarray,
-    ymax: float,
+    gap_k: np.ndarray,
+    big_g: np.ndarray,
     flags: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Rows r0 .. r1-1 of the flat arrays (row r: channel r % C, values r*B .. r*B + B - 1,
@@ -423,10 +473,10 @@ def _normalize_span(
     c = r % C
     while q < end:
         if q >= start and q + W <= min(row_end, end):  # full chunks inside row r: one parameter set
-            m, sc, bt, th = mu[c], s[c], beta[c], thr[c]
+            m, sc, bt, kk, gg = mu[c], s[c], beta[c], gap_k[c], big_g[c]
             bad = 0
             while q + W <= min(row_end, end):
-                bad |= chunk_stream(xf, yf, q, 0, W, W, m, sc, bt, th, m, sc, bt, th, ymax)
+                bad |= chunk_stream(xf, yf, q, 0, W, W, m, sc, bt, kk, gg, m, sc, bt, kk, gg)
                 q += W
             if bad:
                 flags[r] = 1
@@ -442,14 +492,12 @@ def _normalize_span(
         c2 = c + 1 if c + 1 < C else 0
         lo = max(start - q, 0)
         hi = min(end - q, W)
+        m, sc, bt, kk, gg = mu[c], s[c], beta[c], gap_k[c], big_g[c]
+        m2, sc2, bt2, kk2, gg2 = mu[c2], s[c2], beta[c2], gap_k[c2], big_g[c2]
         if lo == 0 and hi == W:
-            f = chunk_stream(
-                xf, yf, q, 0, W, split, mu[c], s[c], beta[c], thr[c], mu[c2], s[c2], beta[c2], thr[c2], ymax
-            )
+            f = chunk_stream(xf, yf, q, 0, W, split, m, sc, bt, kk, gg, m2, sc2, bt2, kk2, gg2)
         else:
-            f = chunk_masked(
-                xf, yf, q, lo, hi, split, mu[c], s[c], beta[c], thr[c], mu[c2], s[c2], beta[c2], thr[c2], ymax
-            )
+            f = chunk_masked(xf, yf, q, lo, hi, split, m, sc, bt, kk, gg, m2, sc2, bt2, kk2, gg2)
         if f & 1:
             flags[r] = 1
         if f & 2:
@@ -463,21 +511,24 @@ def _normalize_span(
 
 @njit(cache=True)
 def certify_row(
-    x: np.ndarray, mu: float, s: float, beta: float, k: float, cg: float, y: np.ndarray, bad: np.ndarray
+    x: np.ndarray,
+    mu: float,
+    s: float,
+    beta: float,
+    gap_k: float,
+    big_g: float,
+    y: np.ndarray,
+    bad: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
-    """The full per-element certificate of plan_finish for one row: writes y and marks in ``bad``
-    the finite-x elements whose bound k|p| + cg + 2**-52|y| exceeds half the smaller gap around
-    the float32 result r (that is, those not proven within 1 ULP)."""
+    """One row again, element by element: writes y and marks in ``bad`` the finite-x elements
+    whose rounding :func:`_decided` leaves open."""
     count = 0
     for b in range(x.size):
         xv = np.float64(x[b])
-        p = (xv - mu) * s
-        yv = p + beta
+        yv = (xv - mu) * s + beta
         r = np.float32(yv)
         y[b] = r
-        lim = max(abs(np.float64(r)) * 2.0**-26, 2.0**-150)
-        ok = k * abs(p) + cg + 2.0**-52 * abs(yv) <= lim and np.isfinite(r)
-        bad[b] = not ok and np.isfinite(xv)
+        bad[b] = not _decided(yv, r, big_g, gap_k) and np.isfinite(xv)
         count += bad[b]
     return count
 
@@ -488,25 +539,32 @@ def normalize_rows(
     mu: np.ndarray,
     s: np.ndarray,
     beta: np.ndarray,
-    thr: np.ndarray,
+    gap_k: np.ndarray,
+    big_g: np.ndarray,
     y2: np.ndarray,
     uncertified: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """:func:`normalize` for (A, C) rows (channels last); ``uncertified[a]`` flags row a."""
     for a in prange(x2.shape[0]):
-        uncertified[a] = _normalize_across(x2[a], y2[a], mu, s, beta, thr)
+        uncertified[a] = _normalize_across(x2[a], y2[a], mu, s, beta, gap_k, big_g)
 
 
 @njit(cache=True, fastmath={"contract"})
 def _normalize_across(
-    row: np.ndarray, out: np.ndarray, mu: np.ndarray, s: np.ndarray, beta: np.ndarray, thr: np.ndarray
+    row: np.ndarray,
+    out: np.ndarray,
+    mu: np.ndarray,
+    s: np.ndarray,
+    beta: np.ndarray,
+    gap_k: np.ndarray,
+    big_g: np.ndarray,
 ) -> np.bool_:  # pragma: no cover - compiled
     bad: np.bool_ = np.bool_(False)
     for c in range(row.size):
         yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c]
-        out[c] = np.float32(yv)
-        ay = abs(yv)
-        bad = bad | (ay < thr[c]) | (ay > _MAX_F32)
+        r = np.float32(yv)
+        out[c] = r
+        bad = bad | (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k[c] - big_g[c])
     return bad
 
 
@@ -589,13 +647,13 @@ def _row_plan(row: np.ndarray, centred: bool, eps: float, out: np.ndarray) -> No
     shift = _shift(row) if centred else 0.0
     s1, c1, s2, c2 = _sums_of(row, shift, 0.0, 0.0, 0.0, 0.0)  # no per-row allocation
     sq = s2 + c2
-    m = 2 * ((n + CHUNK - 1) // CHUNK + 130)
+    m = 2 * (n // _BLOCK + 4 + 130)
     if centred:
-        plan_from_sums(shift, s1 + c1, sq, _sa_bound(n, sq), n, m, CHUNK, 1.0, 0.0, eps, False, out)
+        plan_from_sums(shift, s1 + c1, sq, _sa_bound(n, sq), n, m, ROW_BOUND, 1.0, 0.0, eps, False, out)
     else:
-        ds2 = 1.01 * ((CHUNK + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
+        ds2 = 1.01 * ((ROW_BOUND + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
         ms = sq / n
-        plan_finish(0.0, ms, 0.0, 1.01 * (ds2 / n + _U * ms), 1.0, 0.0, eps, False, out)
+        plan_finish(0.0, 0.0, ms, 0.0, 1.01 * (ds2 / n + _U * ms), 1.0, 0.0, eps, False, out)
 
 
 @njit(parallel=True, cache=True)
@@ -611,9 +669,10 @@ def rows_norm(
 ) -> None:  # pragma: no cover - compiled
     """LayerNorm (centred) or RMSNorm of each row with per-element gamma/beta, one row at a time.
 
-    With the row's s = 1/sqrt(D) (relative error k) and mean error cg, the element's scale
-    gamma_j s errs by k + 1.01u relatively, so the certificate of plan_finish becomes
-    |y| >= (k + 1.01u)(1 + u)|beta_j| / den + cg |gamma_j| / den with den = KAPPA - (k + 1.01u)(1 + u) - 2**-52.
+    With the row's s = 1/sqrt(D) (relative error k) and mean error cg (the mean taken as mu
+    alone), the element's scale gamma_j s errs by k_j = k + 1.01u relatively, so y64 errs by at
+    most K|y64| + G_j with K = k_j(1 + u) + 2**-52 and G_j = k_j(1 + u)|beta_j| + cg|gamma_j|; the
+    rounding certificate of :func:`plan_finish` becomes |y64 - r| < 2**E gap_k - G_j.
     """
     R, F = x2.shape
     for r in prange(R):
@@ -622,15 +681,16 @@ def rows_norm(
         mu = plan[r, 0]
         s = plan[r, 2]
         kj = plan[r, 3] + 1.01 * _U
-        den = KAPPA - kj * (1 + _U) - 2.0**-52
-        if plan[r, 8] > 0 or not den > 0:
+        big_k = kj * (1 + _U) + 2.0**-52
+        if plan[r, 8] > 0 or not KAPPA - big_k > 0:
             for j in range(F):
                 y2[r, j] = np.float32(np.nan)
             uncertified[r] = F
             continue
-        a = kj * (1 + _U) / den * (1 + 2.0**-40)
-        bcoef = plan[r, 4] / den * (1 + 2.0**-40)
-        uncertified[r] = _affine_row(row, y2[r], mu, s, gamma, beta, a, bcoef)
+        gap_k = _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
+        a = kj * (1 + _U) * (1 + 2.0**-40)
+        bcoef = plan[r, 4] * (1 + 2.0**-40)
+        uncertified[r] = _affine_row(row, y2[r], mu, s, gamma, beta, a, bcoef, gap_k)
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -643,13 +703,15 @@ def _affine_row(
     beta: np.ndarray,
     a: float,
     bcoef: float,
+    gap_k: float,
 ) -> np.bool_:  # pragma: no cover - compiled
-    """One row of rows_norm with per-element gamma/beta and thresholds; True when some element
-    needs the host's recheck (fused multiply-add and a boolean flag, as in _normalize_row)."""
+    """One row of rows_norm with per-element gamma/beta; True when some element's rounding the
+    certificate leaves open (fused multiply-add and a boolean flag, as in _normalize_row)."""
     bad: np.bool_ = np.bool_(False)
     for j in range(row.size):
         yv = (np.float64(row[j]) - mu) * (s * gamma[j]) + beta[j]
-        out[j] = np.float32(yv)
-        ay = abs(yv)
-        bad = bad | (ay < a * abs(beta[j]) + bcoef * abs(gamma[j])) | (ay > _MAX_F32)
+        r = np.float32(yv)
+        out[j] = r
+        room = pow2_floor(yv) * gap_k - (a * abs(beta[j]) + bcoef * abs(gamma[j]))
+        bad = bad | (abs(yv - np.float64(r)) > room)
     return bad

@@ -24,7 +24,6 @@ from numba.core import config
 # threads per block; the simulator runs each thread as a Python thread, so it gets fewer (the
 # logic does not depend on the count, and small blocks exercise the multi-block paths)
 THREADS = 32 if config.ENABLE_CUDASIM else 256
-_MAX_F32 = 3.4028234663852886e38
 _OVERFLOW = 3.4028235677973366e38  # the largest float32 plus half its ULP: from here on, rounds to inf
 
 
@@ -130,20 +129,26 @@ def _split(i, C, B):  # pragma: no cover - device code
 
 
 @cuda.jit
-def normalize_kernel(x3, mu, s, beta, thr, y3, flags):  # pragma: no cover - device code
-    """y = (x - mu) * s + beta in float64, rounded to float32; flags[a, c] counts the elements of
-    row (a, c) that the one-compare certificate leaves to the host (as the CPU ``normalize``)."""
+def normalize_kernel(x3, mu, s, beta, gap_k, big_g, y3, flags):  # pragma: no cover - device code
+    """y = (x - mu) * s + beta' in float64, rounded to float32; flags[a, c] counts the elements
+    of row (a, c) whose rounding the certificate leaves to the host (as the CPU ``normalize``:
+    |y64 - r| < 2**E gap_k - G, 2**E <= |y64| < 2**(E+1))."""
     _, C, B = x3.shape
     i = cuda.grid(1)
     while i < x3.size:
         a, c, b = _split(i, C, B)
         yv = (float64(x3[a, c, b]) - mu[c]) * s[c] + beta[c]
         ay = abs(yv)
-        if ay < thr[c] or ay > _MAX_F32:
+        if ay >= _OVERFLOW:  # what the cast gives, spelled out (the simulator's cast warns)
+            r = float32(math.copysign(math.inf, yv))
+        else:
+            r = float32(yv)
+        floor = 0.0
+        if ay > 0:  # frexp gives E + 1; inf and NaN are never flagged (as on the CPU)
+            floor = math.ldexp(1.0, math.frexp(yv)[1] - 1) if ay < math.inf else math.inf
+        if abs(yv - float64(r)) > floor * gap_k[c] - big_g[c]:
             cuda.atomic.add(flags, (a, c), 1)
-            if ay >= _OVERFLOW:  # what the cast gives, spelled out (the simulator's cast warns)
-                yv = math.copysign(math.inf, yv)
-        y3[a, c, b] = float32(yv)
+        y3[a, c, b] = r
         i += cuda.gridsize(1)
 
 

@@ -10,9 +10,12 @@ split lane).  Measured on the development machine, this made the pass 1.3-1.6x f
 on tensors of 25-51 MB, rows of 196 values included; on a tensor that stays in cache
 it is slower, so the host turns it on for large outputs only.
 
-Arithmetic, lane by lane, is exactly the scalar loop's: ``y64 = fma(x - mu, s, beta)``
-in float64, rounded once to float32; an element is flagged when ``|y64| < thr`` or
-``|y64| > ymax`` (ordered compares: NaN is not flagged, as in the scalar loop).
+Arithmetic, lane by lane, is exactly the scalar loop's: ``y64 = fma(x - mu, s, beta')`` in
+float64, rounded once to float32 (r); an element is flagged when its rounding is not decided,
+``|y64 - r| > fma(2**E, gap_k, -G)`` with ``2**E`` the power of two at or below ``|y64|`` (its
+exponent bits; 0 for 0) and ``gap_k = HALF_GAP - 2K`` per row (see ``_numba_cpu.plan_finish``);
+a finite y64 that rounds to infinity is flagged too (|y64 - r| is infinite), a NaN or infinite
+one is not (ordered compares, as in the scalar loop).
 
 numba's on-disk cache keys a compiled function on its own source file only: after editing
 this file, clear the cache (``__pycache__/*.nbi``/``*.nbc`` under ``kernels``) or the callers
@@ -29,6 +32,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 W = 16  # lanes: one 64-byte line of float32 output
+# The rounding certificate's gap: with 2**E <= |y64| < 2**(E+1), the float32 r nearest y64 is
+# at least 2**(E-24) from the rounding boundary on y64's side (exactly that far at a power of
+# two approached from below; farther below 2**-126, where the spacing is fixed at 2**-149).  The
+# factor 1 - 2**-40 is the margin that covers the rounding of the certificate's own arithmetic.
+HALF_GAP = 2.0**-24 * (1 - 2.0**-40)
+_EXPONENT_BITS = 0x7FF0000000000000
+MAX_F32 = 3.4028234663852886e38
 _F32, _F64, _I32, _I1 = ir.FloatType(), ir.DoubleType(), ir.IntType(32), ir.IntType(1)
 _V32, _V64, _VI1, _VI32 = ir.VectorType(_F32, W), ir.VectorType(_F64, W), ir.VectorType(_I1, W), ir.VectorType(_I32, W)
 
@@ -47,7 +57,7 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     the second (row r + 1); returns bit 0 when a lane of the first kind is flagged, bit 1 for
     the second."""
     x, y, q, lo, hi, split, *params = args
-    mu_a, s_a, b_a, t_a, mu_b, s_b, b_b, t_b, ymax = params
+    mu_a, s_a, b_a, k_a, g_a, mu_b, s_b, b_b, k_b, g_b = params
     xa = ctx.make_array(sig.args[0])(ctx, builder, x)
     ya = ctx.make_array(sig.args[1])(ctx, builder, y)
     xp = builder.bitcast(builder.gep(xa.data, [q]), _V32.as_pointer())
@@ -62,6 +72,9 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     def per_lane(a: ir.Value, b: ir.Value) -> ir.Value:
         return builder.select(first, _splat(builder, a, _V64), _splat(builder, b, _V64))
 
+    def const(v: float) -> ir.Value:
+        return ir.Constant(_V64, [v] * W)
+
     if masked:
         mask = builder.and_(builder.not_(below(lo)), below(hi))
         load = _fn(builder, "llvm.masked.load.v16f32.p0", _V32, [xp.type, _I32, _VI1, _V32])
@@ -69,6 +82,7 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     else:
         xv = builder.load(xp, align=4)
     fma = _fn(builder, "llvm.fma.v16f64", _V64, [_V64, _V64, _V64])
+    fabs = _fn(builder, "llvm.fabs.v16f64", _V64, [_V64])
     d = builder.fsub(builder.fpext(xv, _V64), per_lane(mu_a, mu_b))
     yv = builder.call(fma, [d, per_lane(s_a, s_b), per_lane(b_a, b_b)])
     r = builder.fptrunc(yv, _V32)
@@ -78,11 +92,11 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     else:
         st = builder.store(r, yp, align=64)
         st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
-    ay = builder.call(_fn(builder, "llvm.fabs.v16f64", _V64, [_V64]), [yv])
-    bad = builder.or_(
-        builder.fcmp_ordered("<", ay, per_lane(t_a, t_b)),
-        builder.fcmp_ordered(">", ay, _splat(builder, ymax, _V64)),
-    )
+    dist = builder.call(fabs, [builder.fsub(yv, builder.fpext(r, _V64))])
+    vi64 = ir.VectorType(ir.IntType(64), W)
+    floor = builder.bitcast(builder.and_(builder.bitcast(yv, vi64), ir.Constant(vi64, [_EXPONENT_BITS] * W)), _V64)
+    room = builder.call(fma, [floor, per_lane(k_a, k_b), builder.fneg(per_lane(g_a, g_b))])
+    bad = builder.fcmp_ordered(">", dist, room)
     if masked:
         bad = builder.and_(bad, mask)
     reduce_or = _fn(builder, "llvm.vector.reduce.or.v16i1", _I1, [_VI1])
@@ -97,8 +111,8 @@ def _chunk(masked: bool) -> Any:
     flat float32 arrays x -> y, y + 4q 64-byte aligned, stored non-temporally; ``lo`` and ``hi``
     are ignored) or of :data:`chunk_masked` (lanes lo .. hi-1 only, 0 <= lo <= hi <= 16, with
     masked loads and ordinary masked stores: lanes outside [lo, hi) are neither read nor
-    written).  Lanes from ``split`` on belong to the next row.  Parameters: mu, s, beta, thr of
-    the two rows, then ymax.  Returns the two rows' flags (bits 0 and 1)."""
+    written).  Lanes from ``split`` on belong to the next row.  Parameters: mu, s, beta', gap_k, G
+    of the two rows.  Returns the two rows' flags (bits 0 and 1)."""
 
     def typer(
         typingctx: Any,
@@ -111,14 +125,15 @@ def _chunk(masked: bool) -> Any:
         mu_a: Any,
         s_a: Any,
         b_a: Any,
-        t_a: Any,
+        k_a: Any,
+        g_a: Any,
         mu_b: Any,
         s_b: Any,
         b_b: Any,
-        t_b: Any,
-        ymax: Any,
+        k_b: Any,
+        g_b: Any,
     ) -> Any:
-        sig = types.int64(x, y, types.intp, types.intp, types.intp, types.intp, *(types.float64,) * 9)
+        sig = types.int64(x, y, types.intp, types.intp, types.intp, types.intp, *(types.float64,) * 10)
 
         def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
             return _lanes(builder, ctx, s, args, masked)
@@ -141,6 +156,58 @@ def _store_fence(typingctx: Any) -> Any:
     return sig, codegen
 
 
+def _pow2_floor(typingctx: Any, v: Any) -> Any:
+    """2**E for a float64 with 2**E <= |v| < 2**(E+1): v's exponent bits alone (0 for 0 and
+    subnormals, inf for inf and NaN)."""
+    sig = types.float64(types.float64)
+
+    def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
+        i64 = ir.IntType(64)
+        bits = builder.and_(builder.bitcast(args[0], i64), ir.Constant(i64, _EXPONENT_BITS))
+        return builder.bitcast(bits, _F64)
+
+    return sig, codegen
+
+
+def _block_sums16(typingctx: Any, v: Any, q: Any, nvec: Any, shift: Any) -> Any:
+    """(sum d, sum d**2), d = v[i] - shift, over v[q : q + 16 nvec] of a contiguous float32 array,
+    in a fixed order: 16 lane-wise running sums (no reassociation), then the lanes added by a
+    fixed tree (halves, four levels).  A term thus meets at most nvec - 1 + 4 roundings after
+    its own (the subtraction; for d**2 also the product, fused into the first step)."""
+    if not (isinstance(v, types.Array) and v.dtype == types.float32 and v.layout == "C"):
+        return None
+    sig = types.UniTuple(types.float64, 2)(v, types.intp, types.intp, types.float64)
+
+    def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
+        arr = ctx.make_array(s.args[0])(ctx, builder, args[0])
+        base = builder.gep(arr.data, [args[1]])
+        sh = _splat(builder, args[3], _V64)
+        fma = _fn(builder, "llvm.fma.v16f64", _V64, [_V64, _V64, _V64])
+        zero = ir.Constant(_V64, [0.0] * W)
+        acc1 = cgutils.alloca_once_value(builder, zero)
+        acc2 = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, args[2]) as loop:
+            ptr = builder.bitcast(
+                builder.gep(base, [builder.mul(loop.index, ir.Constant(loop.index.type, W))]), _V32.as_pointer()
+            )
+            d = builder.fsub(builder.fpext(builder.load(ptr, align=4), _V64), sh)
+            builder.store(builder.fadd(builder.load(acc1), d), acc1)
+            builder.store(builder.call(fma, [d, d, builder.load(acc2)]), acc2)
+
+        def tree(v: ir.Value) -> ir.Value:
+            n = W
+            while n > 1:
+                n //= 2
+                lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
+                hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
+                v = builder.fadd(lo, hi)
+            return builder.extract_element(v, ir.Constant(_I32, 0))
+
+        return ctx.make_tuple(builder, s.return_type, [tree(builder.load(acc1)), tree(builder.load(acc2))])
+
+    return sig, codegen
+
+
 def _address(typingctx: Any, arr: Any) -> Any:
     """The address of an array's first element, as an integer (``arr.ctypes.data`` would stop
     numba from caching the compiled function)."""
@@ -157,4 +224,6 @@ def _address(typingctx: Any, arr: Any) -> Any:
 chunk_stream: Any = intrinsic(_chunk(masked=False))
 chunk_masked: Any = intrinsic(_chunk(masked=True))
 store_fence: Any = intrinsic(_store_fence)
+pow2_floor: Any = intrinsic(_pow2_floor)
+block_sums16: Any = intrinsic(_block_sums16)
 address: Any = intrinsic(_address)

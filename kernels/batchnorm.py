@@ -1,4 +1,4 @@
-"""Fast float32 BatchNorm on the CPU (numba), within 1 ULP of the exact result.
+"""Fast float32 BatchNorm on the CPU (numba), correctly rounded.
 
 See :func:`batch_norm` and :func:`batch_norm_backward`.
 """
@@ -19,7 +19,6 @@ from normspec.errors import DegenerateInputError, DomainError, DTypeError, Shape
 __all__ = ["batch_norm", "batch_norm_backward", "KernelStats", "last_run"]
 
 _U = 2.0**-53
-_MAX_F32 = 3.4028234663852886e38
 # outputs from this size on are written with streaming stores (measured: 1.3-1.6x faster on
 # 25-51 MB tensors, slower on a 0.8 MB one that stays in cache)
 _STREAM_BYTES = 4 << 20
@@ -30,7 +29,7 @@ _NARROW = ("float16", "bfloat16")  # input formats taken through float32 (statis
 class KernelStats:
     """What the last call did: how many elements needed the exact fallback."""
 
-    fallback_elements: int = 0  # elements decided by exact arithmetic (tier 3)
+    fallback_elements: int = 0  # elements decided by exact arithmetic (tier 3; narrow formats: at a tie)
     fallback_channels: int = 0  # channels whose exact statistics were computed
     running_fallbacks: int = 0
     refined_channels: int = 0  # channels whose plan was rebuilt from exact statistics (tier 2)
@@ -92,21 +91,22 @@ def _number(value: Any, name: str) -> float:
     return result
 
 
-def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int]:
-    """Per channel [shift, S1, S2, bound on sum|d|] and the m of their error bound."""
+def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int, int]:
+    """Per channel [shift, S1, S2, bound on sum|d|], the m of their error bound and its block
+    term (the ``chunk`` of ``plan_from_sums``)."""
     a_n, c_n, b_n = x3.shape
     out = np.empty((c_n, 4))
     if b_n == 1:
         chunks = _row_chunks(a_n)
         backend.stats_rows(x3[:, :, 0], out, chunks)
-        return out, 2 * (a_n // backend.CHUNK + chunks + 130)
+        return out, 2 * (a_n // backend.CHUNK + chunks + 130), backend.CHUNK
     tasks = min(a_n, 64)
     if a_n >= 2 * backend.threads():  # stream x in memory order
         backend.stats_linear(x3, tasks, out)
     else:  # few outer rows: one channel per task
         tasks = 1
         backend.stats_inner(x3, out)
-    return out, backend.neumaier_terms(a_n, b_n, tasks)
+    return out, backend.neumaier_terms(a_n, b_n, tasks), backend.ROW_BOUND
 
 
 def _row_chunks(a_n: int) -> int:
@@ -115,23 +115,26 @@ def _row_chunks(a_n: int) -> int:
 
 @dataclass
 class _Plan:
-    """Per-channel plan (views of one (C, 9) array that the numba code fills; see plan_finish)."""
+    """Per-channel plan (views of one (C, PLAN_COLUMNS) array that the numba code fills; see plan_finish)."""
 
     table: np.ndarray
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
     refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 2)
     finite: np.ndarray | None = None  # training: channels holding only finite values (from their sums)
-    overflow: bool = True  # whether some |y| may exceed the largest float32 (from a bound on |y|)
 
     mu = property(lambda self: self.table[:, 0])
     var = property(lambda self: self.table[:, 1])
     s = property(lambda self: self.table[:, 2])
     k = property(lambda self: self.table[:, 3])
     cg = property(lambda self: self.table[:, 4])
-    thr = property(lambda self: self.table[:, 5])
     mu_err = property(lambda self: self.table[:, 6])
     var_err = property(lambda self: self.table[:, 7])
     uncertain = property(lambda self: self.table[:, 8] > 0)
+    mu_lo = property(lambda self: self.table[:, 5])  # the mean is mu + mu_lo
+    big_k = property(lambda self: self.table[:, 9])  # the rounding certificate: |y64 - y| <= K|y64| + G
+    big_g = property(lambda self: self.table[:, 10])
+    gap_k = property(lambda self: self.table[:, 11])  # the kernels' form of K (see plan_finish)
+    beta_eff = property(lambda self: self.table[:, 12])  # beta - mu_lo s: the kernels' y64 = (x - mu) s + beta_eff
 
 
 class _HostData:
@@ -169,6 +172,7 @@ class _Setup:
     eps: float
     momentum: float
     identity: bool  # n = 1 in training under a convention that returns x unchanged
+    training: bool
 
     @property
     def n(self) -> int:
@@ -229,7 +233,7 @@ def _setup(
         identity = n == 1 and prof.one_value == "identity"
     elif rm is None or rv is None:
         raise ShapeError("evaluation needs running_mean and running_var")
-    return _Setup(prof, (a_n, c_n, b_n), gamma, beta, rm, rv, eps_v, mom, identity)
+    return _Setup(prof, (a_n, c_n, b_n), gamma, beta, rm, rv, eps_v, mom, identity, training)
 
 
 def _finish(
@@ -251,7 +255,7 @@ def _finish(
         return None, None
     if not training:
         return rm.copy(), rv.copy()
-    return _update(data, plan, rm, rv, setup.momentum, setup.prof, setup.n, stats)
+    return _update(data, plan, setup, stats)
 
 
 def batch_norm(
@@ -272,19 +276,21 @@ def batch_norm(
     """Float32 BatchNorm; returns ``(y, new_running_mean, new_running_var)`` as new arrays.
 
     ``x`` may also be float16 or bfloat16 (parameters and running statistics stay float32, as
-    in mixed-precision training); ``y`` then has ``x``'s dtype, with the same 1 ULP guarantee
-    in that format: the float32 result is within 1.5 float32 ULP of the exact value, far
-    below half a float16/bfloat16 ULP, so rounding it once more lands on one of the two
-    neighbours of the exact value.
+    in mixed-precision training); ``y`` then has ``x``'s dtype, correctly rounded in that
+    format.  Rounding the correctly rounded float32 once more gives it, except where the
+    float32 lands exactly on a tie of the narrow format; there the side of the exact value
+    decides (from the float64 value and its bound, exactly where they do not settle it).
 
-    **Accuracy.**  Every element of ``y`` whose exact value is finite is
-    within 1 ULP of the correctly rounded exact value, on every input;
-    so are the running statistics.  Mechanism: float64 arithmetic inside
-    (statistics from shifted sums of one pass, then the unfolded
-    ``(x - mean) * s + beta``), a rigorous per-element error bound, and an
-    exact fallback (Python integers) for the rare elements the bound cannot
-    certify (``last_run`` counts them).  Most elements come out correctly
-    rounded (the benchmark reports the share).
+    **Accuracy.**  Every element of ``y`` whose exact value is finite is the exact value
+    correctly rounded (ties to even), on every input; so are the running statistics.
+    Mechanism: float64 arithmetic inside (statistics from shifted sums of one pass, summed in
+    a fixed order; the mean carried as a pair of float64s; then ``(x - mean) * s + beta``), a
+    rigorous per-element error bound, and a certificate per element: the float32 nearest the
+    float64 value is the answer when the value's error interval stays inside that float32's
+    rounding interval.  Elements the certificate leaves open (those within the bound of a
+    rounding boundary, a few per million on ordinary data) are decided from their channel's
+    exact statistics (integer sums binned by exponent), and exactly where those still leave
+    them open (Python integers; ``last_run`` counts them).
 
     Semantics follow ``convention`` (momentum direction and default, eps
     default, clamp and cast, Bessel correction, n = 1 behaviour, the
@@ -328,18 +334,17 @@ def batch_norm(
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
     _plan(x3, plan, setup, training, backend)
-    beta = setup.beta
+    p = plan
     if b_n == 1:
-        backend.normalize_rows(x3[:, :, 0], plan.mu, plan.s, beta, plan.thr, y3[:, :, 0], flags)
+        backend.normalize_rows(x3[:, :, 0], p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
     else:
         stream = y.nbytes >= _STREAM_BYTES
-        backend.normalize(x3, plan.mu, plan.s, beta, plan.thr, y3, flags, plan.overflow, 4 * backend.threads(), stream)
+        backend.normalize(x3, p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3, flags, 4 * backend.threads(), stream)
     new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
     last_run = stats
-    if low is not None:  # y is within 1 ULP of float32; rounding it once more stays within 1 ULP here
-        with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
-            narrow = y.astype(low)
+    if low is not None:
+        narrow = _to_narrow(y3, _HostData(x3, y3), plan, setup, low, stats).reshape(xa.shape)
         if out is None:
             return narrow, new_rm, new_rv
         out[...] = narrow
@@ -352,44 +357,50 @@ def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, sta
     with the m of their bound, by default the CPU's) or from the running ones."""
     guard = setup.prof.zero_var_guard
     if training:
-        st, m = _stats(x3, backend) if stats is None else stats(x3)
-        backend.plans_from_stats(st, setup.n, m, backend.CHUNK, setup.gamma, setup.beta, setup.eps, guard, plan.table)
+        st, m, chunk = _stats(x3, backend) if stats is None else stats(x3)
+        backend.plans_from_stats(st, setup.n, m, chunk, setup.gamma, setup.beta, setup.eps, guard, plan.table)
         plan.finite = np.isfinite(st[:, 1:3]).all(axis=1)
-        with np.errstate(invalid="ignore", over="ignore"):
-            # max|x - shift| <= sqrt(S2) (S2 known to far better than 2**-20)
-            x_dev = np.sqrt(st[:, 2]) * (1 + 2.0**-20) + np.abs(st[:, 0] - plan.mu)
     else:
         assert setup.rm is not None and setup.rv is not None
         rm, rv = setup.rm.astype(np.float64), setup.rv.astype(np.float64)
         backend.plans_finish(rm, rv, setup.gamma, setup.beta, setup.eps, guard, plan.table)
-        x_dev = _MAX_F32 + np.abs(plan.mu)  # any finite float32 x
-    with np.errstate(invalid="ignore", over="ignore"):
-        y_max = (np.abs(plan.s) * x_dev + np.abs(setup.beta)) * (1 + 2.0**-40)
-    plan.overflow = not bool((y_max < _MAX_F32).all())  # NaN bounds count as possible overflow
 
 
-def _certify(data: Any, a: int, c: int, plan: _Plan, beta: float, backend: Any) -> np.ndarray:
+def _certify(data: Any, a: int, c: int, plan: _Plan, backend: Any) -> np.ndarray:
     """Row (a, c) of y again under ``plan``, stored; the mask of its finite-x elements not certified."""
     row, out = data.row(a, c), data.out_row(a, c)
     bad = np.empty(row.shape, np.bool_)
     t = plan.table[c]
-    backend.certify_row(row, t[0], t[2], beta, t[3], t[4], out, bad)
+    backend.certify_row(row, t[0], t[2], t[12], t[11], t[10], out, bad)
     data.store_row(a, c, out)
     return np.isfinite(row) if plan.uncertain[c] else bad
 
 
 def _refine(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> None:
     """Tier 2: the channels' exact means and variances (integer exponent bins, about 2 ns a value,
-    channels in parallel); each plan is rebuilt from their float64 roundings, whose errors are
-    known exactly."""
+    channels in parallel); each plan is rebuilt from them: the mean as a pair of float64s
+    (its error below 2**-100 of it), the variance rounded once, both errors known exactly."""
     for c, (mean, var) in zip(channels, data.channel_stats_many(channels), strict=True):
         plan.exact[c] = (mean, var)
         mu, v = float(mean), float(var)  # int / int: correctly rounded
-        mu_err = float(abs(Fraction(mu) - mean)) * (1 + 2.0**-50)
+        mu_lo = float(mean - Fraction(mu))
+        mu_err = float(abs(mean - Fraction(mu) - Fraction(mu_lo))) * (1 + 2.0**-50)
         var_err = float(abs(Fraction(v) - var)) * (1 + 2.0**-50)
         gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
-        backend.plan_finish(mu, v, mu_err, var_err, gamma, beta, setup.eps, setup.prof.zero_var_guard, plan.table[c])
+        guard = setup.prof.zero_var_guard
+        backend.plan_finish(mu, mu_lo, v, mu_err, var_err, gamma, beta, setup.eps, guard, plan.table[c])
         plan.refined.add(c)
+
+
+def _exact_stats(data: Any, c: int, plan: _Plan, setup: _Setup) -> tuple[Fraction, Fraction]:
+    """Channel c's exact mean and variance: the batch's (training, computed once) or the running ones."""
+    if c not in plan.exact:
+        if setup.training:
+            plan.exact[c] = data.channel_stats(c)
+        else:
+            assert setup.rm is not None and setup.rv is not None
+            plan.exact[c] = (Fraction(float(setup.rm[c])), Fraction(float(setup.rv[c])))
+    return plan.exact[c]
 
 
 def _fallback(
@@ -403,7 +414,7 @@ def _fallback(
     rows = list(zip(*np.nonzero(flags), strict=True))
     bad_rows = {}
     for a, c in rows:
-        bad_rows[a, c] = _certify(data, a, c, plan, beta[c], backend)
+        bad_rows[a, c] = _certify(data, a, c, plan, backend)
     finite = np.ones(plan.table.shape[0], bool) if not training or plan.finite is None else plan.finite
     if training:
         todo = sorted({int(c) for (a, c), bad in bad_rows.items() if bad.any() and finite[c]} - plan.refined)
@@ -412,17 +423,14 @@ def _fallback(
             stats.fallback_channels += len(todo)
             for a, c in rows:
                 if c in todo:  # certified elements improve too
-                    bad_rows[a, c] = _certify(data, a, c, plan, beta[c], backend)
+                    bad_rows[a, c] = _certify(data, a, c, plan, backend)
     for (a, c), bad in bad_rows.items():
         if not bad.any() or not finite[c]:
             continue
-        if c not in plan.exact:  # evaluation: the running statistics, exactly
-            assert setup.rm is not None and setup.rv is not None
-            plan.exact[c] = (Fraction(float(setup.rm[c])), Fraction(float(setup.rv[c])))
-        mean, var = plan.exact[c]
+        mean, var = _exact_stats(data, c, plan, setup)
         row, out = data.row(a, c), data.out_row(a, c)
         for b in np.flatnonzero(bad):
-            out[b] = _exact.y_within_one_ulp(
+            out[b] = _exact.y_correctly_rounded(
                 float(row[b]),
                 mean,
                 var + Fraction(setup.eps),
@@ -434,37 +442,78 @@ def _fallback(
         data.store_row(a, c, out)
 
 
-def _update(
-    data: Any,
-    plan: _Plan,
-    rm: np.ndarray,
-    rv: np.ndarray,
-    mom: float,
-    prof: KernelProfile,
-    n: int,
-    stats: KernelStats,
-) -> tuple[np.ndarray, np.ndarray]:
-    bessel = prof.bessel(n)
+# precision, smallest normal, smallest subnormal
+_NARROW_BITS = {"float16": (11, 2.0**-14, 2.0**-24), "bfloat16": (8, 2.0**-126, 2.0**-133)}
+
+
+def _to_narrow(y3: np.ndarray, data: Any, plan: _Plan, setup: _Setup, low: Any, stats: KernelStats) -> np.ndarray:
+    """The correctly rounded float16/bfloat16 y from the correctly rounded float32 y.
+
+    Rounding r = fl32(y) once more gives fl16(y) unless r is itself a tie of the narrow format
+    (a narrow midpoint between y and fl16(y) would be a float32 nearer y than r).  At such a
+    tie the side of y decides: from y64 and its bound where they settle it, exactly otherwise
+    (exactly at the tie, ties to even)."""
+    with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
+        narrow = y3.astype(low)
+    p, min_normal, min_sub = _NARROW_BITS[np.dtype(low).name]
+    shift = 24 - p  # float32 bits below the narrow format's last one
+    bits = y3.view(np.uint32)
+    tie = (bits & ((1 << shift) - 1)) == (1 << (shift - 1))
+    tiny = np.abs(y3) < min_normal  # fixed spacing there: a tie is an odd multiple of min_sub / 2
+    if tiny.any():
+        t = np.abs(y3[tiny]).astype(np.float64) * (2 / min_sub)
+        tie[tiny] = (t == np.floor(t)) & (np.fmod(t, 2) == 1)
+    tie &= np.isfinite(y3)
+    for a, c, b in zip(*np.nonzero(tie), strict=True):
+        m = np.float32(y3[a, c, b])
+        xv = float(data.row(a, c)[b])
+        t = plan.table[c]
+        yv = (xv - t[0]) * t[2] + t[12]
+        bound = (t[9] * abs(yv) + t[10]) * (1 + 2.0**-40)
+        side = 1 if yv - float(m) > bound else -1 if float(m) - yv > bound else 0
+        if side == 0 and not plan.uncertain[c] and bound == 0:
+            continue  # y64 is y exactly: the tie itself, rounded to even by the cast
+        if side == 0:
+            mean, var = _exact_stats(data, c, plan, setup)
+            denom = var + Fraction(setup.eps)
+            gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
+            side = _exact.y_compare(xv, mean, denom, gamma, beta, setup.prof.zero_var_guard, float(m))
+            stats.fallback_elements += 1
+        if side:
+            with np.errstate(over="ignore"):
+                narrow[a, c, b] = np.nextafter(m, np.float32(side * np.inf)).astype(low)
+    return narrow
+
+
+def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats) -> tuple[np.ndarray, np.ndarray]:
+    """The new running statistics, correctly rounded: float64 with a bound, exact where the
+    bound leaves the rounding open (from the channel's exact statistics)."""
+    assert setup.rm is not None and setup.rv is not None
+    rm, rv, mom, prof = setup.rm, setup.rv, setup.momentum, setup.prof
+    bessel = prof.bessel(setup.n)
     w_new, w_old = (mom, 1 - mom) if prof.new_weight else (1 - mom, mom)
     old_m, old_v = rm.astype(np.float64), rv.astype(np.float64)
     with np.errstate(invalid="ignore"):
-        qm = w_old * old_m + w_new * plan.mu
+        qm = w_old * old_m + w_new * (plan.mu + plan.mu_lo)
         qv = w_old * old_v + w_new * plan.var * bessel
-        dm = abs(w_new) * plan.mu_err + 4 * _U * (np.abs(w_old * old_m) + np.abs(w_new * plan.mu))
+        dm = abs(w_new) * plan.mu_err + 6 * _U * (np.abs(w_old * old_m) + np.abs(w_new * plan.mu))
         dv = abs(w_new) * abs(bessel) * plan.var_err + 6 * _U * (np.abs(w_old * old_v) + np.abs(w_new * plan.var))
     with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
         new_m, new_v = qm.astype(np.float32), qv.astype(np.float32)
     for q, d, res in ((qm, dm, new_m), (qv, dv, new_v)):
-        lim = np.maximum(np.abs(res.astype(np.float64)) * 2.0**-26, 2.0**-150)
-        redo = np.flatnonzero(~(d <= lim) & np.isfinite(q))
+        # decided when q's enclosure stays inside res's rounding interval (as _decided in the kernels)
+        r64 = res.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # 2**(E-24) with 2**E <= |q| < 2**(E+1) (frexp gives E + 1); 2**-150 near 0
+            gap = np.where(q != 0, np.maximum(np.ldexp(1.0, np.frexp(q)[1] - 25), 2.0**-150), 2.0**-150)
+            gap *= 1 - 2.0**-40
+            redo = np.flatnonzero(~(np.abs(q - r64) + d <= gap) & np.isfinite(q))
         for c in redo:
-            if int(c) not in plan.exact:
-                plan.exact[int(c)] = data.channel_stats(int(c))
-            mean, var = plan.exact[int(c)]
+            mean, var = _exact_stats(data, int(c), plan, setup)
             if res is new_m:
-                res[c] = _exact.update_within_one_ulp(float(rm[c]), mean, mom, prof.new_weight)
+                res[c] = _exact.update_correctly_rounded(float(rm[c]), mean, mom, prof.new_weight)
             else:
-                res[c] = _exact.update_within_one_ulp(float(rv[c]), var * Fraction(bessel), mom, prof.new_weight)
+                res[c] = _exact.update_correctly_rounded(float(rv[c]), var * Fraction(bessel), mom, prof.new_weight)
             stats.running_fallbacks += 1
     return new_m, new_v
 
@@ -529,7 +578,7 @@ def _backward(
     sums: Any,
     dx: Any,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The backward pass on (A, C, B) views, the bulk work done by ``stats(x3) -> (st, m)``,
+    """The backward pass on (A, C, B) views, the bulk work done by ``stats(x3) -> (st, m, chunk)``,
     ``sums(x3, dy3, mu) -> [sum dy, sum dy (x - mu)]`` per channel and ``dx(...)`` (CPU or
     CUDA); the per-channel arithmetic in between is shared."""
     prof = _profile(convention)
@@ -542,7 +591,7 @@ def _backward(
             raise DegenerateInputError(
                 expected("more than 1 value per channel when training", "x viewed (A, C, B)", x3.shape)
             )
-        st, _ = stats(x3)
+        st, _, _ = stats(x3)
         mean1 = st[:, 1] / n
         mu = st[:, 0] + mean1
         var = np.maximum(st[:, 2] / n - mean1 * mean1, 0.0)

@@ -28,7 +28,7 @@ def main() -> int:
         "shifts_kernel": (f32, f64),
         "partial_sums_kernel": (f32, f64, float64[:, :, ::1]),
         "combine_kernel": (float64[:, :, ::1], f64, int64, float64[:, ::1]),
-        "normalize_kernel": (f32, f64, f64, f64, f64, f32, int32[:, ::1]),
+        "normalize_kernel": (f32, f64, f64, f64, f64, f64, f32, int32[:, ::1]),
         "exact_bins_kernel": (int32[:, :, ::1], int64, int64[::1], int64[:, ::1]),
         "backward_partials_kernel": (f32, f32, f64, float64[:, :, ::1]),
         "backward_dx_kernel": (f32, f32, f64, f64, f64, f64, f32),

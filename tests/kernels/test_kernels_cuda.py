@@ -41,7 +41,7 @@ def check(*args, **kw):
 @settings(max_examples=40 if SIM else 200, deadline=None)
 @given(bn_cases.cases(max_n=3, max_len=5), st.booleans())
 @bn_cases.adversarial_examples
-def test_within_one_ulp_of_the_oracle(case, training):
+def test_correctly_rounded_against_the_oracle(case, training):
     x, w, b, rm, rv, eps = case
     check(x, w, b, rm, rv, training, eps=eps)
 
