@@ -29,17 +29,11 @@ training reads x twice and writes y once, evaluation reads x once and writes y o
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
 import sys
 from typing import Any
 
 import numpy as np
-from _timing import spread
+from _timing import bench_main, copy_reference, header, spread
 
 SHAPES = ["32x64x56x56", "256x256x14x14", "8x32x224x224"]
 MODES = ("fresh", "prealloc")
@@ -61,40 +55,14 @@ def _kernel_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]
     import numba
     from normspec.kernels import batch_norm, set_output_cache
     from normspec.kernels import batchnorm as kb
-    from numba import njit, prange
 
     numba.set_num_threads(threads)
     set_output_cache(0)  # fresh outputs come from the system allocator, as torch's do
-
-    @njit(parallel=True, cache=True)
-    def copy(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
-        for i in prange(src.size):
-            dst[i] = src[i]
-
-    def copy_new(flat: np.ndarray) -> np.ndarray:
-        dst = np.empty_like(flat)
-        copy(flat, dst)
-        return dst
-
     out: dict[str, Any] = {"numba": numba.__version__, "rows": {}}
     for spec in shapes:
         x, w, b, rm, rv = _data(spec)
-        flat, dst, y = x.ravel(), np.empty(x.size, np.float32), np.empty_like(x)
-        row: dict[str, Any] = {
-            "copy": {
-                "fresh": min(
-                    (
-                        spread(lambda: copy_new(flat), repeat, hold=True),
-                        spread(lambda: np.copy(flat), repeat, hold=True),
-                    ),
-                    key=lambda s: s["median"],
-                ),
-                "prealloc": min(
-                    (spread(lambda: copy(flat, dst), repeat), spread(lambda: np.copyto(dst, flat), repeat)),
-                    key=lambda s: s["median"],
-                ),
-            }
-        }
+        y = np.empty_like(x)
+        row: dict[str, Any] = {"copy": copy_reference(x, repeat)}
         for phase in PHASES:
             training = phase == "train"
             row[phase] = {
@@ -155,36 +123,6 @@ def _accuracy_side() -> dict[str, Any]:
     return acc
 
 
-def _side(name: str, shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
-    """One side in a process of its own (thread pools sized before any library starts them)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(max(threads, 1)))
-    cmd = [sys.executable, __file__, "--side", name, "--threads", str(threads), "--repeat", str(repeat)]
-    done = subprocess.run([*cmd, "--shapes", *shapes] if shapes else cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the {name} side failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    info: dict[str, Any] = {
-        "date": datetime.date.today().isoformat(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        for line in lines:
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "L1d cache", "L2 cache", "L3 cache"):
-                info[key.strip()] = value.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return info
-
-
 def combine(
     kernel: dict[str, Any], torch: dict[str, Any], threads: int, nbytes: dict[str, int]
 ) -> list[dict[str, Any]]:
@@ -217,12 +155,8 @@ def combine(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
     lines = [
-        f"{m['date']}, {m.get('Model name', '?')}, {m['cpus']} CPUs (L2 {m.get('L2 cache', '?')}, "
-        f"L3 {m.get('L3 cache', '?')}), {m['platform']}, Python {m['python']}, numba {result['numba']}, "
-        f"torch {result['torch']}; medians (min-max) of {result['repeat']} calls after a warm-up, each library "
-        "in its own process.",
+        header(result),
         "",
         "| shape | threads | mode | phase | kernel ms | torch ms | x torch | copy GB/s | copy time / kernel time "
         "| bandwidth share |",
@@ -245,7 +179,7 @@ def accuracy_lines(result: dict[str, Any]) -> list[str]:
         f"Accuracy ({kind}, 32x64x56x56, training): max {a['max_ulp']:.0f} ULP from the exact value, "
         f"{100 * a['correctly_rounded_share']:.4f} % correctly rounded, {a['fallback_elements']} of "
         f"{a['elements']} elements decided by the exact fallback."
-        for kind, a in result["accuracy_32x64x56x56"].items()
+        for kind, a in result["accuracy"].items()
     ]
 
 
@@ -280,52 +214,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=SHAPES, help="NxCxHxW shapes (default: %(default)s)")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default: 1 2)")
-    p.add_argument("--repeat", type=int, default=9, help="timed calls per figure, after a warm-up (default: 9)")
-    p.add_argument("--json", metavar="FILE", help="write the figures to FILE as JSON")
-    p.add_argument("--markdown", metavar="FILE", help="print the RESULTS.md section for a JSON written by --json")
-    p.add_argument("--side", choices=("kernel", "torch", "accuracy"), help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.markdown:
-        with open(args.markdown) as fh:
-            print(markdown(json.load(fh)))
-        return
-    if args.repeat < 1:
-        p.error(f"--repeat must be at least 1, not {args.repeat}")
-    if args.side == "kernel":
-        print(json.dumps(_kernel_side(args.shapes, args.threads[0], args.repeat)))
-        return
-    if args.side == "torch":
-        print(json.dumps(_torch_side(args.shapes, args.threads[0], args.repeat)))
-        return
-    if args.side == "accuracy":
-        print(json.dumps(_accuracy_side()))
-        return
-    nbytes = {s: 4 * int(np.prod([int(v) for v in s.split("x")])) for s in args.shapes}
-    rows: list[dict[str, Any]] = []
-    versions: dict[str, str] = {}
-    for threads in args.threads:
-        print(f"{threads} thread(s): kernel side ...", file=sys.stderr, flush=True)
-        k = _side("kernel", args.shapes, threads, args.repeat)
-        print(f"{threads} thread(s): torch side ...", file=sys.stderr, flush=True)
-        t = _side("torch", args.shapes, threads, args.repeat)
-        versions = {"numba": k["numba"], "torch": t["torch"]}
-        rows += combine(k, t, threads, nbytes)
-    print("accuracy against the oracle ...", file=sys.stderr, flush=True)
-    accuracy = _side("accuracy", [], 2, 1)
-    result = {
-        **versions,
-        "repeat": args.repeat,
-        "machine": machine(),
-        "rows": rows,
-        "accuracy_32x64x56x56": accuracy,
-    }
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
-    print(table(result))
+    bench_main(sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -316,15 +316,7 @@ def batch_norm(
     x3 = xa.reshape(setup.shape3)
     a_n, c_n, b_n = x3.shape
     y_dtype = np.float32 if low is None else low
-    if out is not None and not isinstance(out, np.ndarray):
-        raise ShapeError(expected("out as a numpy array", "out", type(out).__name__))
-    if out is not None and not out.flags.writeable:
-        raise ShapeError(expected("a writable out", "out", "read-only"))
-    if out is not None and (out.shape != xa.shape or out.dtype != y_dtype or not out.flags.c_contiguous):
-        want = f"out of shape {xa.shape}, {np.dtype(y_dtype).name}, contiguous"
-        raise ShapeError(expected(want, "out", (out.shape, out.dtype.name)))
-    if out is not None and np.may_share_memory(out, xa):  # contiguous both: exact; fallbacks re-read x
-        raise ShapeError(expected("out not overlapping x (x is an input, never modified)", "out", "a view of x"))
+    _check_out(out, xa, y_dtype)
     if setup.identity:
         last_run = stats
         rm, rv = setup.rm, setup.rv
@@ -350,6 +342,21 @@ def batch_norm(
         out[...] = narrow
         return out, new_rm, new_rv
     return y, new_rm, new_rv
+
+
+def _check_out(out: Any, xa: np.ndarray, y_dtype: Any) -> None:
+    """``out=`` must be a writable contiguous numpy array of x's shape in y's dtype, apart from x."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise ShapeError(expected("out as a numpy array", "out", type(out).__name__))
+    if not out.flags.writeable:
+        raise ShapeError(expected("a writable out", "out", "read-only"))
+    if out.shape != xa.shape or out.dtype != y_dtype or not out.flags.c_contiguous:
+        want = f"out of shape {xa.shape}, {np.dtype(y_dtype).name}, contiguous"
+        raise ShapeError(expected(want, "out", (out.shape, out.dtype.name)))
+    if np.may_share_memory(out, xa):  # contiguous both: exact; fallbacks re-read x
+        raise ShapeError(expected("out not overlapping x (x is an input, never modified)", "out", "a view of x"))
 
 
 def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, stats: Any = None) -> None:

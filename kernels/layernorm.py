@@ -44,21 +44,24 @@ def _prepare(
     return xa, x2, params[0], params[1]
 
 
-def _run(xa: np.ndarray, x2: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float) -> np.ndarray:
+def _run(
+    xa: np.ndarray, x2: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float, out: Any
+) -> np.ndarray:
     from normspec.kernels import _numba_cpu as backend
-    from normspec.kernels.batchnorm import _number
+    from normspec.kernels.batchnorm import _check_out, _number
 
     if _number(eps, "eps") < 0:
         raise DomainError(expected("a finite eps >= 0", "eps", eps))
     eps = float(eps)
+    _check_out(out, xa, np.float32)
     r = x2.shape[0]
-    y2 = _buffers.empty(x2.shape, np.float32)
+    y2 = _buffers.empty(x2.shape, np.float32) if out is None else out.reshape(x2.shape)
     plan = np.empty((r, backend.PLAN_COLUMNS))
     flags = np.zeros(r, np.int64)
     backend.rows_norm(x2, gamma, beta, centred, float(eps), plan, y2, flags)
     for row_index in np.flatnonzero(flags):
         _fallback_row(x2[row_index], y2[row_index], plan[row_index], gamma, beta, centred, eps)
-    return y2.reshape(xa.shape)
+    return y2.reshape(xa.shape) if out is None else out
 
 
 def _fallback_row(
@@ -90,17 +93,25 @@ def _fallback_row(
 
 
 def layer_norm(
-    x: Any, normalized_ndim: int = 1, weight: Any = None, bias: Any = None, *, eps: float = 1e-5
+    x: Any,
+    normalized_ndim: int = 1,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float = 1e-5,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """LayerNorm over the trailing ``normalized_ndim`` axes (float32); every finite output is the
     exact value correctly rounded (a float64 evaluation with a rigorous per-element bound decides
-    the rounding where it can, exact arithmetic elsewhere)."""
+    the rounding where it can, exact arithmetic elsewhere).  ``out`` may receive the result."""
     xa, x2, g, b = _prepare(x, normalized_ndim, weight, bias)
-    return _run(xa, x2, g, b, True, eps)
+    return _run(xa, x2, g, b, True, eps, out)
 
 
-def rms_norm(x: Any, normalized_ndim: int = 1, weight: Any = None, *, eps: float | None = None) -> np.ndarray:
+def rms_norm(
+    x: Any, normalized_ndim: int = 1, weight: Any = None, *, eps: float | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """RMSNorm ``x * weight / sqrt(mean(x^2) + eps)`` (float32; ``eps=None`` is float32's machine
-    epsilon, as in PyTorch), correctly rounded like :func:`layer_norm`."""
+    epsilon, as in PyTorch), correctly rounded like :func:`layer_norm`; ``out`` as there."""
     xa, x2, g, b = _prepare(x, normalized_ndim, weight, None)
-    return _run(xa, x2, g, b, False, float(np.finfo(np.float32).eps) if eps is None else eps)
+    return _run(xa, x2, g, b, False, float(np.finfo(np.float32).eps) if eps is None else eps, out)

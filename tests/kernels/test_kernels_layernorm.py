@@ -68,3 +68,16 @@ def test_two_normalized_axes_and_default_eps():
 def test_bad_input(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_out_receives_the_result():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 6, 7)) + 1e4).astype(F32)
+    for fn, want in ((layer_norm, exact_ln(x, 2).y), (rms_norm, exact_rms(x, 2).y)):
+        out = np.full(x.shape, np.nan, F32)
+        assert fn(x, 2, out=out) is out
+        exact(out, want)
+    with pytest.raises(ShapeError, match="out of shape"):
+        layer_norm(x, 1, out=np.empty((5, 6), F32))
+    with pytest.raises(ShapeError, match="out not overlapping x"):
+        rms_norm(x, 1, out=x)
