@@ -35,6 +35,7 @@ __all__ = ["load_cases", "resolve_target", "check_case", "CaseResult", "Target",
 Target = Callable[..., tuple[Any, Any, Any]]
 _INPUTS = ("x", "weight", "bias", "running_mean", "running_var")
 _EXPECTED = ("y", "mean", "var", "running_mean_out", "running_var_out")
+_GRADIENTS = ("dx", "dweight", "dbias")  # family cases with an upstream gradient dy
 
 
 def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[VectorCase]:
@@ -53,9 +54,8 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
         try:
             data = {k: decode(v, kinds.get(k, v.dtype.name)) for k, v in arrays.items()}
             inputs = {k: data[k] for k in _INPUTS}
-            if "groups" in data:
-                inputs["groups"] = data["groups"]
-            expected = {k: data[k] for k in _EXPECTED if k in data or k == "y"}
+            inputs.update({k: data[k] for k in ("groups", "dy") if k in data})
+            expected = {k: data[k] for k in _EXPECTED + _GRADIENTS if k in data or k == "y"}
         except KeyError as exc:
             raise InputFileError(f"case {entry['name']!r} lacks array {exc}") from None
         if inputs["x"].shape[0] != entry["steps"] or expected["y"].shape[0] != entry["steps"]:
@@ -184,43 +184,62 @@ class CaseResult:
 
 
 def _check_family(case: VectorCase, target: Target) -> CaseResult:
-    """A family case: the target is called as f(x, weight, bias, eps, groups) -> y (eps NaN means None)."""
-    inp, want = case.inputs, case.expected["y"][0]
+    """A family case: the target is called as f(x, weight, bias, eps, groups) -> y (eps NaN means None);
+    where the case carries gradients and the target has a ``backward`` attribute, also as
+    f.backward(x, weight, bias, eps, groups, dy) -> {"dx": ..., "dweight": ..., "dbias": ...}."""
+    inp = case.inputs
+    args = (inp["x"][0], inp["weight"], inp["bias"])
+    groups = int(np.asarray(inp["groups"]).ravel()[0])
     try:
-        got = np.asarray(
-            target(
-                inp["x"][0].copy(),
-                inp["weight"].copy(),
-                inp["bias"].copy(),
-                case.eps,
-                int(np.asarray(inp["groups"]).ravel()[0]),
-            )
-        )
+        got = {"y": np.asarray(target(*(a.copy() for a in args), case.eps, groups))}
     except Exception as exc:  # a crashing implementation is a result, not our crash
         return CaseResult(case.name, "crash", math.inf, 0.0, _failure(exc))
-    if got.shape != want.shape:
-        return CaseResult(case.name, "malformed", math.inf, 0.0, f"y shape {got.shape}, expected {want.shape}")
-    with np.errstate(invalid="ignore", over="ignore"):
-        d = ulp_distance(got.astype(want.dtype), want)
-    finite = np.isfinite(want.astype(np.float64))
-    bad = finite & ~np.isfinite(got.astype(np.float64))
-    if bad.any():
-        i = tuple(int(v) for v in np.argwhere(bad)[0])
-        return CaseResult(case.name, "non-finite", math.inf, float(np.mean(d == 0)), f"y{list(i)}: got {got[i]!r}")
-    worst = float(d[finite].max()) if finite.any() else 0.0
-    return CaseResult(case.name, "exact" if worst == 0 else "differs", worst, float(np.mean(d == 0)))
+    backward = getattr(target, "backward", None)
+    note = ""
+    if "dx" in case.expected and backward is None:
+        note = "gradients not compared (the target has no backward)"
+    elif "dx" in case.expected:
+        try:
+            grads = backward(*(a.copy() for a in args), case.eps, groups, inp["dy"][0].copy())
+            got.update({k: np.asarray(grads[k]) for k in _GRADIENTS if k in case.expected})
+        except Exception as exc:  # a crashing implementation is a result, not our crash
+            return CaseResult(case.name, "crash", math.inf, 0.0, f"backward: {_failure(exc)}")
+    worst, share, where = 0.0, 1.0, note
+    for name, value in got.items():
+        want = case.expected[name][0]
+        if value.shape != want.shape:
+            return CaseResult(
+                case.name, "malformed", math.inf, 0.0, f"{name} shape {value.shape}, expected {want.shape}"
+            )
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = ulp_distance(value.astype(want.dtype), want)
+        finite = np.isfinite(want.astype(np.float64))
+        bad = finite & ~np.isfinite(value.astype(np.float64))
+        if bad.any():
+            i = tuple(int(v) for v in np.argwhere(bad)[0])
+            return CaseResult(
+                case.name, "non-finite", math.inf, float(np.mean(d == 0)), f"{name}{list(i)}: got {value[i]!r}"
+            )
+        here = float(d[finite].max()) if finite.any() else 0.0
+        if name == "y":
+            share = float(np.mean(d == 0))
+        if here > worst:
+            worst, where = here, f"{name}: {here:.0f} ULP" + (f"; {note}" if note else "")
+    return CaseResult(case.name, "exact" if worst == 0 else "differs", worst, share, where)
 
 
 def family_oracle_target(convention: str) -> Target:
     """The oracle as a family target, through the one dispatch (:func:`normspec.oracle.forward`)."""
     from normspec.spec.conventions import get_convention
-    from normspec.vectors.family import family_forward
+    from normspec.vectors.family import GRADIENT_LAYERS, family_backward, family_forward
 
     conv = get_convention(convention)
 
     def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
         return family_forward(conv, x, w, b, eps, groups)
 
+    if conv.layer in GRADIENT_LAYERS:
+        run.backward = lambda x, w, b, eps, groups, dy: family_backward(conv, x, w, b, eps, groups, dy)  # type: ignore[attr-defined]
     return run
 
 

@@ -17,7 +17,15 @@ from normspec.errors import InvalidArgumentError, expected
 if TYPE_CHECKING:
     from normspec.spec.conventions import Convention
 
-__all__ = ["exact_family_output", "family_arguments", "family_battery", "family_forward", "per_channel_affine"]
+__all__ = [
+    "exact_family_gradients",
+    "exact_family_output",
+    "family_arguments",
+    "family_backward",
+    "family_battery",
+    "family_forward",
+    "per_channel_affine",
+]
 
 F32 = np.float32
 Case = dict[str, Any]
@@ -55,6 +63,35 @@ def family_forward(conv: Convention, x: Any, weight: Any, bias: Any, eps: float,
 
     args, kwargs = family_arguments(conv, x, weight, bias, eps, groups)
     return forward(conv, *args, **kwargs).y
+
+
+def family_backward(
+    conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any, dy: Any
+) -> dict[str, np.ndarray]:
+    """The exact gradients of the family protocol on the oracle, under ``conv`` (LayerNorm and
+    RMSNorm profiles): ``dx`` and ``dweight``, and ``dbias`` for LayerNorm; each correctly rounded.
+    Under a profile with cast points, the gradient autograd takes through the profile's
+    formula, exact between the roundings it makes (``normspec.oracle.rms_norm_backward``)."""
+    from normspec.oracle import layer_norm_backward, rms_norm_backward
+
+    if conv.layer not in GRADIENT_LAYERS:
+        raise InvalidArgumentError(expected("a LayerNorm or RMSNorm profile", "convention", conv.name))
+    args, kwargs = family_arguments(conv, x, weight, bias, eps, groups)
+    fn = layer_norm_backward if conv.layer == "layer_norm" else rms_norm_backward
+    g = fn(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv)
+    out = {"dx": g.dx, "dweight": g.dweight}
+    if conv.layer == "layer_norm":
+        out["dbias"] = g.dbias
+    return out
+
+
+# the family layers whose vectors carry exact gradients
+GRADIENT_LAYERS = ("layer_norm", "rms_norm")
+
+
+def exact_family_gradients(conv: Convention, case: Case, dy: np.ndarray) -> dict[str, np.ndarray]:
+    """The exact gradients of a battery case for the upstream gradient ``dy`` under ``conv``."""
+    return family_backward(conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"], dy)
 
 
 def exact_family_output(conv: Convention, case: Case) -> np.ndarray:

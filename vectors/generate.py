@@ -13,6 +13,9 @@ expected ``y`` (steps, ...), ``mean``, ``var``, ``running_mean_out``,
 ``running_var_out`` (steps, C); float32 cases also carry
 ``budget_naive_float32_pairwise`` (steps, ...), the rigorous error bound of
 the spec's formula evaluated plainly in float32 (see ``REFERENCE_ALGORITHM``).
+Family cases (LayerNorm, RMSNorm, GroupNorm, InstanceNorm) hold ``x``, the
+parameters, ``groups`` and the expected ``y``; LayerNorm and RMSNorm cases also an
+upstream gradient ``dy`` and the exact ``dx``, ``dweight`` (and ``dbias``).
 bfloat16 arrays are stored as their uint16 bit patterns; the manifest records
 every array's dtype.
 """
@@ -277,10 +280,12 @@ def _reference_budget(case: VectorCase, k: int, rm: np.ndarray, rv: np.ndarray) 
 def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
     """Golden cases for a family layer (LayerNorm, RMSNorm, GroupNorm, InstanceNorm) under ``profile``.
 
-    Only ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
+    ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
+    LayerNorm and RMSNorm cases also carry an upstream gradient ``dy`` (seeded, in x's dtype) and
+    the exact ``dx``, ``dweight`` (and LayerNorm's ``dbias``), each correctly rounded.
     """
     from normspec.spec.conventions import get_convention
-    from normspec.vectors.family import exact_family_output, family_battery
+    from normspec.vectors.family import GRADIENT_LAYERS, exact_family_gradients, exact_family_output, family_battery
 
     from normspec.errors import UnknownConventionError, expected
 
@@ -302,19 +307,25 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
             "running_var": case["running_var"],
             "groups": np.asarray(case["groups"]),
         }
+        grads: dict[str, np.ndarray] = {}
+        if conv.layer in GRADIENT_LAYERS:
+            rng = np.random.default_rng([seed, len(out), 7])
+            inputs["dy"] = rng.standard_normal(x.shape).astype(x.dtype)
+            grads = {k: v[None] for k, v in exact_family_gradients(conv, case, inputs["dy"][0]).items()}
+        dtype = np.dtype(x.dtype).name  # float32; float16 and bfloat16 for the LLM rows
         out.append(
             VectorCase(
-                f"{profile}-float32-{name}",
+                f"{profile}-{dtype}-{name}",
                 profile,
                 conv.layer,
                 seed,
-                "float32",
+                dtype,
                 True,
                 0.0,
                 eps,
                 1,
                 inputs,
-                {"y": y[None]},
+                {"y": y[None], **grads},
                 note,
             )
         )

@@ -266,3 +266,44 @@ def test_a_manifest_that_breaks_the_schema_is_refused_by_name(vecdir, tmp_path, 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert main(["vectors", "check", str(copy), "--target", "oracle"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_llm_vectors_carry_exact_gradients_in_their_format(tmp_path):
+    """hf_llama_rms_norm cases: dy, dx and dweight in bfloat16 (stored as bits, the manifest
+    naming the dtype), equal to the oracle's exact backward; a backward 1 ULP off in one dx
+    element is told apart, and a target without a backward says its gradients went unchecked."""
+    bf16 = bfloat16_dtype()
+    if bf16 is None:
+        pytest.skip("bfloat16 needs ml_dtypes: pip install 'normspec[bfloat16]'")
+    from normspec.oracle import rms_norm_backward
+
+    generate(tmp_path, (), ("float32",), family=("hf_llama_rms_norm", "torch_layer_norm"))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    entry = next(e for e in manifest["cases"] if e["name"] == "hf_llama_rms_norm-bfloat16-bf16_rows_4096")
+    assert {entry["arrays"][k] for k in ("x", "dy", "dx", "dweight", "y")} == {"bfloat16"}
+    cases = {c.name: c for c in load_cases(tmp_path)}
+    case = cases["hf_llama_rms_norm-bfloat16-bf16_rows_4096"]
+    x, w, dy = case.inputs["x"][0], case.inputs["weight"], case.inputs["dy"][0]
+    assert x.dtype == dy.dtype == bf16
+    g = rms_norm_backward(x, dy, 1, w, eps=None, convention="hf_llama_rms_norm")
+    assert np.array_equal(case.expected["dx"][0].view(np.uint16), g.dx.view(np.uint16))
+    assert np.array_equal(case.expected["dweight"][0].view(np.uint16), g.dweight.view(np.uint16))
+    assert "dbias" in cases["torch_layer_norm-float32-random"].expected
+    oracle = resolve_target("oracle")("hf_llama_rms_norm")
+    assert check_case(case, oracle).status == "exact"
+
+    def off_by_one(x, w, b, eps, groups):
+        return oracle(x, w, b, eps, groups)
+
+    def backward(x, w, b, eps, groups, dy):
+        grads = dict(oracle.backward(x, w, b, eps, groups, dy))
+        dx = grads["dx"].copy()
+        dx.view(np.uint16).flat[5] += 1  # the next bfloat16 away from zero: 1 ULP
+        grads["dx"] = dx
+        return grads
+
+    off_by_one.backward = backward
+    r = check_case(case, off_by_one)
+    assert (r.status, r.max_ulp, r.worst) == ("differs", 1.0, "dx: 1 ULP")
+    r = check_case(case, lambda x, w, b, eps, groups: oracle(x, w, b, eps, groups))
+    assert r.status == "exact" and r.worst == "gradients not compared (the target has no backward)"
