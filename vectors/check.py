@@ -194,11 +194,11 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
         got = {"y": np.asarray(target(*(a.copy() for a in args), case.eps, groups))}
     except Exception as exc:  # a crashing implementation is a result, not our crash
         return CaseResult(case.name, "crash", math.inf, 0.0, _failure(exc))
-    backward = getattr(target, "backward", None)
+    backward: Callable[..., Any] | None = getattr(target, "backward", None)
     note = ""
     if "dx" in case.expected and backward is None:
         note = "gradients not compared (the target has no backward)"
-    elif "dx" in case.expected:
+    elif "dx" in case.expected and backward is not None:
         try:
             grads = backward(*(a.copy() for a in args), case.eps, groups, inp["dy"][0].copy())
             got.update({k: np.asarray(grads[k]) for k in _GRADIENTS if k in case.expected})

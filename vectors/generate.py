@@ -293,7 +293,7 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
     if conv.layer == "batch_norm":
         wanted = "a LayerNorm, RMSNorm, GroupNorm or InstanceNorm profile"
         raise UnknownConventionError(expected(wanted, "family", profile))
-    out = []
+    out: list[VectorCase] = []
     for name, case, note in family_battery(conv, seed):
         x, w, b, eps = case["x"], case["weight"], case["bias"], float(case["eps"])
         y = exact_family_output(conv, case)  # the profile's eps precision and affine form (per group, per channel)
