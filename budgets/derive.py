@@ -387,6 +387,7 @@ def budget_for_layer(
     *,
     eps: float | None = None,
     groups: int | None = None,
+    input_dtype: Any = None,
 ) -> np.ndarray:
     """Per-element budget of ``alg`` on a training forward of any layer, ``y`` only.
 
@@ -395,16 +396,22 @@ def budget_for_layer(
     is a reduction of ``n`` values, each element carries its own ``gamma`` and ``beta``.  RMSNorm
     computes no mean: its "variance" is the mean square, a sum of squares.  Where eps sits
     outside the root (MeanVarianceNormalization) the elementwise model does not apply and the
-    budget is infinite.
+    budget is infinite.  ``input_dtype``: the layer's input format when ``x`` is a wider value it
+    normalizes (a fused residual add's float32 sum): casts and ``y`` are in that format.
     """
+    import dataclasses
+
     from normspec.oracle import forward
     from normspec.spec.conventions import get_convention
 
     conv = get_convention(convention)
     xa = np.asarray(x)
+    in_dtype = xa.dtype if input_dtype is None else np.dtype(input_dtype)
     if conv.cast_at("normalized") is not None:
-        return _cast_budget(alg, conv, xa, weight, bias, eps, groups)
+        return _cast_budget(alg, conv, xa, weight, bias, eps, groups, in_dtype)
     training = {"training": True} if conv.running_stats else {}
+    if in_dtype != xa.dtype:  # the weight is stored in the input's format, not in x's
+        conv = dataclasses.replace(conv, weight_format=None)
     res = forward(conv, xa, weight, bias, eps=eps, groups=groups, **training)
     ex = res.exact
     if conv.eps_placement != "inside" or xa.size == 0:
@@ -430,7 +437,7 @@ def budget_for_layer(
         bounds = stat_bounds(alg, n, mean, var, mean_abs, mean_sq, max_abs, spread)
     budget = element_budget(
         alg,
-        xa.dtype.name,
+        in_dtype.name,
         x3,
         mean.reshape(shape),
         var.reshape(shape),
@@ -443,7 +450,14 @@ def budget_for_layer(
 
 
 def _cast_budget(
-    alg: Algorithm, conv: Any, xa: np.ndarray, weight: Any, bias: Any, eps: float | None, groups: int | None
+    alg: Algorithm,
+    conv: Any,
+    xa: np.ndarray,
+    weight: Any,
+    bias: Any,
+    eps: float | None,
+    groups: int | None,
+    in_dtype: Any,
 ) -> np.ndarray:
     """A profile that rounds the normalized value to the input's dtype, then scales it (LlamaRMSNorm):
     a bound on |output - w * c(xhat)|, the profile's exact value before its final rounding.
@@ -459,13 +473,13 @@ def _cast_budget(
     plain = dataclasses.replace(conv, cast_points=(), weight_format=None, residual=False)
     k = {"normalized_ndim": np.ndim(weight) if weight is not None else 1} if conv.layer != "group_norm" else {}
     b_n = budget_for_layer(alg, plain, xa, None, None, eps=eps, groups=groups)
-    ref = forward(conv, xa, weight, bias, eps=eps, **k)
+    ref = forward(dataclasses.replace(conv, weight_format=None, residual=False), xa, weight, bias, eps=eps, **k)
     xr = forward(plain, xa, None, None, eps=eps, **k).y.astype(np.float64)
     w = np.abs(np.broadcast_to(ref.exact.gamma3, ref.exact.x3.shape)).reshape(xa.shape)
     beta = 0.0 if bias is None else np.abs(np.broadcast_to(ref.exact.beta3, ref.exact.x3.shape)).reshape(xa.shape)
 
     def spacing(v: np.ndarray) -> np.ndarray:  # a spacing of the input's dtype at or above |v|'s own
-        return 2 * np.spacing(v.astype(xa.dtype)).astype(np.float64)
+        return 2 * np.spacing(v.astype(in_dtype)).astype(np.float64)
 
     with np.errstate(invalid="ignore", over="ignore"):
         top = np.abs(xr) + b_n  # above |c(xhat)| and the kernel's rounded value

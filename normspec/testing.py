@@ -157,7 +157,7 @@ def judge_norm(
     claimed profile's eps so that only their rounding structure differs.
     """
     from normspec.budgets import get_algorithm
-    from normspec.oracle import format_of, forward, host_array, round_array, ulp_distance
+    from normspec.oracle import format_of, forward, host_array, residual_sums, round_array, ulp_distance
     from normspec.spec.conventions import CONVENTIONS, get_convention
 
     conv = get_convention(convention)
@@ -175,7 +175,8 @@ def judge_norm(
     ref = forward(conv, xa, weight, bias, eps=eps_used, normalized_ndim=k, **extra)
     if got.dtype != ref.y.dtype:
         raise DTypeError(expected(f"an output in x's dtype {ref.y.dtype.name}", "output.dtype", got.dtype.name))
-    x_in = ref.residual if ref.residual is not None else xa  # what was normalized
+    # what was normalized: x, or a fused add's sum (rounded to x's dtype, or only to float32)
+    x_in = residual_sums(xa, host_array(residual, "residual"), conv)[1] if conv.residual else xa
     dist = ulp_distance(got, ref.y)
     want64, got64 = ref.y.astype(np.float64), got.astype(np.float64)
     labels = np.full(xa.shape, 3, dtype=np.int8)  # beyond budget unless shown otherwise
@@ -190,7 +191,9 @@ def judge_norm(
 
         # a fused add's sum is correctly rounded (output_residual is compared exactly below): the
         # budget is the norm's, on h
-        budget = budget_for_layer(alg, dataclasses.replace(conv, residual=False), x_in, weight, bias, eps=eps_used)
+        budget = budget_for_layer(
+            alg, dataclasses.replace(conv, residual=False), x_in, weight, bias, eps=eps_used, input_dtype=xa.dtype
+        )
         with np.errstate(invalid="ignore", over="ignore"):
             inside = np.abs(got64 - exact64) <= budget + np.spacing(np.abs(exact64))
         labels[(labels == 3) & inside] = 2

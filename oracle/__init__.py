@@ -29,6 +29,7 @@ from normspec.oracle.layers import (
     instance_norm_tracked,
     layer_norm,
     mean_variance_norm,
+    residual_sums,
     rms_norm,
 )
 from normspec.oracle.ulp import relative_ulp_error, ulp_distance
@@ -60,6 +61,7 @@ __all__ = [
     "GroupNormResult",
     "instance_norm_tracked",
     "host_array",
+    "residual_sums",
     "round_array",
     "ulp_distance",
     "relative_ulp_error",

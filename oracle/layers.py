@@ -520,12 +520,14 @@ def _forward(
     initializing: bool,
     progress: Callable[[int], None] | None,
     y_format: Format | None = None,
+    input_format: Format | None = None,
 ) -> NormResult:
-    fmt = format_of(xa.dtype, "x")
-    out_fmt = y_format or fmt  # y's format; a cast point at "input" still means x's
+    fmt = format_of(xa.dtype, "x")  # of the values normalized (the statistics' inputs)
+    in_fmt = input_format or fmt  # the layer's input (a fused residual add may normalize a wider sum)
+    out_fmt = y_format or in_fmt  # y's format; a cast point at "input" still means the input's
     x3 = view.x3
     m = x3.shape[0] * x3.shape[2]
-    eps_v = conv.default_eps(fmt.p) if eps is None else check_eps(eps)
+    eps_v = conv.default_eps(in_fmt.p) if eps is None else check_eps(eps)
     eps_q = Fraction(conv.effective_eps(eps_v))
     tracked = running_mean is not None
     rm, rv = running_mean, running_var
@@ -563,7 +565,7 @@ def _forward(
         if cast is None:
             y3, undecided = normalize(x3, out_fmt, plan, view.gamma3, view.beta3, progress=progress)
         else:
-            cfmt = fmt if cast == "input" else FORMATS[cast]
+            cfmt = in_fmt if cast == "input" else FORMATS[cast]
             xr, undecided = normalize(x3, cfmt, plan, np.ones((1, 1, 1)), np.zeros((1, 1, 1)), progress=progress)
             y3 = _affine_cast(xr, view.gamma3, view.beta3, out_fmt)
         y = y3.reshape(xa.shape)
@@ -864,7 +866,9 @@ def rms_norm(
     ``hf_llama_rms_norm`` rounds the normalized value to the input's dtype and multiplies by a
     weight stored in that dtype; ``gemma_rms_norm`` scales by ``1 + weight`` held in float32 and
     rounds once; ``fused_add_rms_norm`` takes ``residual`` and normalizes ``h = x + residual``
-    rounded to the input's dtype, returning ``h`` as ``result.residual``.  ``y_dtype`` rounds
+    rounded to the input's dtype, returning ``h`` as ``result.residual``
+    (``vllm_native_fused_add_rms_norm`` and ``flashinfer_fused_add_rms_norm`` return that ``h``
+    too but normalize the sum rounded to float32 only, see :func:`residual_sums`).  ``y_dtype`` rounds
     ``y`` to another format (a cast point at the input's dtype stays there): what a reference
     computed in float32 and rounded again would start from.
 
@@ -880,6 +884,7 @@ def rms_norm(
     """
     conv = get_convention(convention, layer="rms_norm")
     xa = _array(x, "x")
+    stream = xa
     if conv.residual:
         if residual is None:
             raise InvalidArgumentError(expected(f"a residual (profile {conv.name!r} adds one)", "residual", None))
@@ -889,29 +894,43 @@ def rms_norm(
                 expected(f"a residual of x's shape {xa.shape} and dtype {xa.dtype.name}", "residual",
                          f"{ra.dtype.name}{list(ra.shape)}")
             )  # fmt: skip
-        xa = _round_sum(xa, ra)
+        stream, xa = residual_sums(xa, ra, conv)
     elif residual is not None:
         raise InvalidArgumentError(expected(f"no residual (profile {conv.name!r} adds none)", "residual", "given"))
-    view, _, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
+    in_fmt = format_of(_array(x, "x").dtype, "x")  # casts "to the input's dtype" mean x's, whatever is normalized
+    view, _, _ = _layout(_array(x, "x"), conv, weight, None, normalized_ndim=normalized_ndim)
+    view = dataclasses.replace(view, x3=xa.reshape(view.x3.shape))
     res = _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
         num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
-        y_format=_y_format(y_dtype),
+        y_format=_y_format(y_dtype), input_format=in_fmt,
     )  # fmt: skip
-    return dataclasses.replace(res, residual=xa) if conv.residual else res
+    return dataclasses.replace(res, residual=stream) if conv.residual else res
 
 
-def _round_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a + b`` correctly rounded to their dtype: the float64 sum where it is exact (TwoSum's error
-    is zero), exact rationals elsewhere."""
-    fmt = format_of(a.dtype, "x")
+def residual_sums(x: np.ndarray, residual: np.ndarray, conv: Convention) -> tuple[np.ndarray, np.ndarray]:
+    """A fused residual add's (new residual stream, value normalized): ``x + residual`` correctly
+    rounded to their dtype, and the value the profile normalizes: that same rounding, or under
+    ``residual_sum="float32"`` the sum rounded to float32 only (exact for most pairs of
+    bfloat16/float16 values, whose sum fits in float32's 24 bits unless their exponents lie far
+    apart)."""
+    stream = _round_sum(x, residual)
+    if conv.residual_sum == "float32" and format_of(x.dtype, "x").p < FLOAT32.p:
+        return stream, _round_sum(x, residual, FLOAT32)
+    return stream, stream
+
+
+def _round_sum(a: np.ndarray, b: np.ndarray, to: Format | None = None) -> np.ndarray:
+    """``a + b`` correctly rounded to their dtype (or to ``to``): the float64 sum where it is exact
+    (TwoSum's error is zero), exact rationals elsewhere."""
+    fmt = to or format_of(a.dtype, "x")
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         s, err = _two_sum(a64, b64)
     out = round_array(s, fmt)
     for idx in zip(*np.nonzero(np.isfinite(s) & (err != 0)), strict=True):
         out[idx] = round_fraction(Fraction(float(a64[idx])) + Fraction(float(b64[idx])), fmt)
-    return out.astype(a.dtype)
+    return out.astype(numpy_dtype(fmt))
 
 
 def group_norm(

@@ -126,7 +126,9 @@ class Convention:
     points and rounds once at each.  ``weight_format``: the dtype the weight is stored in
     (``"input"``: the input's, as a model's parameters in bfloat16 are; None: any), refused
     otherwise.  ``residual``: a fused residual add (``h = x + residual`` rounded to the input's
-    dtype is normalized and returned as the new residual stream).  ``stats_format`` is the format
+    dtype is returned as the new residual stream); ``residual_sum`` says which sum is normalized:
+    ``"input"``, that rounded h (vLLM's CUDA kernel), or ``"float32"``, the sum rounded to float32
+    only (vLLM's ``forward_native``, FlashInfer's fused kernel).  ``stats_format`` is the format
     of the saved statistics (mean, var, rstd): None means the input's, float32 for float16/bfloat16
     inputs.
 
@@ -164,6 +166,7 @@ class Convention:
     cast_points: tuple[tuple[str, str], ...] = ()
     weight_format: str | None = None
     residual: bool = False
+    residual_sum: str = "input"
     stats_format: str | None = None
     affine_form: Literal["folded", "unfolded", "unspecified"] = "unspecified"
     variance_algorithm: str = "unspecified"
@@ -182,6 +185,8 @@ class Convention:
         for stage, _fmt in self.cast_points:
             if stage not in CAST_STAGES:
                 raise DomainError(expected("a cast stage in " + ", ".join(CAST_STAGES), "cast stage", stage))
+        if self.residual_sum not in ("input", "float32"):
+            raise DomainError(expected("'input' or 'float32'", "residual_sum", self.residual_sum))
 
     @property
     def centred(self) -> bool:
@@ -260,6 +265,23 @@ _HF_LLAMA = _c(
         "S vllm csrc/layernorm_kernels.cu rms_norm_kernel: ((scalar_t)(x * s_variance)) * weight, the same rounding",
     ),
     verified_on=("transformers 4.57.6",),
+)
+
+_FLASHINFER = _c(
+    name="flashinfer_rms_norm",
+    layer="rms_norm",
+    description="FlashInfer rmsnorm: float32 sum of squares, x * rms_rcp * w in float32, one rounding",
+    eps_default=1e-06,
+    affine="per_element",
+    weight_format="input",
+    accumulator="float32",
+    sources=(
+        "S flashinfer include/flashinfer/norm.cuh RMSNormKernel: output_vec[j] = float(input_vec[j]) * rms_rcp "
+        "* (weight_bias + float(weight_vec[j])), cast to T once; flashinfer/norm.py rmsnorm eps=1e-6",
+        "S FusedAddRMSNormKernel normalizes the float sum of input and residual and stores only the residual "
+        "rounded: flashinfer_fused_add_rms_norm",
+    ),
+    unverified=("runs on a CUDA GPU only: not run here",),
 )
 
 _GEMMA = _c(
@@ -646,22 +668,7 @@ _PROFILES = [
             "how tl.sum accumulates the input dtype",
         ),
     ),
-    _c(
-        name="flashinfer_rms_norm",
-        layer="rms_norm",
-        description="FlashInfer rmsnorm: float32 sum of squares, x * rms_rcp * w in float32, one rounding",
-        eps_default=1e-06,
-        affine="per_element",
-        weight_format="input",
-        accumulator="float32",
-        sources=(
-            "S flashinfer include/flashinfer/norm.cuh RMSNormKernel: output_vec[j] = float(input_vec[j]) * rms_rcp "
-            "* (weight_bias + float(weight_vec[j])), cast to T once; flashinfer/norm.py rmsnorm eps=1e-6",
-            "S FusedAddRMSNormKernel differs from fused_add_rms_norm: it normalizes the unrounded float sum and "
-            "stores only the residual rounded (a function no record here has yet)",
-        ),
-        unverified=("runs on a CUDA GPU only: not run here",),
-    ),
+    _FLASHINFER,
     # LlamaRMSNorm of the rounded sum: the same record with a residual stream
     dataclasses.replace(
         _HF_LLAMA,
@@ -673,7 +680,36 @@ _PROFILES = [
             "S vllm csrc/layernorm_kernels.cu fused_add_rms_norm_kernel: z = input + residual in scalar_t, "
             "stored as the residual; variance of (float) z; (scalar_t)(x * s_variance) * weight",
             "S vllm model_executor/layers/layernorm.py RMSNorm.forward_native differs: it normalizes the float32 "
-            "sum before rounding and rounds only the returned residual",
+            "sum before rounding and rounds only the returned residual (vllm_native_fused_add_rms_norm)",
+        ),
+    ),
+    # the same two functions normalizing the float32 sum, the residual rounded only where it is stored
+    dataclasses.replace(
+        _HF_LLAMA,
+        name="vllm_native_fused_add_rms_norm",
+        description="vLLM RMSNorm.forward_native with a residual: h = float32(x) + float32(residual) rounded to "
+        "float32 is normalized as LlamaRMSNorm normalizes; h rounded to the input dtype is the new residual",
+        residual=True,
+        residual_sum="float32",
+        sources=(
+            "S vllm model_executor/layers/layernorm.py RMSNorm.forward_native: x = x.to(float32); x = x + "
+            "residual.to(float32); residual = x.to(orig_dtype); variance = x.pow(2).mean(-1); x = x * "
+            "rsqrt(variance + eps); x = x.to(orig_dtype) * weight",
+        ),
+        unverified=("vLLM does not install on this CPU machine: the profile follows its source",),
+        verified_on=(),
+    ),
+    dataclasses.replace(
+        _FLASHINFER,
+        name="flashinfer_fused_add_rms_norm",
+        description="FlashInfer fused_add_rmsnorm: the float32 sum of input and residual is normalized and scaled "
+        "in float32, rounded once; the sum rounded to the input dtype is the new residual",
+        residual=True,
+        residual_sum="float32",
+        sources=(
+            "S flashinfer include/flashinfer/norm.cuh FusedAddRMSNormKernel: x = float(input) + float(residual); "
+            "residual stored as T(x); sum of squares of x in float; output float(x) * rms_rcp * (weight_bias + "
+            "float(weight)) cast to T once",
         ),
     ),
     _c(

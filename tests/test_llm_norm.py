@@ -244,6 +244,32 @@ def test_fused_add_profile_returns_the_exact_residual():
     assert (res.residual.view(np.int16) == _n(h).view(np.int16)).all()
 
 
+def test_the_float32_sum_variants_normalize_what_vllm_native_and_flashinfer_normalize():
+    """vLLM's forward_native (written here as vLLM writes it) normalizes float32(x) + float32(r) and
+    stores only the residual in bfloat16: its profile explains it (within the float32 budget), and
+    the judge tells it from the rounded-sum profile, which explains far fewer of its elements.
+    FlashInfer's fused form is the same sum, normalized and scaled in float32, rounded once."""
+    torch = _torch()
+    x, w = _rows(n=8)
+    r, _ = _rows(n=8, seed=1)
+    r = (r.astype(np.float32) * 3).astype(BF16)  # a residual larger than x: the sums round in bfloat16
+    hf = _t(x).float() + _t(r).float()
+    out = _n((hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + EPS)).to(torch.bfloat16) * _t(w))
+    stream = _n(hf.to(torch.bfloat16))
+    v = assert_norm_matches(out, x, w, convention="vllm_native_fused_add_rms_norm", eps=EPS, residual=r,
+                            output_residual=stream, algorithm=F32_RMS)  # fmt: skip
+    assert v.residual_differs == 0 and v.counts["correctly rounded"] > 0.99 * x.size
+    rounded = judge_norm(out, x, w, convention="fused_add_rms_norm", eps=EPS, residual=r, algorithm=F32_RMS)
+    assert rounded.closest == "vllm_native_fused_add_rms_norm"
+    assert rounded.shares["fused_add_rms_norm"] < 0.9 < rounded.shares["vllm_native_fused_add_rms_norm"]
+    # FlashInfer: one rounding of the float32 sum's RMSNorm; the same residual stream
+    fi = rms_norm(x, 1, w, eps=EPS, convention="flashinfer_fused_add_rms_norm", residual=r)
+    h32 = hf.numpy().astype(np.float64)  # the float32 sums, exact in float64
+    once = rms_norm(h32, 1, w.astype(np.float64), eps=EPS, convention="torch_rms_norm", y_dtype="bfloat16")
+    assert (fi.y.view(np.int16) == once.y.view(np.int16)).all()
+    assert (fi.residual.view(np.int16) == stream.view(np.int16)).all()
+
+
 # ---------------------------------------------------------------- bad input and IEEE special values
 
 

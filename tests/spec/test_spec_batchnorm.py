@@ -88,6 +88,16 @@ def test_every_profile_is_complete_data(conv):
     assert conv.affine in ("per_channel", "per_element", "per_group", "none")
     assert (conv.affine == "per_element") == (conv.layer in ("layer_norm", "rms_norm"))
     assert all(stage in CAST_STAGES for stage, _ in conv.cast_points)
+    assert conv.residual_sum in ("input", "float32") and (conv.residual or conv.residual_sum == "input")
+
+
+def test_a_residual_sum_in_another_format_is_refused_by_name():
+    import dataclasses
+
+    from normspec.errors import DomainError
+
+    with pytest.raises(DomainError, match="residual_sum='float16'"):
+        dataclasses.replace(CONVENTIONS["fused_add_rms_norm"], residual_sum="float16")
 
 
 def test_a_layer_refuses_another_layers_profile():
