@@ -98,7 +98,8 @@ def copy_reference(x: Any, repeat: int) -> dict[str, dict[str, float]]:
         copy(flat, dst)
         return dst
 
-    flat, dst = x.ravel(), np.empty(x.size, x.dtype)
+    flat = x.ravel().view(np.dtype(f"u{x.itemsize}"))  # bits: numba has no bfloat16
+    dst = np.empty_like(flat)
     fresh = (spread(lambda: copy_new(flat), repeat, hold=True), spread(lambda: np.copy(flat), repeat, hold=True))
     pre = (spread(lambda: copy(flat, dst), repeat), spread(lambda: np.copyto(dst, flat), repeat))
     return {"fresh": min(fresh, key=lambda s: s["median"]), "prealloc": min(pre, key=lambda s: s["median"])}
@@ -135,7 +136,8 @@ def bench_main(module: Any) -> None:
     if args.side == "accuracy":
         print(json.dumps(module._accuracy_side()))
         return
-    nbytes = {s: 4 * _prod(int(v) for v in s.split("x")) for s in args.shapes}
+    size = getattr(module, "nbytes", lambda spec: 4 * _prod(int(v) for v in spec.split("x")))
+    nbytes = {s: size(s) for s in args.shapes}
     rows: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
     for threads in args.threads:

@@ -28,16 +28,36 @@ from typing import Any
 import numpy as np
 from _timing import bench_main, copy_reference, header, spread
 
-SHAPES = ["8192x768", "4096x4096", "16384x1024"]
+# ROWSxFEATURES, optionally :DTYPE (float32 when absent; bfloat16 and float16 inputs keep float32 statistics)
+SHAPES = ["8192x768", "4096x4096", "16384x1024", "8192x768:bfloat16", "4096x4096:bfloat16", "16384x1024:float16"]
+
+
+def _dtype(name: str) -> Any:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def nbytes(spec: str) -> int:
+    shape, _, dtype = spec.partition(":")
+    r, f = (int(v) for v in shape.split("x"))
+    return r * f * _dtype(dtype or "float32").itemsize
+
+
 LAYERS = ("layer_norm", "rms_norm")
 MODES = ("fresh", "prealloc")
 
 
 def _data(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r, f = (int(v) for v in spec.split("x"))
+    """Seeded rows and parameters, all in the spec's dtype (as a model's parameters are)."""
+    shape, _, dtype = spec.partition(":")
+    r, f = (int(v) for v in shape.split("x"))
+    dt = _dtype(dtype or "float32")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((r, f)).astype(np.float32)
-    return x, rng.standard_normal(f).astype(np.float32), rng.standard_normal(f).astype(np.float32)
+    x = rng.standard_normal((r, f)).astype(dt)
+    return x, rng.standard_normal(f).astype(dt), rng.standard_normal(f).astype(dt)
 
 
 def _kernel_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
@@ -72,9 +92,9 @@ def _torch_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
     fn = torch.nn.functional
     out: dict[str, Any] = {"torch": torch.__version__, "rows": {}}
     for spec in shapes:
-        x, g, b = (torch.from_numpy(a) for a in _data(spec))
+        x, g, b = (_tensor(a) for a in _data(spec))
         f = x.shape[1]
-        y, m, r = torch.empty_like(x), torch.empty(x.shape[0], 1), torch.empty(x.shape[0], 1)
+        y, m, r = torch.empty_like(x), x.new_empty(x.shape[0], 1), x.new_empty(x.shape[0], 1)
         native = torch.ops.aten.native_layer_norm.out
         out["rows"][spec] = {
             "layer_norm": {
@@ -84,6 +104,14 @@ def _torch_side(shapes: list[str], threads: int, repeat: int) -> dict[str, Any]:
             "rms_norm": {"fresh": spread(lambda: fn.rms_norm(x, (f,), g), repeat, hold=True), "prealloc": None},
         }
     return out
+
+
+def _tensor(a: np.ndarray) -> Any:
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _accuracy_side() -> dict[str, Any]:
@@ -96,10 +124,13 @@ def _accuracy_side() -> dict[str, Any]:
     x = (rng.standard_normal((256, 768)) + 2000).astype(np.float32)
     g, b = rng.standard_normal(768).astype(np.float32), rng.standard_normal(768).astype(np.float32)
     eps32 = float(np.finfo(np.float32).eps)
+    xb, gb, bb = _data("256x4096:bfloat16")
     acc = {}
     for name, got, want in (
         ("layer_norm", layer_norm(x, 1, g, b), exact_ln(x, 1, g, b).y),
         ("rms_norm", rms_norm(x, 1, g), exact_rms(x, 1, g, eps=eps32).y),
+        ("layer_norm bfloat16 256x4096", layer_norm(xb, 1, gb, bb), exact_ln(xb, 1, gb, bb).y),
+        ("rms_norm bfloat16 256x4096", rms_norm(xb, 1, gb, eps=1e-6), exact_rms(xb, 1, gb, eps=1e-6).y),
     ):
         d = ulp_distance(got, want)
         acc[name] = {"max_ulp": float(d.max()), "correctly_rounded_share": float(np.mean(d == 0))}
@@ -163,7 +194,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def accuracy_lines(result: dict[str, Any]) -> list[str]:
     return [
-        f"Accuracy ({name}, 256x768 rows of mean 2000): max {a['max_ulp']:.0f} ULP from the exact value, "
+        f"Accuracy ({name if ' ' in name else name + ', 256x768 rows of mean 2000'}): max {a['max_ulp']:.0f} ULP "
+        "from the exact value, "
         f"{100 * a['correctly_rounded_share']:.4f} % correctly rounded."
         for name, a in result["accuracy"].items()
     ]
@@ -172,14 +204,14 @@ def accuracy_lines(result: dict[str, Any]) -> list[str]:
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"numba {result['numba']}, torch {result['torch']}, medians of {result['repeat']} calls",
-        f"{'shape':11} {'thr':>3} {'layer':10} {'mode':8} {'kernel ms':>9} {'torch ms':>9} {'x torch':>7} "
+        f"{'shape':19} {'thr':>3} {'layer':10} {'mode':8} {'kernel ms':>9} {'torch ms':>9} {'x torch':>7} "
         f"{'copy GB/s':>9} {'%bw':>5}",
     ]
     for r in result["rows"]:
         t = "n/a" if r["torch_s"] is None else f"{1e3 * r['torch_s']['median']:.2f}"
         x = "n/a" if r["x_torch"] is None else f"{r['x_torch']:.2f}"
         lines.append(
-            f"{r['shape']:11} {r['threads']:3d} {r['layer']:10} {r['mode']:8} {1e3 * r['kernel_s']['median']:9.2f} "
+            f"{r['shape']:19} {r['threads']:3d} {r['layer']:10} {r['mode']:8} {1e3 * r['kernel_s']['median']:9.2f} "
             f"{t:>9} {x:>7} {r['copy_GBps']:9.1f} {100 * r['bandwidth_share']:4.0f}%"
         )
     lines.append("%bw: a copy of x's time over the kernel's (x read once, y written once).  " + goal_summary(result))

@@ -678,19 +678,102 @@ def rows_norm(
     for r in prange(R):
         row = x2[r]
         _row_plan(row, centred, eps, plan[r])
-        mu = plan[r, 0]
-        s = plan[r, 2]
-        kj = plan[r, 3] + 1.01 * _U
-        big_k = kj * (1 + _U) + 2.0**-52
-        if plan[r, 8] > 0 or not KAPPA - big_k > 0:
+        ok, _, a, bcoef, gap_k = _row_coefs(plan[r])
+        if not ok:
             for j in range(F):
                 y2[r, j] = np.float32(np.nan)
             uncertified[r] = F
             continue
-        gap_k = _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
-        a = kj * (1 + _U) * (1 + 2.0**-40)
-        bcoef = plan[r, 4] * (1 + 2.0**-40)
-        uncertified[r] = _affine_row(row, y2[r], mu, s, gamma, beta, a, bcoef, gap_k)
+        uncertified[r] = _affine_row(row, y2[r], plan[r, 0], plan[r, 2], gamma, beta, a, bcoef, gap_k)
+
+
+@njit(cache=True)
+def _row_coefs(p: np.ndarray) -> tuple[bool, float, float, float, float]:  # pragma: no cover - compiled
+    """From a row's plan: whether its bounds hold, k_j, and the certificate's a, bcoef, gap_k."""
+    kj = p[3] + 1.01 * _U
+    big_k = kj * (1 + _U) + 2.0**-52
+    ok = not (p[8] > 0) and KAPPA - big_k > 0
+    return ok, kj, kj * (1 + _U) * (1 + 2.0**-40), p[4] * (1 + 2.0**-40), _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
+
+
+@njit(parallel=True, cache=True)
+def rows_norm_bf16(
+    xb: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    centred: bool,
+    eps: float,
+    plan: np.ndarray,
+    yb: np.ndarray,
+    uncertified: np.ndarray,
+    tasks: int,
+) -> None:  # pragma: no cover - compiled
+    """:func:`rows_norm` on bfloat16 rows (bits in, bits out): each row widened exactly into a
+    float32 buffer, normalized and certified as there, then rounded to bfloat16.  Where the
+    float32 lands on a tie of bfloat16 the side of the exact value is taken from y64 and the
+    row's bound (as the host's ``_fallback_row`` bounds it); a row with an element the
+    certificate or the bound leaves open is flagged for the host, which redoes it exactly."""
+    R, F = xb.shape
+    step = (R + tasks - 1) // tasks
+    for t in prange(tasks):
+        xrow = np.empty(F, np.float32)
+        yrow = np.empty(F, np.float32)
+        xbits = xrow.view(np.uint32)
+        ybits = yrow.view(np.uint32)
+        for r in range(t * step, min(R, (t + 1) * step)):
+            src = xb[r]
+            for j in range(F):
+                xbits[j] = np.uint32(src[j]) << np.uint32(16)
+            _row_plan(xrow, centred, eps, plan[r])
+            ok, kj, a, bcoef, gap_k = _row_coefs(plan[r])
+            mu, s, cg = plan[r, 0], plan[r, 2], plan[r, 4]
+            if not ok or _affine_row(xrow, yrow, mu, s, gamma, beta, a, bcoef, gap_k):
+                uncertified[r] = 1
+                continue
+            uncertified[r] = 0
+            out = yb[r]
+            tie = False
+            for j in range(F):  # rounded to nearest even (vectorized); ties and NaN seen to below
+                b = ybits[j]
+                out[j] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+                nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+                tie |= ((b & np.uint32(0xFFFF)) == np.uint32(0x8000)) | nan
+            if tie:
+                uncertified[r] = _bf16_ties(xrow, yrow, ybits, out, mu, s, gamma, beta, kj, cg)
+
+
+@njit(cache=True)
+def _bf16_ties(
+    xrow: np.ndarray,
+    yrow: np.ndarray,
+    ybits: np.ndarray,
+    out: np.ndarray,
+    mu: float,
+    s: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    kj: float,
+    cg: float,
+) -> int:  # pragma: no cover - compiled
+    """A row's bfloat16 ties settled by y64 and its bound (NaN kept quiet); 1 when one is left open."""
+    for j in range(xrow.size):
+        b = ybits[j]
+        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            out[j] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
+        elif (b & np.uint32(0xFFFF)) == np.uint32(0x8000) and (b & np.uint32(0x7FFFFFFF)) < np.uint32(0x7F800000):
+            p = (np.float64(xrow[j]) - mu) * (s * gamma[j])
+            yv = p + beta[j]
+            err = (kj * abs(p) + cg * abs(gamma[j]) + 2.0**-52 * abs(yv)) * (1 + 2.0**-40)
+            m = np.float64(yrow[j])
+            if yv - m > err:
+                up = True
+            elif m - yv > err:
+                up = False
+            else:
+                return 1
+            away = up == (m > 0)  # toward the larger magnitude: the next bfloat16 bits
+            out[j] = np.uint16((b >> np.uint32(16)) + np.uint32(1 if away else 0))
+    return 0
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -715,3 +798,57 @@ def _affine_row(
         room = pow2_floor(yv) * gap_k - (a * abs(beta[j]) + bcoef * abs(gamma[j]))
         bad = bad | (abs(yv - np.float64(r)) > room)
     return bad
+
+
+# ---------------------------------------------------------------- float16 / bfloat16 bits
+
+
+@njit(parallel=True, cache=True)
+def bf16_to_f32(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """bfloat16 bits (uint16) to float32 bits (uint32): exact, a bfloat16 is a float32's top half."""
+    for i in prange(src.size):
+        dst[i] = np.uint32(src[i]) << np.uint32(16)
+
+
+@njit(parallel=True, cache=True)
+def f32_to_bf16(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """float32 bits to bfloat16 bits, rounded to nearest, ties to even (a carry into the exponent
+    is the next binade or infinity, as it should be); NaN stays a quiet NaN."""
+    for i in prange(src.size):
+        b = np.uint32(src[i])
+        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            dst[i] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
+        else:
+            bias = np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+            dst[i] = np.uint16((b + bias) >> np.uint32(16))
+
+
+@njit(cache=True)
+def narrow_ties(
+    bits: np.ndarray, values: np.ndarray, p: int, min_normal_bits: int, min_sub: float, out: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """The indices (written to ``out`` as far as it reaches; returns how many there are) of the
+    float32 values (``values``, and the
+    same memory as ``bits``) that are ties of a format with p significant bits: from its smallest
+    normal (``min_normal_bits``, as float32 bits) on, a 1 followed by zeros in the 24 - p bits below
+    the format's last bit; below it, the odd multiples of min_sub / 2.  Non-finite values are
+    never ties.  Ties are rare: one pass, one thread."""
+    shift = 24 - p
+    low = np.uint32((1 << shift) - 1)
+    half = np.uint32(1 << (shift - 1))
+    n = 0
+    for i in range(bits.size):
+        b = np.uint32(bits[i])
+        mag = b & np.uint32(0x7FFFFFFF)
+        if mag >= np.uint32(0x7F800000):
+            continue
+        if mag >= np.uint32(min_normal_bits):
+            tie = (b & low) == half
+        else:
+            t = abs(np.float64(values[i])) * (2 / min_sub)
+            tie = t == np.floor(t) and t % 2 == 1
+        if tie:
+            if n < out.size:
+                out[n] = i
+            n += 1
+    return n

@@ -11,7 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.kernels import _buffers, _exact
+from normspec.kernels import _buffers, _exact, _narrow
 from normspec.kernels._profiles import PROFILES, KernelProfile
 
 from normspec.errors import DegenerateInputError, DomainError, DTypeError, ShapeError, UnknownConventionError, expected
@@ -22,7 +22,6 @@ _U = 2.0**-53
 # outputs from this size on are written with streaming stores (measured: 1.3-1.6x faster on
 # 25-51 MB tensors, slower on a 0.8 MB one that stays in cache)
 _STREAM_BYTES = 4 << 20
-_NARROW = ("float16", "bfloat16")  # input formats taken through float32 (statistics in float32 and wider)
 
 
 @dataclass
@@ -307,9 +306,9 @@ def batch_norm(
     if host.ndim < 2:  # before ascontiguousarray, which makes a 0-d array 1-d
         raise ShapeError(expected("an array of at least 2 dimensions (N, C, ...)", "x.shape", host.shape))
     xa = np.ascontiguousarray(host)
-    low = xa.dtype if xa.dtype.name in _NARROW else None
+    low = xa.dtype if xa.dtype.name in _narrow.NARROW else None
     if low is not None:
-        xa = xa.astype(np.float32)  # exact: every float16 and bfloat16 is a float32
+        xa = _narrow.widen(xa)  # exact: every float16 and bfloat16 is a float32
     setup = _setup(
         xa.shape, xa.dtype, axis, weight, bias, running_mean, running_var, training, momentum, eps, convention
     )
@@ -449,47 +448,27 @@ def _fallback(
         data.store_row(a, c, out)
 
 
-# precision, smallest normal, smallest subnormal
-_NARROW_BITS = {"float16": (11, 2.0**-14, 2.0**-24), "bfloat16": (8, 2.0**-126, 2.0**-133)}
-
-
 def _to_narrow(y3: np.ndarray, data: Any, plan: _Plan, setup: _Setup, low: Any, stats: KernelStats) -> np.ndarray:
-    """The correctly rounded float16/bfloat16 y from the correctly rounded float32 y.
+    """The correctly rounded float16/bfloat16 y from the correctly rounded float32 y (see ._narrow):
+    at a tie of the narrow format, the side of the exact value from y64 and its bound, exactly
+    where they do not settle it."""
+    x3 = data.x3
 
-    Rounding r = fl32(y) once more gives fl16(y) unless r is itself a tie of the narrow format
-    (a narrow midpoint between y and fl16(y) would be a float32 nearer y than r).  At such a
-    tie the side of y decides: from y64 and its bound where they settle it, exactly otherwise
-    (exactly at the tie, ties to even)."""
-    with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
-        narrow = y3.astype(low)
-    p, min_normal, min_sub = _NARROW_BITS[np.dtype(low).name]
-    shift = 24 - p  # float32 bits below the narrow format's last one
-    bits = y3.view(np.uint32)
-    tie = (bits & ((1 << shift) - 1)) == (1 << (shift - 1))
-    tiny = np.abs(y3) < min_normal  # fixed spacing there: a tie is an odd multiple of min_sub / 2
-    if tiny.any():
-        t = np.abs(y3[tiny]).astype(np.float64) * (2 / min_sub)
-        tie[tiny] = (t == np.floor(t)) & (np.fmod(t, 2) == 1)
-    tie &= np.isfinite(y3)
-    for a, c, b in zip(*np.nonzero(tie), strict=True):
-        m = np.float32(y3[a, c, b])
-        xv = float(data.row(a, c)[b])
+    def bounds(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, c, b = np.unravel_index(at, y3.shape)
         t = plan.table[c]
-        yv = (xv - t[0]) * t[2] + t[12]
-        bound = (t[9] * abs(yv) + t[10]) * (1 + 2.0**-40)
-        side = 1 if yv - float(m) > bound else -1 if float(m) - yv > bound else 0
-        if side == 0 and not plan.uncertain[c] and bound == 0:
-            continue  # y64 is y exactly: the tie itself, rounded to even by the cast
-        if side == 0:
-            mean, var = _exact_stats(data, c, plan, setup)
-            denom = var + Fraction(setup.eps)
-            gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
-            side = _exact.y_compare(xv, mean, denom, gamma, beta, setup.prof.zero_var_guard, float(m))
-            stats.fallback_elements += 1
-        if side:
-            with np.errstate(over="ignore"):
-                narrow[a, c, b] = np.nextafter(m, np.float32(side * np.inf)).astype(low)
-    return narrow
+        yv = (x3[a, c, b].astype(np.float64) - t[:, 0]) * t[:, 2] + t[:, 12]
+        return yv, (t[:, 9] * np.abs(yv) + t[:, 10]) * (1 + 2.0**-40)
+
+    def exact(idx: tuple[int, ...], m: float) -> int:
+        a, c, b = idx
+        mean, var = _exact_stats(data, c, plan, setup)
+        gamma, beta = float(setup.gamma[c]), float(setup.beta[c])
+        stats.fallback_elements += 1
+        xv = float(x3[a, c, b])
+        return _exact.y_compare(xv, mean, var + Fraction(setup.eps), gamma, beta, setup.prof.zero_var_guard, m)
+
+    return _narrow.to_narrow(y3, low, bounds, exact)
 
 
 def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats) -> tuple[np.ndarray, np.ndarray]:

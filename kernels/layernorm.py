@@ -1,8 +1,10 @@
-"""Fast float32 LayerNorm and RMSNorm on the CPU (numba), correctly rounded.
+"""Fast LayerNorm and RMSNorm on the CPU (numba), correctly rounded; float32, float16 or bfloat16.
 
 Same mechanism as :mod:`normspec.kernels.batchnorm`: float64 inside, a rigorous
 per-element certificate, and an exact fallback (Python integers) for the
-elements it cannot certify.
+elements it cannot certify.  float16 and bfloat16 inputs (and parameters, in
+float32 or in x's format) are taken exactly to float32; ``y`` is in x's format,
+correctly rounded there (see :mod:`._narrow`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.kernels import _buffers, _exact
+from normspec.kernels import _buffers, _exact, _narrow
 
 from normspec.errors import DegenerateInputError, DomainError, DTypeError, ShapeError, expected
 
@@ -22,11 +24,13 @@ __all__ = ["layer_norm", "rms_norm"]
 def _prepare(
     x: Any, normalized_ndim: int, weight: Any, bias: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x (float32, or float16/bfloat16 taken exactly to float32) as rows; the parameters (float32,
+    or x's narrow format) as float64 vectors."""
     from normspec.kernels.batchnorm import _as_f32, _host
 
     xa = _host(x, "x")
-    if xa.dtype != np.float32:
-        raise DTypeError(expected("float32 (the kernels' dtype)", "x.dtype", xa.dtype.name))
+    if xa.dtype != np.float32 and xa.dtype.name not in _narrow.NARROW:
+        raise DTypeError(expected("float32, float16 or bfloat16", "x.dtype", xa.dtype.name))
     if xa.ndim == 0:
         raise ShapeError(expected("an array with at least one axis", "x.shape", xa.shape))
     ok = isinstance(normalized_ndim, (int, np.integer)) and not isinstance(normalized_ndim, bool)
@@ -36,10 +40,16 @@ def _prepare(
     f = math.prod(feat)
     if f == 0:
         raise DegenerateInputError(expected("at least one value per row", "x.shape", xa.shape))
-    x2 = np.ascontiguousarray(xa).reshape(-1, f)
+    # float32 rows; bfloat16 rows stay as they are (its kernel reads their bits), float16 ones widen
+    x2 = (_narrow.widen(xa) if xa.dtype.name == "float16" else np.ascontiguousarray(xa)).reshape(-1, f)
     params = []
     for name, value, default in (("weight", weight, 1.0), ("bias", bias, 0.0)):
-        arr = np.full(feat, default, np.float32) if value is None else _as_f32(value, name, feat)
+        if value is None:
+            arr = np.full(feat, default, np.float32)
+        else:
+            p = _host(value, name)
+            narrow = p.dtype == xa.dtype and p.dtype.name in _narrow.NARROW
+            arr = _as_f32(p.astype(np.float32) if narrow else p, name, feat)
         params.append(arr.reshape(-1).astype(np.float64))
     return xa, x2, params[0], params[1]
 
@@ -53,15 +63,80 @@ def _run(
     if _number(eps, "eps") < 0:
         raise DomainError(expected("a finite eps >= 0", "eps", eps))
     eps = float(eps)
-    _check_out(out, xa, np.float32)
+    low = xa.dtype if xa.dtype.name in _narrow.NARROW else None
+    _check_out(out, xa, np.float32 if low is None else low)
+    if low is not None and low.name == "bfloat16":
+        return _run_bf16(xa, x2, gamma, beta, centred, eps, out)
     r = x2.shape[0]
-    y2 = _buffers.empty(x2.shape, np.float32) if out is None else out.reshape(x2.shape)
+    direct = out is not None and low is None
+    y2 = out.reshape(x2.shape) if direct else _buffers.empty(x2.shape, np.float32)
     plan = np.empty((r, backend.PLAN_COLUMNS))
     flags = np.zeros(r, np.int64)
     backend.rows_norm(x2, gamma, beta, centred, float(eps), plan, y2, flags)
     for row_index in np.flatnonzero(flags):
         _fallback_row(x2[row_index], y2[row_index], plan[row_index], gamma, beta, centred, eps)
-    return y2.reshape(xa.shape) if out is None else out
+    if low is None:
+        return y2.reshape(xa.shape) if out is None else out
+    narrow = _narrow.to_narrow(y2, low, *_ties(x2, plan, gamma, beta, centred, eps)).reshape(xa.shape)
+    if out is None:
+        return narrow
+    out[...] = narrow
+    return out
+
+
+def _run_bf16(
+    xa: np.ndarray, xb: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float, out: Any
+) -> np.ndarray:
+    """bfloat16 rows straight through (bits in, bits out, ties settled in the kernel); the rows it
+    flags are redone here through the float32 path, exactly where that needs it."""
+    from normspec.kernels import _numba_cpu as backend
+
+    y = np.empty(xb.shape, xa.dtype) if out is None else out.reshape(xb.shape)
+    plan = np.empty((xb.shape[0], backend.PLAN_COLUMNS))
+    flags = np.zeros(xb.shape[0], np.int64)
+    tasks = max(1, min(xb.shape[0], 4 * backend.threads()))
+    backend.rows_norm_bf16(xb.view(np.uint16), gamma, beta, centred, eps, plan, y.view(np.uint16), flags, tasks)
+    for r in np.flatnonzero(flags):
+        row = _narrow.widen(xb[r : r + 1])
+        y32 = np.empty(row.shape, np.float32)
+        p1, f1 = plan[r : r + 1], np.zeros(1, np.int64)
+        backend.rows_norm(row, gamma, beta, centred, eps, p1, y32, f1)
+        if f1[0]:
+            _fallback_row(row[0], y32[0], p1[0], gamma, beta, centred, eps)
+        y[r] = _narrow.to_narrow(y32, xa.dtype, *_ties(row, p1, gamma, beta, centred, eps))[0]
+    return y.reshape(xa.shape) if out is None else out
+
+
+def _ties(
+    x2: np.ndarray, plan: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float
+) -> tuple[Any, Any]:
+    """For :func:`._narrow.to_narrow`: y64 and its bound at ties of the narrow format (as
+    :func:`_fallback_row` bounds them; a row whose plan is uncertain has none), and the side of
+    the exact y from the row's exact statistics where those leave it open."""
+    rows: dict[int, tuple[Fraction, Fraction]] = {}
+
+    def bounds(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r, j = np.unravel_index(at, x2.shape)
+        t = plan[r]
+        p = (x2[r, j].astype(np.float64) - t[:, 0]) * (t[:, 2] * gamma[j])
+        yv = p + beta[j]
+        err = (t[:, 3] + 1.01 * 2.0**-53) * np.abs(p) + t[:, 4] * np.abs(gamma[j]) + 2.0**-52 * np.abs(yv)
+        return yv, np.where(t[:, 8] == 0, err * (1 + 2.0**-40), np.inf)
+
+    def exact(idx: tuple[int, ...], m: float) -> int:
+        r, j = idx
+        if r not in rows:
+            rows[r] = _row_stats(x2[r], centred)
+        mean, var = rows[r]
+        return _exact.y_compare(float(x2[r, j]), mean, var + Fraction(eps), gamma[j], beta[j], False, m)
+
+    return bounds, exact
+
+
+def _row_stats(row: np.ndarray, centred: bool) -> tuple[Fraction, Fraction]:
+    """A row's exact mean and variance; for RMSNorm 0 and the mean square."""
+    mean, var = _exact.channel_stats(row)
+    return (mean, var) if centred else (Fraction(0), var + mean * mean)
 
 
 def _fallback_row(
@@ -84,9 +159,7 @@ def _fallback_row(
     out[ok] = r[ok]
     if ok.all():
         return
-    mean, var = _exact.channel_stats(row)
-    if not centred:
-        var, mean = var + mean * mean, Fraction(0)  # the mean square, about 0
+    mean, var = _row_stats(row, centred)
     denom = var + Fraction(eps)
     for j in np.flatnonzero(~ok):
         out[j] = _exact.y_correctly_rounded(float(rowd[j]), mean, denom, float(gamma[j]), float(beta[j]), False)

@@ -128,7 +128,10 @@ class Convention:
     otherwise.  ``residual``: a fused residual add (``h = x + residual`` rounded to the input's
     dtype is returned as the new residual stream); ``residual_sum`` says which sum is normalized:
     ``"input"``, that rounded h (vLLM's CUDA kernel), or ``"float32"``, the sum rounded to float32
-    only (vLLM's ``forward_native``, FlashInfer's fused kernel).  ``stats_format`` is the format
+    only (vLLM's ``forward_native``, FlashInfer's fused kernel).  ``narrow_inputs``: the
+    implementation takes float16 and bfloat16 inputs (computing in float32), so its audit battery
+    and vectors add such cases (as do profiles whose weight is stored in the input's dtype).
+    ``stats_format`` is the format
     of the saved statistics (mean, var, rstd): None means the input's, float32 for float16/bfloat16
     inputs.
 
@@ -167,6 +170,7 @@ class Convention:
     weight_format: str | None = None
     residual: bool = False
     residual_sum: str = "input"
+    narrow_inputs: bool = False
     stats_format: str | None = None
     affine_form: Literal["folded", "unfolded", "unspecified"] = "unspecified"
     variance_algorithm: str = "unspecified"
@@ -598,7 +602,11 @@ _PROFILES = [
         affine="per_element",
         variance_algorithm="welford (vectorized, cascade merge)",
         accumulator="float32 opmath",
-        sources=("S aten/src/ATen/native/cpu/moments_utils.h",),
+        narrow_inputs=True,
+        sources=(
+            "S aten/src/ATen/native/cpu/moments_utils.h",
+            "R torch 2.13 bfloat16/float16 input and parameters: float32 statistics, y rounded once",
+        ),
         verified_on=("torch 2.13.0",),
     ),
     _c(
@@ -615,6 +623,7 @@ _PROFILES = [
             "float32 math, one rounding at type_as(input)",
         ),
         unverified=("evaluation order x * rsqrt(mean(x^2) + eps) * w",),
+        narrow_inputs=True,
         verified_on=("torch 2.13.0",),
     ),
     _HF_LLAMA,

@@ -27,13 +27,32 @@ def _y(y: Any) -> dict[str, np.ndarray]:
     return {"y": arr, "running_mean": np.zeros((1, 1), F32), "running_var": np.ones((1, 1), F32)}
 
 
+def _tensor(a: np.ndarray) -> Any:
+    """A torch tensor of a host array; bfloat16 (ml_dtypes) travels as its bits."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _host(t: Any, like: np.ndarray) -> np.ndarray:
+    """A torch tensor back on the host; bfloat16 as ``like``'s bfloat16 dtype."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return np.asarray(t.view(torch.int16).numpy().view(like.dtype))
+    return np.asarray(t.numpy())
+
+
 def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     def run(case: Case) -> dict[str, np.ndarray]:
-        import torch
         import torch.nn.functional as F  # noqa: N812 - torch's spelling
 
-        x = torch.from_numpy(np.ascontiguousarray(case["x"][0]))
-        w, b, eps = torch.from_numpy(case["weight"]), torch.from_numpy(case["bias"]), float(case["eps"])
+        x = _tensor(case["x"][0])
+        w, b, eps = _tensor(case["weight"]), _tensor(case["bias"]), float(case["eps"])
         if layer == "layer_norm":
             y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
         elif layer == "rms_norm":
@@ -42,7 +61,7 @@ def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
             y = F.group_norm(x, int(case["groups"]), w, b, eps)
         else:
             y = F.instance_norm(x, eps=eps)
-        return _y(y.numpy())
+        return _y(_host(y, case["x"]))
 
     return run
 
@@ -57,20 +76,12 @@ def _transformers(module: str, name: str) -> Callable[[Case], dict[str, np.ndarr
 
         cls = getattr(importlib.import_module(f"transformers.models.{module}"), name)
         x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
-
-        def tensor(a: np.ndarray) -> Any:  # bfloat16 (ml_dtypes) travels as its bits
-            if a.dtype.name == "bfloat16":
-                return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-            return torch.from_numpy(a)
-
         eps = float(case["eps"])
-        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(tensor(x).dtype)
+        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(_tensor(x).dtype)
         with torch.no_grad():
-            layer.weight.copy_(tensor(w))
-            y = layer(tensor(x))
-        if y.dtype == torch.bfloat16:
-            return _y(y.view(torch.int16).numpy().view(x.dtype))
-        return _y(y.numpy())
+            layer.weight.copy_(_tensor(w))
+            y = layer(_tensor(x))
+        return _y(_host(y, x))
 
     return run
 
@@ -83,15 +94,9 @@ def _gpu_rms_norm(kind: str) -> Callable[[Case], dict[str, np.ndarray]]:
         import torch
 
         x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
-
-        def tensor(a: np.ndarray) -> Any:
-            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype.name == "bfloat16" else (
-                torch.from_numpy(a))  # fmt: skip
-            return t.to("cuda").contiguous()
-
         eps = float(case["eps"])
         eps = 1e-6 if np.isnan(eps) else eps
-        xt, wt = tensor(x), tensor(w)
+        xt, wt = _tensor(x).to("cuda").contiguous(), _tensor(w).to("cuda").contiguous()
         if kind == "liger":  # LigerRMSNormFunction.apply(X, W, eps, offset, casting_mode, in_place)
             from liger_kernel.ops.rms_norm import LigerRMSNormFunction
 
@@ -106,10 +111,7 @@ def _gpu_rms_norm(kind: str) -> Callable[[Case], dict[str, np.ndarray]]:
 
             y = flashinfer.norm.rmsnorm(xt, wt, eps)
         torch.cuda.synchronize()
-        y = y.cpu()
-        if y.dtype == torch.bfloat16:
-            return _y(y.view(torch.int16).numpy().view(x.dtype))
-        return _y(y.numpy())
+        return _y(_host(y, x))
 
     return run
 

@@ -147,14 +147,14 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
         elif conv.affine == "per_group":
             case["weight"], case["bias"] = case["weight"][: int(case["groups"])], case["bias"][: int(case["groups"])]
         out.append((name, case, note))
-    if conv.layer == "rms_norm" and conv.weight_format == "input":
+    if conv.layer in ("layer_norm", "rms_norm") and (conv.weight_format == "input" or conv.narrow_inputs):
         out.extend(_llm_rows(conv, eps, rng))
     return out
 
 
 def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tuple[str, Case, str]]:
     """Cases as LLM activations come: bfloat16 (and float16) rows of 4096 and 8192, a small variance,
-    an outlier channel, all-equal rows; the weight in the input's dtype, as a model stores it."""
+    an outlier channel, all-equal rows; the parameters in the input's dtype, as a model stores them."""
     from normspec.oracle.formats import bfloat16_dtype
 
     bf16 = bfloat16_dtype()
@@ -175,10 +175,11 @@ def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tu
     for name, dtype, x, note in rows:
         feat = x.shape[-1]
         w = np.asarray(1 + 0.1 * rng.standard_normal(feat) - conv.weight_offset)  # Gemma's weights: centred
+        bias = np.asarray(rng.standard_normal(feat) if conv.layer == "layer_norm" else np.zeros(feat))
         case = {
             "x": x.astype(dtype)[None],
             "weight": w.astype(dtype),
-            "bias": np.zeros(feat, dtype),
+            "bias": bias.astype(dtype),
             "eps": np.array(eps),
             "training": np.array(True),
             "momentum": np.array(0.0),

@@ -81,3 +81,54 @@ def test_out_receives_the_result():
         layer_norm(x, 1, out=np.empty((5, 6), F32))
     with pytest.raises(ShapeError, match="out not overlapping x"):
         rms_norm(x, 1, out=x)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_narrow_inputs_correctly_rounded_in_their_format(fmt):
+    """float16/bfloat16 rows (parameters in x's format or float32): y in x's format, correctly
+    rounded, on LLM-like rows (4096 wide, small variance, an outlier) and on rows whose exact
+    output sits 2**-30 above a tie of the format, where rounding through float32 goes wrong."""
+    from fractions import Fraction
+
+    dtype = np.dtype(np.float16) if fmt == "float16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    p = 11 if fmt == "float16" else 8
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 4096))
+    x[1] = 0.5 + 1e-3 * x[1]
+    x[2, 5] = 1e4 if fmt == "bfloat16" else 6e4
+    x = x.astype(dtype)
+    w, b = (1 + 0.1 * rng.standard_normal(4096)).astype(dtype), rng.standard_normal(4096).astype(F32)
+    y = layer_norm(x, 1, w, b)
+    assert y.dtype == dtype
+    exact(y, exact_ln(x, 1, w.astype(F32), b).y)
+    exact(rms_norm(x, 1, w, eps=1e-6), exact_rms(x, 1, w, eps=1e-6).y)
+    # rows of +-1 (mean 0, mean square 1) scaled by 1 + 2**(1-p): y = target exactly, above the tie
+    g = Fraction(1) + Fraction(1, 2 ** (p - 1))
+    target = Fraction(1) + Fraction(1, 2**p) + Fraction(1, 2**30)
+    eps = float(g**2 / target**2 - 1)
+    rows = np.tile([1.0, -1.0], 32)[None, :].astype(dtype)
+    wt = np.full(64, float(g), dtype)
+    for got, want in (
+        (rms_norm(rows, 1, wt, eps=eps), exact_rms(rows, 1, wt, eps=eps).y),
+        (layer_norm(rows, 1, wt, eps=eps), exact_ln(rows, 1, wt, eps=eps).y),
+    ):
+        exact(got, want)
+        assert float(got[0, 0]) == 1 + 2.0 ** (1 - p)  # up: through float32 it would be 1 (ties to even)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bfloat16_rows_of_every_scale(seed):
+    """The bfloat16 kernel (bits in, bits out, ties settled in the kernel, flagged rows redone on the
+    host) on rows scaled by 10**-20 .. 10**20, rows near 1e30, constant rows, widths 1 to 4096."""
+    bf16 = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    rng = np.random.default_rng(seed)
+    r, f = [(3, 5), (17, 64), (8, 300), (4, 4096), (2, 1), (5, 17)][seed]
+    x = rng.standard_normal((r, f)) * 10.0 ** rng.integers(-20, 20, (r, 1))
+    if r > 2:
+        x[1], x[2] = 1e30 * rng.standard_normal(f), 7.0
+    x = x.astype(bf16)
+    w, b = rng.standard_normal(f).astype(bf16), rng.standard_normal(f).astype(bf16)
+    for eps in (1e-5, 0.0):
+        exact(layer_norm(x, 1, w, b, eps=eps), exact_ln(x, 1, w, b, eps=eps).y)
+        if eps > 0 or (x.astype(F32) != 0).all(axis=1).any():
+            exact(rms_norm(x, 1, w, eps=eps), exact_rms(x, 1, w, eps=eps).y)
