@@ -34,27 +34,29 @@ def ties(y: np.ndarray, low: Any) -> np.ndarray:
 
 
 def widen(x: np.ndarray) -> np.ndarray:
-    """float16/bfloat16 values as float32, exactly (bfloat16 by its bits, in parallel)."""
-    if x.dtype.name != "bfloat16":
-        return x.astype(np.float32)
-    from normspec.kernels._numba_cpu import bf16_to_f32
+    """float16/bfloat16 values as float32, exactly, from their bits (in parallel)."""
+    from normspec.kernels._numba_cpu import bf16_to_f32, f16_to_f32
 
-    src = np.ascontiguousarray(x)
-    out = np.empty(src.shape, np.float32)
-    bf16_to_f32(src.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32))
+    src = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
+    out = np.empty(x.shape, np.float32)
+    flat = out.reshape(-1)
+    if x.dtype.name == "bfloat16":
+        bf16_to_f32(src, flat.view(np.uint32))
+    else:
+        f16_to_f32(src, flat, flat.view(np.uint32))
     return out
 
 
 def _round(y: np.ndarray, low: Any) -> np.ndarray:
-    """float32 to ``low``, rounded to nearest, ties to even (bfloat16 by its bits, in parallel)."""
-    if np.dtype(low).name != "bfloat16":
-        with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
-            return y.astype(low)
-    from normspec.kernels._numba_cpu import f32_to_bf16
+    """float32 to ``low``, rounded to nearest, ties to even, by bits (in parallel)."""
+    from normspec.kernels._numba_cpu import f32_to_bf16, f32_to_f16
 
-    src = np.ascontiguousarray(y)
-    out = np.empty(src.shape, low)
-    f32_to_bf16(src.reshape(-1).view(np.uint32), out.reshape(-1).view(np.uint16))
+    src = np.ascontiguousarray(y).reshape(-1)
+    out = np.empty(y.shape, low)
+    if np.dtype(low).name == "bfloat16":
+        f32_to_bf16(src.view(np.uint32), out.reshape(-1).view(np.uint16))
+    else:
+        f32_to_f16(src, src.view(np.uint32), out.reshape(-1).view(np.uint16))
     return out
 
 

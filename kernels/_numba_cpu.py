@@ -852,3 +852,41 @@ def narrow_ties(
                 out[n] = i
             n += 1
     return n
+
+
+@njit(parallel=True, cache=True)
+def f16_to_f32(src: np.ndarray, dst: np.ndarray, dst_bits: np.ndarray) -> None:  # pragma: no cover - compiled
+    """float16 bits (uint16) to float32 (``dst``, and the same memory as bits): exact."""
+    for i in prange(src.size):
+        h = np.uint32(src[i])
+        sign = (h & np.uint32(0x8000)) << np.uint32(16)
+        e = (h >> np.uint32(10)) & np.uint32(0x1F)
+        m = h & np.uint32(0x3FF)
+        if e == 0:  # zero or subnormal: m 2**-24, exact in float32
+            v = np.float32(np.float64(m) * 2.0**-24)
+            dst[i] = -v if sign else v
+        elif e == 31:  # infinity or NaN
+            dst_bits[i] = sign | np.uint32(0x7F800000) | (m << np.uint32(13))
+        else:
+            dst_bits[i] = sign | ((e + np.uint32(112)) << np.uint32(23)) | (m << np.uint32(13))
+
+
+@njit(parallel=True, cache=True)
+def f32_to_f16(src: np.ndarray, src_bits: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """float32 (``src``, and the same memory as bits) to float16 bits, rounded to nearest, ties to
+    even: 65520 and beyond to infinity, below 2**-14 to the subnormal multiples of 2**-24."""
+    for i in prange(src.size):
+        b = np.uint32(src_bits[i])
+        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+        mag = b & np.uint32(0x7FFFFFFF)
+        if mag > np.uint32(0x7F800000):  # NaN: quiet
+            dst[i] = np.uint16(sign | np.uint32(0x7E00))
+        elif mag >= np.uint32(0x477FF000):  # 65520 (the largest float16 plus half its ULP) and beyond
+            dst[i] = np.uint16(sign | np.uint32(0x7C00))
+        elif mag >= np.uint32(0x38800000):  # float16's normal range: rebias, round 13 bits away
+            v = mag - np.uint32(112 << 23)
+            v = v + np.uint32(0xFFF) + ((v >> np.uint32(13)) & np.uint32(1))
+            dst[i] = np.uint16(sign | (v >> np.uint32(13)))
+        else:  # subnormal or zero: the nearest multiple of 2**-24 (exact scaling, then ties to even)
+            q = np.rint(abs(np.float64(src[i])) * 2.0**24)
+            dst[i] = np.uint16(sign | np.uint32(q))

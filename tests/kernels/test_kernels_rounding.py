@@ -126,3 +126,28 @@ def test_narrow_adversarial_inputs_correctly_rounded(fmt):
             y, _, _ = batch_norm(x, w, b, np.zeros(3, F32), np.ones(3, F32), training)
             o = oracle(x, w, b, np.zeros(3, F32), np.ones(3, F32), training=training)
             assert ulp_distance(y, o.y).max() == 0, (kind, training)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_narrow_conversions_by_bits_agree_with_numpy(fmt):
+    """The kernels' own float16/bfloat16 conversions: widening every one of the 65536 bit patterns,
+    and rounding random float32 bit patterns, scaled normals and the edges (the largest finite
+    value plus half its ULP, the subnormal boundaries, zeros, infinities) as numpy does."""
+    from normspec.kernels import _narrow
+
+    dtype = np.dtype(np.float16) if fmt == "float16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    every = np.arange(65536, dtype=np.uint16).view(dtype)
+    wide, want = _narrow.widen(every), every.astype(F32)
+    assert ((wide.view(np.uint32) == want.view(np.uint32)) | (np.isnan(wide) & np.isnan(want))).all()
+    rng = np.random.default_rng(25)
+    edges = np.array([65504, 65519.99, 65520, 65536, 2.0**-14, 2.0**-24, 2.0**-25, 3 * 2.0**-25, 0, np.inf], F32)
+    values = np.concatenate([
+        rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(F32),
+        (rng.standard_normal(200_000) * 10.0 ** rng.integers(-9, 6, 200_000)).astype(F32),
+        edges, -edges,
+    ])  # fmt: skip
+    with np.errstate(all="ignore"):
+        want = values.astype(dtype)
+    got = _narrow._round(values, dtype)
+    nan = np.isnan(want.astype(F32))
+    assert ((got.view(np.uint16) == want.view(np.uint16)) | (nan & np.isnan(got.astype(F32)))).all()
