@@ -697,7 +697,7 @@ def _row_coefs(p: np.ndarray) -> tuple[bool, float, float, float, float]:  # pra
 
 
 @njit(parallel=True, cache=True)
-def rows_norm_bf16(
+def rows_norm_narrow(
     xb: np.ndarray,
     gamma: np.ndarray,
     beta: np.ndarray,
@@ -707,12 +707,14 @@ def rows_norm_bf16(
     yb: np.ndarray,
     uncertified: np.ndarray,
     tasks: int,
+    half: bool,
 ) -> None:  # pragma: no cover - compiled
-    """:func:`rows_norm` on bfloat16 rows (bits in, bits out): each row widened exactly into a
-    float32 buffer, normalized and certified as there, then rounded to bfloat16.  Where the
-    float32 lands on a tie of bfloat16 the side of the exact value is taken from y64 and the
-    row's bound (as the host's ``_fallback_row`` bounds it); a row with an element the
-    certificate or the bound leaves open is flagged for the host, which redoes it exactly."""
+    """:func:`rows_norm` on bfloat16 rows (``half`` False) or float16 rows (True), bits in, bits
+    out: each row widened exactly into a float32 buffer, normalized and certified as there, then
+    rounded to its format.  Where the float32 lands on a tie of the format the side of the exact
+    value is taken from y64 and the row's bound (as the host's ``_fallback_row`` bounds it); a
+    row with an element the certificate or the bound leaves open is flagged for the host, which
+    redoes it exactly."""
     R, F = xb.shape
     step = (R + tasks - 1) // tasks
     for t in prange(tasks):
@@ -722,8 +724,12 @@ def rows_norm_bf16(
         ybits = yrow.view(np.uint32)
         for r in range(t * step, min(R, (t + 1) * step)):
             src = xb[r]
-            for j in range(F):
-                xbits[j] = np.uint32(src[j]) << np.uint32(16)
+            if half:
+                for j in range(F):
+                    xbits[j] = _f16_to_f32_bits(np.uint32(src[j]))
+            else:
+                for j in range(F):
+                    xbits[j] = np.uint32(src[j]) << np.uint32(16)
             _row_plan(xrow, centred, eps, plan[r])
             ok, kj, a, bcoef, gap_k = _row_coefs(plan[r])
             mu, s, cg = plan[r, 0], plan[r, 2], plan[r, 4]
@@ -732,6 +738,10 @@ def rows_norm_bf16(
                 continue
             uncertified[r] = 0
             out = yb[r]
+            if half:
+                if _f16_row(ybits, out):
+                    uncertified[r] = _narrow_ties_row(xrow, yrow, ybits, out, mu, s, gamma, beta, kj, cg, True)
+                continue
             tie = False
             for j in range(F):  # rounded to nearest even (vectorized); ties and NaN seen to below
                 b = ybits[j]
@@ -739,11 +749,60 @@ def rows_norm_bf16(
                 nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
                 tie |= ((b & np.uint32(0xFFFF)) == np.uint32(0x8000)) | nan
             if tie:
-                uncertified[r] = _bf16_ties(xrow, yrow, ybits, out, mu, s, gamma, beta, kj, cg)
+                uncertified[r] = _narrow_ties_row(xrow, yrow, ybits, out, mu, s, gamma, beta, kj, cg, False)
 
 
 @njit(cache=True)
-def _bf16_ties(
+def _f16_to_f32_bits(h: np.uint32) -> np.uint32:  # pragma: no cover - compiled
+    """float16 bits to float32 bits, exactly."""
+    sign = (h & np.uint32(0x8000)) << np.uint32(16)
+    e = (h >> np.uint32(10)) & np.uint32(0x1F)
+    m = h & np.uint32(0x3FF)
+    if e == 31:
+        return sign | np.uint32(0x7F800000) | (m << np.uint32(13))
+    if e != 0:
+        return sign | ((e + np.uint32(112)) << np.uint32(23)) | (m << np.uint32(13))
+    if m == 0:
+        return sign
+    k = np.uint32(0)  # normalize m 2**-24: shift the leading 1 up to bit 10
+    while (m & np.uint32(0x400)) == 0:
+        m <<= np.uint32(1)
+        k += np.uint32(1)
+    return sign | ((np.uint32(113) - k) << np.uint32(23)) | ((m & np.uint32(0x3FF)) << np.uint32(13))
+
+
+@njit(cache=True)
+def _f16_bits(b: np.uint32, value: float) -> np.uint16:  # pragma: no cover - compiled
+    """float32 (bits b, value) to float16 bits, rounded to nearest even (as ``f32_to_f16``)."""
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    mag = b & np.uint32(0x7FFFFFFF)
+    if mag > np.uint32(0x7F800000):
+        return np.uint16(sign | np.uint32(0x7E00))
+    if mag >= np.uint32(0x477FF000):
+        return np.uint16(sign | np.uint32(0x7C00))
+    if mag >= np.uint32(0x38800000):
+        v = mag - np.uint32(112 << 23)
+        return np.uint16(sign | ((v + np.uint32(0xFFF) + ((v >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)))
+    return np.uint16(sign | np.uint32(np.rint(abs(value) * 2.0**24)))
+
+
+@njit(cache=True)
+def _f16_row(ybits: np.ndarray, out: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """A float32 row to float16 bits; True when some element is a tie of float16 (or outside its
+    normal range, where the scalar rounding settles it and ties are looked for again)."""
+    special = False
+    for j in range(ybits.size):  # the normal range, vectorized
+        mag = ybits[j] & np.uint32(0x7FFFFFFF)
+        v = mag - np.uint32(112 << 23)
+        sign = (ybits[j] >> np.uint32(16)) & np.uint32(0x8000)
+        out[j] = np.uint16(sign | ((v + np.uint32(0xFFF) + ((v >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)))
+        outside = (mag < np.uint32(0x38800000)) | (mag >= np.uint32(0x477FF000))
+        special |= outside | ((v & np.uint32(0x1FFF)) == np.uint32(0x1000))
+    return special
+
+
+@njit(cache=True)
+def _narrow_ties_row(
     xrow: np.ndarray,
     yrow: np.ndarray,
     ybits: np.ndarray,
@@ -754,26 +813,57 @@ def _bf16_ties(
     beta: np.ndarray,
     kj: float,
     cg: float,
+    half: bool,
 ) -> int:  # pragma: no cover - compiled
-    """A row's bfloat16 ties settled by y64 and its bound (NaN kept quiet); 1 when one is left open."""
+    """A row's float16 (``half``) or bfloat16 elements outside the fast path: NaN kept quiet,
+    float16's subnormal and overflow ranges rounded by the scalar rule, and the ties of the format
+    settled by y64 and its bound; 1 when one is left open (the host redoes the row)."""
     for j in range(xrow.size):
         b = ybits[j]
-        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-            out[j] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
-        elif (b & np.uint32(0xFFFF)) == np.uint32(0x8000) and (b & np.uint32(0x7FFFFFFF)) < np.uint32(0x7F800000):
-            p = (np.float64(xrow[j]) - mu) * (s * gamma[j])
-            yv = p + beta[j]
-            err = (kj * abs(p) + cg * abs(gamma[j]) + 2.0**-52 * abs(yv)) * (1 + 2.0**-40)
-            m = np.float64(yrow[j])
-            if yv - m > err:
-                up = True
-            elif m - yv > err:
-                up = False
+        mag = b & np.uint32(0x7FFFFFFF)
+        if half:
+            out[j] = _f16_bits(b, np.float64(yrow[j]))
+            if mag >= np.uint32(0x7F800000):
+                continue
+            if mag >= np.uint32(0x38800000):
+                tie = (mag & np.uint32(0x1FFF)) == np.uint32(0x1000)
             else:
-                return 1
-            away = up == (m > 0)  # toward the larger magnitude: the next bfloat16 bits
-            out[j] = np.uint16((b >> np.uint32(16)) + np.uint32(1 if away else 0))
+                t = abs(np.float64(yrow[j])) * 2.0**25
+                tie = t == np.floor(t) and t % 2 == 1
+        else:
+            if mag > np.uint32(0x7F800000):
+                out[j] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
+                continue
+            tie = (b & np.uint32(0xFFFF)) == np.uint32(0x8000) and mag < np.uint32(0x7F800000)
+        if not tie:
+            continue
+        p = (np.float64(xrow[j]) - mu) * (s * gamma[j])
+        yv = p + beta[j]
+        err = (kj * abs(p) + cg * abs(gamma[j]) + 2.0**-52 * abs(yv)) * (1 + 2.0**-40)
+        m = np.float64(yrow[j])
+        if yv - m > err:
+            up = True
+        elif m - yv > err:
+            up = False
+        else:
+            return 1
+        # the tie's neighbours: its rounding toward zero, and the next bits away from zero
+        if half:
+            trunc = _f16_trunc(mag, m)
+        else:
+            trunc = np.uint16(mag >> np.uint32(16))
+        away = up == (m > 0)
+        sign = np.uint16((b >> np.uint32(16)) & np.uint32(0x8000))
+        out[j] = np.uint16(sign | (trunc + np.uint16(1 if away else 0)))
     return 0
+
+
+@njit(cache=True)
+def _f16_trunc(mag: np.uint32, m: float) -> np.uint16:  # pragma: no cover - compiled
+    """The float16 magnitude bits of a tie's neighbour toward zero."""
+    if mag >= np.uint32(0x38800000):
+        return np.uint16((mag - np.uint32(112 << 23)) >> np.uint32(13))
+    return np.uint16(np.floor(abs(m) * 2.0**24))
 
 
 @njit(cache=True, fastmath={"contract"})

@@ -40,8 +40,7 @@ def _prepare(
     f = math.prod(feat)
     if f == 0:
         raise DegenerateInputError(expected("at least one value per row", "x.shape", xa.shape))
-    # float32 rows; bfloat16 rows stay as they are (its kernel reads their bits), float16 ones widen
-    x2 = (_narrow.widen(xa) if xa.dtype.name == "float16" else np.ascontiguousarray(xa)).reshape(-1, f)
+    x2 = np.ascontiguousarray(xa).reshape(-1, f)  # float16/bfloat16 rows stay: their kernel reads their bits
     params = []
     for name, value, default in (("weight", weight, 1.0), ("bias", bias, 0.0)):
         if value is None:
@@ -65,37 +64,31 @@ def _run(
     eps = float(eps)
     low = xa.dtype if xa.dtype.name in _narrow.NARROW else None
     _check_out(out, xa, np.float32 if low is None else low)
-    if low is not None and low.name == "bfloat16":
-        return _run_bf16(xa, x2, gamma, beta, centred, eps, out)
+    if low is not None:
+        return _run_narrow(xa, x2, gamma, beta, centred, eps, out)
     r = x2.shape[0]
-    direct = out is not None and low is None
-    y2 = out.reshape(x2.shape) if direct else _buffers.empty(x2.shape, np.float32)
+    y2 = _buffers.empty(x2.shape, np.float32) if out is None else out.reshape(x2.shape)
     plan = np.empty((r, backend.PLAN_COLUMNS))
     flags = np.zeros(r, np.int64)
     backend.rows_norm(x2, gamma, beta, centred, float(eps), plan, y2, flags)
     for row_index in np.flatnonzero(flags):
         _fallback_row(x2[row_index], y2[row_index], plan[row_index], gamma, beta, centred, eps)
-    if low is None:
-        return y2.reshape(xa.shape) if out is None else out
-    narrow = _narrow.to_narrow(y2, low, *_ties(x2, plan, gamma, beta, centred, eps)).reshape(xa.shape)
-    if out is None:
-        return narrow
-    out[...] = narrow
-    return out
+    return y2.reshape(xa.shape) if out is None else out
 
 
-def _run_bf16(
+def _run_narrow(
     xa: np.ndarray, xb: np.ndarray, gamma: np.ndarray, beta: np.ndarray, centred: bool, eps: float, out: Any
 ) -> np.ndarray:
-    """bfloat16 rows straight through (bits in, bits out, ties settled in the kernel); the rows it
-    flags are redone here through the float32 path, exactly where that needs it."""
+    """float16/bfloat16 rows straight through (bits in, bits out, ties settled in the kernel); the
+    rows it flags are redone here through the float32 path, exactly where that needs it."""
     from normspec.kernels import _numba_cpu as backend
 
     y = np.empty(xb.shape, xa.dtype) if out is None else out.reshape(xb.shape)
     plan = np.empty((xb.shape[0], backend.PLAN_COLUMNS))
     flags = np.zeros(xb.shape[0], np.int64)
     tasks = max(1, min(xb.shape[0], 4 * backend.threads()))
-    backend.rows_norm_bf16(xb.view(np.uint16), gamma, beta, centred, eps, plan, y.view(np.uint16), flags, tasks)
+    half = xa.dtype.name == "float16"
+    backend.rows_norm_narrow(xb.view(np.uint16), gamma, beta, centred, eps, plan, y.view(np.uint16), flags, tasks, half)
     for r in np.flatnonzero(flags):
         row = _narrow.widen(xb[r : r + 1])
         y32 = np.empty(row.shape, np.float32)
@@ -145,7 +138,10 @@ def _fallback_row(
     """Recheck the row's elements with the full bound; decide the uncertified ones exactly."""
     rowd = row.astype(np.float64)
     if not np.isfinite(rowd).all():
-        return  # a non-finite row: the float result (NaN or infinity) is the defined one
+        if not centred and not np.isnan(rowd).any():  # RMSNorm over infinities: IEEE's x / inf
+            with np.errstate(invalid="ignore"):
+                out[:] = (rowd / np.inf * gamma).astype(np.float32)  # 0 for finite x, NaN at inf
+        return  # otherwise the float result (NaN) is the defined one
     mu, s, k, cg = plan[0], plan[2], plan[3] + 1.01 * 2.0**-53, plan[4]
     with np.errstate(all="ignore"):
         p = (rowd - mu) * (s * gamma)
