@@ -27,20 +27,12 @@ def _transformers(module: str, name: str) -> Callable[[Case], dict[str, np.ndarr
 
         cls = getattr(importlib.import_module(f"transformers.models.{module}"), name)
         x, w = np.ascontiguousarray(case["x"][0]), np.asarray(case["weight"])
-
-        def tensor(a: np.ndarray) -> Any:  # bfloat16 (ml_dtypes) travels as its bits
-            if a.dtype.name == "bfloat16":
-                return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-            return torch.from_numpy(a)
-
         eps = float(case["eps"])
-        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(tensor(x).dtype)
+        layer = cls(x.shape[-1], eps=1e-6 if np.isnan(eps) else eps).to(_tensor(x).dtype)
         with torch.no_grad():
-            layer.weight.copy_(tensor(w))
-            y = layer(tensor(x))
-        if y.dtype == torch.bfloat16:
-            return _y(y.view(torch.int16).numpy().view(x.dtype))
-        return _y(y.numpy())
+            layer.weight.copy_(_tensor(w))
+            y = layer(_tensor(x))
+        return _y(_host(y, x))
 
     return run
 
@@ -51,6 +43,26 @@ def _y(y: Any) -> dict[str, np.ndarray]:
 
 
 F32 = np.float32
+
+
+def _tensor(a: np.ndarray) -> Any:
+    """A torch tensor of a host array; bfloat16 (ml_dtypes) travels as its bits."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _host(t: Any, like: np.ndarray) -> np.ndarray:
+    """A torch tensor back on the host; bfloat16 as ``like``'s bfloat16 dtype."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return np.asarray(t.view(torch.int16).numpy().view(like.dtype))
+    return np.asarray(t.numpy())
 
 
 with np.load("case.npz", allow_pickle=False) as data:

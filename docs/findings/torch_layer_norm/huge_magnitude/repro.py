@@ -19,11 +19,10 @@ Result = dict[str, np.ndarray]
 
 def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     def run(case: Case) -> dict[str, np.ndarray]:
-        import torch
         import torch.nn.functional as F  # noqa: N812 - torch's spelling
 
-        x = torch.from_numpy(np.ascontiguousarray(case["x"][0]))
-        w, b, eps = torch.from_numpy(case["weight"]), torch.from_numpy(case["bias"]), float(case["eps"])
+        x = _tensor(case["x"][0])
+        w, b, eps = _tensor(case["weight"]), _tensor(case["bias"]), float(case["eps"])
         if layer == "layer_norm":
             y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
         elif layer == "rms_norm":
@@ -32,7 +31,7 @@ def _torch(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
             y = F.group_norm(x, int(case["groups"]), w, b, eps)
         else:
             y = F.instance_norm(x, eps=eps)
-        return _y(y.numpy())
+        return _y(_host(y, case["x"]))
 
     return run
 
@@ -43,6 +42,26 @@ def _y(y: Any) -> dict[str, np.ndarray]:
 
 
 F32 = np.float32
+
+
+def _tensor(a: np.ndarray) -> Any:
+    """A torch tensor of a host array; bfloat16 (ml_dtypes) travels as its bits."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _host(t: Any, like: np.ndarray) -> np.ndarray:
+    """A torch tensor back on the host; bfloat16 as ``like``'s bfloat16 dtype."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return np.asarray(t.view(torch.int16).numpy().view(like.dtype))
+    return np.asarray(t.numpy())
 
 
 with np.load("case.npz", allow_pickle=False) as data:
