@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -136,7 +137,7 @@ def bench_main(module: Any) -> None:
     if args.side == "accuracy":
         print(json.dumps(module._accuracy_side()))
         return
-    size = getattr(module, "nbytes", lambda spec: 4 * _prod(int(v) for v in spec.split("x")))
+    size = getattr(module, "nbytes", lambda spec: 4 * math.prod(int(v) for v in spec.split("x")))
     nbytes = {s: size(s) for s in args.shapes}
     rows: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
@@ -154,13 +155,6 @@ def bench_main(module: Any) -> None:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
     print(module.table(result))
-
-
-def _prod(values: Any) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def header(result: dict[str, Any]) -> str:

@@ -40,10 +40,7 @@ def widen(x: np.ndarray) -> np.ndarray:
     src = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
     out = np.empty(x.shape, np.float32)
     flat = out.reshape(-1)
-    if x.dtype.name == "bfloat16":
-        bf16_to_f32(src, flat.view(np.uint32))
-    else:
-        f16_to_f32(src, flat, flat.view(np.uint32))
+    (bf16_to_f32 if x.dtype.name == "bfloat16" else f16_to_f32)(src, flat.view(np.uint32))
     return out
 
 

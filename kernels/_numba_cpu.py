@@ -745,7 +745,7 @@ def rows_norm_narrow(
             tie = False
             for j in range(F):  # rounded to nearest even (vectorized); ties and NaN seen to below
                 b = ybits[j]
-                out[j] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+                out[j] = _bf16_rne(b)
                 nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
                 tie |= ((b & np.uint32(0xFFFF)) == np.uint32(0x8000)) | nan
             if tie:
@@ -773,7 +773,9 @@ def _f16_to_f32_bits(h: np.uint32) -> np.uint32:  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _f16_bits(b: np.uint32, value: float) -> np.uint16:  # pragma: no cover - compiled
-    """float32 (bits b, value) to float16 bits, rounded to nearest even (as ``f32_to_f16``)."""
+    """float32 (bits b, value) to float16 bits, rounded to nearest, ties to even: 65520 (the largest
+    float16 plus half its ULP) and beyond to infinity, below 2**-14 to the nearest multiple of
+    2**-24; NaN stays a quiet NaN."""
     sign = (b >> np.uint32(16)) & np.uint32(0x8000)
     mag = b & np.uint32(0x7FFFFFFF)
     if mag > np.uint32(0x7F800000):
@@ -902,15 +904,20 @@ def bf16_to_f32(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover -
 
 @njit(parallel=True, cache=True)
 def f32_to_bf16(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
-    """float32 bits to bfloat16 bits, rounded to nearest, ties to even (a carry into the exponent
-    is the next binade or infinity, as it should be); NaN stays a quiet NaN."""
+    """float32 bits to bfloat16 bits, rounded to nearest, ties to even; NaN stays a quiet NaN."""
     for i in prange(src.size):
         b = np.uint32(src[i])
         if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
             dst[i] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
         else:
-            bias = np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
-            dst[i] = np.uint16((b + bias) >> np.uint32(16))
+            dst[i] = _bf16_rne(b)
+
+
+@njit(cache=True)
+def _bf16_rne(b: np.uint32) -> np.uint16:  # pragma: no cover - compiled
+    """float32 bits (not NaN) to bfloat16 bits, rounded to nearest, ties to even (a carry into the
+    exponent is the next binade or infinity, as it should be)."""
+    return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
 
 
 @njit(cache=True)
@@ -945,38 +952,15 @@ def narrow_ties(
 
 
 @njit(parallel=True, cache=True)
-def f16_to_f32(src: np.ndarray, dst: np.ndarray, dst_bits: np.ndarray) -> None:  # pragma: no cover - compiled
-    """float16 bits (uint16) to float32 (``dst``, and the same memory as bits): exact."""
+def f16_to_f32(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """float16 bits (uint16) to float32 bits (uint32): exact."""
     for i in prange(src.size):
-        h = np.uint32(src[i])
-        sign = (h & np.uint32(0x8000)) << np.uint32(16)
-        e = (h >> np.uint32(10)) & np.uint32(0x1F)
-        m = h & np.uint32(0x3FF)
-        if e == 0:  # zero or subnormal: m 2**-24, exact in float32
-            v = np.float32(np.float64(m) * 2.0**-24)
-            dst[i] = -v if sign else v
-        elif e == 31:  # infinity or NaN
-            dst_bits[i] = sign | np.uint32(0x7F800000) | (m << np.uint32(13))
-        else:
-            dst_bits[i] = sign | ((e + np.uint32(112)) << np.uint32(23)) | (m << np.uint32(13))
+        dst[i] = _f16_to_f32_bits(np.uint32(src[i]))
 
 
 @njit(parallel=True, cache=True)
 def f32_to_f16(src: np.ndarray, src_bits: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
     """float32 (``src``, and the same memory as bits) to float16 bits, rounded to nearest, ties to
-    even: 65520 and beyond to infinity, below 2**-14 to the subnormal multiples of 2**-24."""
+    even (see :func:`_f16_bits`)."""
     for i in prange(src.size):
-        b = np.uint32(src_bits[i])
-        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
-        mag = b & np.uint32(0x7FFFFFFF)
-        if mag > np.uint32(0x7F800000):  # NaN: quiet
-            dst[i] = np.uint16(sign | np.uint32(0x7E00))
-        elif mag >= np.uint32(0x477FF000):  # 65520 (the largest float16 plus half its ULP) and beyond
-            dst[i] = np.uint16(sign | np.uint32(0x7C00))
-        elif mag >= np.uint32(0x38800000):  # float16's normal range: rebias, round 13 bits away
-            v = mag - np.uint32(112 << 23)
-            v = v + np.uint32(0xFFF) + ((v >> np.uint32(13)) & np.uint32(1))
-            dst[i] = np.uint16(sign | (v >> np.uint32(13)))
-        else:  # subnormal or zero: the nearest multiple of 2**-24 (exact scaling, then ties to even)
-            q = np.rint(abs(np.float64(src[i])) * 2.0**24)
-            dst[i] = np.uint16(sign | np.uint32(q))
+        dst[i] = _f16_bits(np.uint32(src_bits[i]), np.float64(src[i]))

@@ -72,9 +72,6 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     def per_lane(a: ir.Value, b: ir.Value) -> ir.Value:
         return builder.select(first, _splat(builder, a, _V64), _splat(builder, b, _V64))
 
-    def const(v: float) -> ir.Value:
-        return ir.Constant(_V64, [v] * W)
-
     if masked:
         mask = builder.and_(builder.not_(below(lo)), below(hi))
         load = _fn(builder, "llvm.masked.load.v16f32.p0", _V32, [xp.type, _I32, _VI1, _V32])

@@ -232,6 +232,16 @@ def _dx_fast(
     return dx, delta
 
 
+def _upstream(xa: np.ndarray, dya: np.ndarray) -> np.ndarray:
+    """The upstream gradient dy as float64, checked: x's shape, finite."""
+    if dya.shape != xa.shape:
+        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
+    dyd = dya.astype(np.float64)
+    if not np.isfinite(dyd).all():
+        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+    return dyd
+
+
 def _backward(
     xa: np.ndarray,
     dya: np.ndarray,
@@ -247,11 +257,7 @@ def _backward(
     parameters: bool = True,
 ) -> Gradients:
     fmt = format_of(xa.dtype, "x")
-    if dya.shape != xa.shape:
-        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
-    dyd = dya.astype(np.float64)
-    if not np.isfinite(dyd).all():
-        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+    dyd = _upstream(xa, dya)
     pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
     x3 = view.x3
     dy3 = dyd.reshape(x3.shape)
@@ -512,11 +518,7 @@ def _cast_backward(
     from normspec.oracle.layers import rms_norm
 
     fmt = format_of(xa.dtype, "x")
-    if dya.shape != xa.shape:
-        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
-    dyd = dya.astype(np.float64)
-    if not np.isfinite(dyd).all():
-        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+    dyd = _upstream(xa, dya)
     pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
     plain = dataclasses.replace(conv, cast_points=(), weight_format=None)
     wd = np.ones(pshape) if w is None else w.astype(np.float64)

@@ -883,7 +883,7 @@ def rms_norm(
     [[1.5, 2.5, 3.5, 4.5]]
     """
     conv = get_convention(convention, layer="rms_norm")
-    xa = _array(x, "x")
+    x0 = xa = _array(x, "x")
     stream = xa
     if conv.residual:
         if residual is None:
@@ -897,8 +897,8 @@ def rms_norm(
         stream, xa = residual_sums(xa, ra, conv)
     elif residual is not None:
         raise InvalidArgumentError(expected(f"no residual (profile {conv.name!r} adds none)", "residual", "given"))
-    in_fmt = format_of(_array(x, "x").dtype, "x")  # casts "to the input's dtype" mean x's, whatever is normalized
-    view, _, _ = _layout(_array(x, "x"), conv, weight, None, normalized_ndim=normalized_ndim)
+    in_fmt = format_of(x0.dtype, "x")  # casts "to the input's dtype" mean x's, whatever is normalized
+    view, _, _ = _layout(x0, conv, weight, None, normalized_ndim=normalized_ndim)
     view = dataclasses.replace(view, x3=xa.reshape(view.x3.shape))
     res = _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,

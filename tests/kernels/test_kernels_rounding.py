@@ -71,14 +71,13 @@ def test_exact_ties_go_to_even():
     bn_cases.check(batch_norm, x, w, b, rm, rv, False, eps=0.0)
 
 
-def test_a_hair_above_a_tie_rounds_up():
-    """Training where y lands 2**-40 or so from a float32 midpoint: decided by the exact
-    fallback where the float64 enclosure straddles it, and always as the oracle says."""
-    rng = np.random.default_rng(23)
-    base = rng.standard_normal(64)
-    for shift in (2.0**-30, -(2.0**-30), 0.0):
-        x = (base + shift).astype(F32).reshape(4, 1, 16)
-        bn_cases.check(batch_norm, x, None, np.array([0.5 + 2.0**-25], F32), None, None, True)
+def test_a_hair_from_a_tie_rounds_to_the_nearer_side():
+    """y = 2x + 1 landing 2**-47 above and 2**-48 below the midpoint 1 + 2**-24: up to
+    1 + 2**-23 and down to 1, as the exact values say."""
+    x, w, b, rm, rv = _tie_case(1.0, [2.0**-25 * (1 + 2.0**-23), 2.0**-25 * (1 - 2.0**-24)])
+    y, _, _ = batch_norm(x, w, b, rm, rv, False, eps=0.0)
+    assert y.ravel().tolist() == [1 + 2.0**-23, 1.0]
+    bn_cases.check(batch_norm, x, w, b, rm, rv, False, eps=0.0)
 
 
 def test_fallback_rounding_matches_round_f32_on_rationals():
