@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from normspec.oracle.core import _split_fraction, exact_rsqrt
 from normspec.oracle.exact import exact_sums
-from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array
+from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array, store
 from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _running_params, _spread, _View
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention
@@ -336,7 +336,7 @@ def _backward(
             else:
                 A = hx
             dx_out[i, g, k] = round_sqrt_form(A, Fraction(0), denom[g], fmt)
-    dx = dx_out.astype(numpy_dtype(fmt)).reshape(xa.shape)
+    dx = store(dx_out, fmt).reshape(xa.shape)
 
     # dweight, dbias: per parameter, over the values it scales
     p_n = math.prod(pshape)

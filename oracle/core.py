@@ -31,8 +31,8 @@ from fractions import Fraction
 
 import mpmath
 import numpy as np
-from normspec.oracle.exact import blocks
-from normspec.oracle.formats import FLOAT32, FLOAT64, Format, numpy_dtype, round_array
+from normspec.oracle.exact import block_runs, locked, map_runs
+from normspec.oracle.formats import FLOAT32, FLOAT64, Format, numpy_dtype, round_array, round_bracket, store
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 
 __all__ = ["GroupPlan", "normalize", "exact_rsqrt"]
@@ -168,51 +168,62 @@ def normalize(
         c64 = np.where(np.isnan(c64), np.inf, c64)
         dd = (s_hi, s_lo, sh_hi, sh_lo, c64)
 
+    plain_rms = not (mu_hi.any() or mu_lo.any() or mu_err.any() or np.any(beta3))
     out_dtype = numpy_dtype(out_fmt)
     y = np.empty(x3.shape, dtype=out_dtype)
-    undecided_total = 0
-    for sl in blocks(x3.shape):
-        xb = x3[sl]
-        if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
-            xb = xb.astype(np.float64)
-        if out_fmt is FLOAT64:
-            s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b = (_bslice(a, sl) for a in dd)
-            yb, undecided = _fast_block_dd(
-                xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
-            )
-        else:
-            # Per block (cache-sized, and no full-size temporaries when gamma varies within a group):
-            # s = gamma / sqrt(D) within 2**-51 relative, and the per-group part c of the bound.
-            beta_b = _bslice(beta3, sl)
-            with np.errstate(invalid="ignore"):
-                s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
-                c_b = 2.0 * np.abs(s_b) * e3[:, sl[1]] + (2.0**-49 * np.abs(beta_b) + 2.0**-1060)
-            c_b[np.isnan(c_b)] = np.inf  # infinite scale (D == 0): no bound, the exact path decides
-            yb, undecided = _fast_block(xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_b, beta_b, c_b)
-        nan_here = nan_groups[sl[1]]
-        if nan_here.any():  # non-finite statistics: the whole group is NaN
-            yb[:, nan_here, :] = math.nan
-            undecided[:, nan_here, :] = False
-        if undecided.any():
-            _exact_zero_offsets(xb, yb, undecided, sl, mu_hi, mu_lo, mu_err, plain_groups, beta3, out_fmt)
-            idx = np.nonzero(undecided)
-            undecided_total += len(idx[0])
-            yb[idx] = [
-                _exact_element(
-                    float(xb[i, j, k]),
-                    sl[1].start + j,
-                    plan,
-                    gamma3,
-                    beta3,
-                    (sl[0].start + i, sl[1].start + j, sl[2].start + k),
-                    out_fmt,
+    report = locked(progress)
+
+    def run(part: list[tuple[slice, slice, slice]]) -> int:
+        undecided_total = 0
+        for sl in part:
+            xb = x3[sl]
+            if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
+                xb = xb.astype(np.float64)
+            if out_fmt is FLOAT64:
+                s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b = (_bslice(a, sl) for a in dd)
+                yb, undecided = _fast_block_dd(
+                    xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
                 )
-                for i, j, k in zip(*idx, strict=True)
-            ]
-        y[sl] = yb
-        if progress is not None:
-            progress(xb.size)
-    return y, undecided_total
+            else:
+                # Per block (cache-sized, and no full-size temporaries when gamma varies within a group):
+                # s = gamma / sqrt(D) within 2**-51 relative, and the per-group part c of the bound.
+                beta_b = _bslice(beta3, sl)
+                with np.errstate(invalid="ignore"):
+                    s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
+                if plain_rms and np.isfinite(r3[:, sl[1]]).all():
+                    # a mean of exactly 0 and no beta (RMSNorm): y = x s, and c is the underflow term alone
+                    yb, undecided = _fast_block(xb, out_fmt, None, None, s_b, None, 2.0**-1060)
+                else:
+                    with np.errstate(invalid="ignore"):
+                        c_b = 2.0 * np.abs(s_b) * e3[:, sl[1]] + (2.0**-49 * np.abs(beta_b) + 2.0**-1060)
+                    c_b[np.isnan(c_b)] = np.inf  # infinite scale (D == 0): no bound, the exact path decides
+                    yb, undecided = _fast_block(xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_b, beta_b, c_b)
+            nan_here = nan_groups[sl[1]]
+            if nan_here.any():  # non-finite statistics: the whole group is NaN
+                yb[:, nan_here, :] = math.nan
+                undecided[:, nan_here, :] = False
+            if undecided.any():
+                _exact_zero_offsets(xb, yb, undecided, sl, mu_hi, mu_lo, mu_err, plain_groups, beta3, out_fmt)
+                idx = np.nonzero(undecided)
+                undecided_total += len(idx[0])
+                yb[idx] = [
+                    _exact_element(
+                        float(xb[i, j, k]),
+                        sl[1].start + j,
+                        plan,
+                        gamma3,
+                        beta3,
+                        (sl[0].start + i, sl[1].start + j, sl[2].start + k),
+                        out_fmt,
+                    )
+                    for i, j, k in zip(*idx, strict=True)
+                ]
+            store(yb, out_fmt, out=y[sl])
+            if report is not None:
+                report(xb.size)
+        return undecided_total
+
+    return y, sum(map_runs(run, block_runs(x3.shape)))
 
 
 def _exact_zero_offsets(
@@ -245,11 +256,11 @@ def _exact_zero_offsets(
 def _fast_block(
     xb: np.ndarray,
     fmt: Format,
-    mu_hi: np.ndarray,
-    mu_lo: np.ndarray,
+    mu_hi: np.ndarray | None,
+    mu_lo: np.ndarray | None,
     s: np.ndarray,
-    beta: np.ndarray,
-    c: np.ndarray,
+    beta: np.ndarray | None,
+    c: np.ndarray | float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """float64 evaluation with a rigorous error bound: (rounded y, undecided mask).
 
@@ -259,34 +270,41 @@ def _fast_block(
            |p - d s*| <= |s| e_mu + 2**-52 |s||mu_lo| + (2**-51 + 3 * 2**-52)|p| (1 + O(u))
       y  = fl(p + beta):  |y - y*| <= |p - d s*| + 2**-52 |y|,  |y| <= (|p| + |beta|)(1 + u)
     so delta = 2**-47 |p| + c with c = 2|s|(e_mu + 2**-52 |mu_lo|) + 2**-49 |beta| + 2**-1060
+    (``None`` for ``mu_hi``/``mu_lo``/``beta``: zero, skipped; y = p exactly)
     bounds the error with a factor of at least 2 to spare on every term,
     which also covers rounding in computing delta and y -/+ delta (and
     absolute underflow, at most 2**-1074 per operation).
 
     Rounding is monotone, so where ``y - delta`` and ``y + delta`` round to
-    the same bit pattern that pattern is the correctly rounded ``y``.  NaN
+    the same bit pattern that pattern is the correctly rounded ``y`` (float32;
+    the 16-bit formats use :func:`~normspec.oracle.formats.round_bracket`'s
+    cheaper certificate on the same bracket).  NaN
     results need no decision: they are what IEEE arithmetic on the unfolded
     form gives, which is the documented behaviour for non-finite input.
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        p = xb - mu_hi
-        p -= mu_lo
-        p *= s
-        yv = p + beta
-        delta = np.abs(p, out=p)
+        if mu_hi is None or mu_lo is None:  # a mean of exactly 0: p = x s
+            p = xb * s
+        else:
+            p = xb - mu_hi
+            p -= mu_lo
+            p *= s
+        if beta is None:
+            yv, delta = p, np.abs(p)
+        else:
+            yv = p + beta
+            delta = np.abs(p, out=p)
         delta *= 2.0**-47
         delta += c
+        if fmt is not FLOAT32:
+            return round_bracket(yv, delta, fmt)
         lo = yv - delta
         yv += delta  # hi
         hi = yv
-    if fmt is FLOAT32:
-        with np.errstate(over="ignore"):  # overflow to inf is the IEEE rounding
-            rlo = lo.astype(np.float32)
-            rhi = hi.astype(np.float32)
-        return rhi, rlo.view(np.uint32) != rhi.view(np.uint32)
-    rlo = round_array(lo, fmt)
-    rhi = round_array(hi, fmt)
-    return rhi, ~((rlo == rhi) & (np.signbit(rlo) == np.signbit(rhi)) | (np.isnan(rlo) & np.isnan(rhi)))
+    with np.errstate(over="ignore"):  # overflow to inf is the IEEE rounding
+        rlo = lo.astype(np.float32)
+        rhi = hi.astype(np.float32)
+    return rhi, rlo.view(np.uint32) != rhi.view(np.uint32)
 
 
 def _fast_block_dd(

@@ -28,13 +28,21 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["exact_sums", "blocks", "BLOCK_ELEMENTS"]
+__all__ = ["exact_sums", "blocks", "block_runs", "map_runs", "threads", "BLOCK_ELEMENTS"]
+
+_T = TypeVar("_T")
+_Run = list[tuple[slice, slice, slice]]
 
 BLOCK_ELEMENTS = 1 << 15  # ~256 KiB of float64: stays in L2
 
@@ -66,6 +74,69 @@ def blocks(shape: tuple[int, int, int], target: int = BLOCK_ELEMENTS) -> Iterato
             for g0 in range(g_n):
                 for b0 in range(0, b_n, target):
                     yield slice(a0, a0 + 1), slice(g0, g0 + 1), slice(b0, min(b_n, b0 + target))
+
+
+# Blocks are independent (exact sums combine in any order, outputs do not overlap), so large
+# arrays are spread over threads: numpy releases the GIL inside its loops.
+_PARALLEL_MIN = 1 << 20  # elements: below this, one thread
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def threads() -> int:
+    """Threads the oracle uses on large arrays: ``NORMSPEC_THREADS`` if set, else the CPUs this
+    process may run on (at most 8)."""
+    env = os.environ.get("NORMSPEC_THREADS", "").strip()
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def block_runs(shape: tuple[int, int, int]) -> list[_Run]:
+    """The :func:`blocks` of ``shape`` cut into one contiguous run per thread (one run when the
+    array is small).
+
+    >>> [len(r) for r in block_runs((1, 4, 4))]
+    [1]
+    """
+    every = list(blocks(shape))
+    n = min(len(every), threads() if math.prod(shape) >= _PARALLEL_MIN else 1)
+    cuts = [len(every) * i // max(n, 1) for i in range(n + 1)]
+    return [every[a:b] for a, b in itertools.pairwise(cuts) if b > a] or [[]]
+
+
+def map_runs(
+    work: Callable[[list[tuple[slice, slice, slice]]], _T], runs: list[list[tuple[slice, slice, slice]]]
+) -> list[_T]:
+    """``work(run)`` for every run, in threads when there are several; results in order, and the
+    first exception raised is raised here."""
+    global _pool
+    if len(runs) == 1:
+        return [work(runs[0])]
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < len(runs):
+            _pool = ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="normspec")
+        pool = _pool
+    state = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
+
+    def call(run: _Run) -> _T:
+        with np.errstate(**state):
+            return work(run)
+
+    return [f.result() for f in [pool.submit(call, r) for r in runs]]
+
+
+def locked(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """A progress callback safe to call from several threads (calls are serialized)."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def call(n: int) -> None:
+        with lock:
+            progress(n)
+
+    return call
 
 
 class _PieceSum:
@@ -123,6 +194,17 @@ def _slow_sums(x3: np.ndarray, g: int) -> tuple[Fraction, Fraction]:
     return sum(vals, Fraction(0)), sum((v * v for v in vals), Fraction(0))
 
 
+def _absmax(x3: np.ndarray) -> np.ndarray:
+    """Per group ``max |x|`` over axes 0 and 2 as float64 (NaN where a NaN is present).  The 16-bit
+    formats compare their bit patterns with the sign cleared (the order of magnitudes, NaN above
+    infinity): numpy's float16 and ml_dtypes' bfloat16 reductions run element by element."""
+    if x3.dtype.itemsize == 2:
+        bits = x3.view(np.uint16) & np.uint16(0x7FFF)
+        return bits.max(axis=(0, 2)).view(x3.dtype).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.maximum(x3.max(axis=(0, 2)), -x3.min(axis=(0, 2))).astype(np.float64)
+
+
 def exact_sums(
     x3: np.ndarray,
     *,
@@ -147,8 +229,7 @@ def exact_sums(
         fmt_bits = np.finfo(x3.dtype).nmant + 1
     if n == 0:
         return [Fraction(0)] * g_n, [Fraction(0)] * g_n, np.zeros(g_n, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        absmax = np.maximum(x3.max(axis=(0, 2)), -x3.min(axis=(0, 2))).astype(np.float64)
+    absmax = _absmax(x3)
     nonfinite = ~np.isfinite(absmax)
     slow = np.zeros(g_n, dtype=bool)
     if fmt_bits > 26:
@@ -158,21 +239,30 @@ def exact_sums(
     absmax[skip] = 0.0  # these groups are zeroed below and summed elsewhere
     top = np.frexp(absmax)[1].astype(np.int64)  # absmax < 2**top
     squares, n_terms = _square_terms(fmt_bits)
-    s1 = _PieceSum(top, n)
-    s2 = _PieceSum(2 * top + 1, n * n_terms)  # every term shares the accumulator
-    for sa, sg, sb in blocks(x3.shape):
-        xb = x3[sa, sg, sb].astype(np.float64)
-        if skip.any():
-            xb = np.where(skip[sg].reshape(1, -1, 1), 0.0, xb)
-        if first:
-            s1.add(xb, sg)
-        if second:
-            for term in squares(xb):
-                s2.add(term, sg)
-        if progress is not None:
-            progress(xb.size)
-    sum1 = s1.totals() if first else [Fraction(0)] * g_n
-    sum2 = s2.totals() if second else [Fraction(0)] * g_n
+    report = locked(progress)
+
+    def run(part: list[tuple[slice, slice, slice]]) -> tuple[list[Fraction], list[Fraction]]:
+        s1 = _PieceSum(top, n)
+        s2 = _PieceSum(2 * top + 1, n * n_terms)  # every term shares the accumulator
+        for sa, sg, sb in part:
+            xb = x3[sa, sg, sb].astype(np.float64)
+            if skip.any():
+                xb = np.where(skip[sg].reshape(1, -1, 1), 0.0, xb)
+            if first:
+                s1.add(xb, sg)
+            if second:
+                for term in squares(xb):
+                    s2.add(term, sg)
+            if report is not None:
+                report(xb.size)
+        zeros = [Fraction(0)] * g_n
+        return (s1.totals() if first else zeros), (s2.totals() if second else zeros)
+
+    parts = map_runs(run, block_runs(x3.shape))
+    sum1, sum2 = parts[0]
+    if len(parts) > 1:
+        sum1 = [sum(col, Fraction(0)) for col in zip(*(p[0] for p in parts), strict=True)]
+        sum2 = [sum(col, Fraction(0)) for col in zip(*(p[1] for p in parts), strict=True)]
     for g in np.flatnonzero(slow & ~nonfinite):
         sum1[g], sum2[g] = _slow_sums(x3, int(g))
     return sum1, sum2, nonfinite

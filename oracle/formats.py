@@ -44,6 +44,8 @@ __all__ = [
     "numpy_dtype",
     "round_rational",
     "round_array",
+    "round_bracket",
+    "store",
     "bfloat16_dtype",
 ]
 
@@ -180,6 +182,90 @@ def round_array(values: np.ndarray, fmt: Format) -> np.ndarray:
         r[np.abs(r) > fmt.max_finite] = np.copysign(np.inf, v[np.abs(r) > fmt.max_finite])
     r[~np.isfinite(v)] = v[~np.isfinite(v)]
     return r
+
+
+_EXPONENT_MASK = np.uint64(0x7FF0000000000000)
+
+
+def round_bracket(y: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+    """Round exact values known only as ``y +- delta`` (float64 arrays) to ``fmt``.
+
+    Returns ``(r, undecided)``: ``r`` (float64 holding ``fmt`` values) is the correct rounding of
+    every exact value in ``[y - delta, y + delta]`` where ``undecided`` is False.  Where it is True
+    the bracket may hold a rounding boundary and the caller decides exactly.
+
+    The certificate: with ``2**E <= |y| < 2**(E+1)`` and ``r`` the ``fmt`` value nearest ``y``,
+    the rounding boundaries next to ``r`` lie at least ``h = 2**(E - p)`` from it (half the spacing
+    in ``y``'s binade), except below a power of two ``r <= |y|``, where the binade below has half the
+    spacing: there ``h/2``, which the bracket reaches only when ``delta`` does.  So
+    ``|y - r| + 2 delta < h`` keeps the bracket in ``r``'s rounding interval.  ``r`` comes from
+    the bits of ``y`` (round to nearest even at bit ``53 - p``), valid in ``fmt``'s normal range;
+    values outside it (subnormal results, overflow, NaN, infinities) are bracketed by
+    :func:`round_array` instead.  ``y == 0`` is always undecided (the sign of a zero is the
+    caller's to settle).
+
+    >>> y = np.array([1 + 2.0**-8, 1 + 2.0**-8 + 2.0**-30, 1 + 2.0**-8 + 2.0**-50, 1 - 2.0**-12])
+    >>> r, und = round_bracket(y, np.full(4, 2.0**-40), BFLOAT16)
+    >>> r.tolist(), und.tolist()  # a tie, and a value just past a tie, inside or outside the bracket
+    ([1.0, 1.0078125, 1.0078125, 1.0], [True, False, True, False])
+    """
+    y = np.asarray(y, dtype=np.float64)
+    delta = np.asarray(delta, dtype=np.float64)
+    if fmt is FLOAT64:
+        raise ValueError("round_bracket rounds to a narrower format than float64")
+    u = y.view(np.uint64)
+    shift = np.uint64(53 - fmt.p)
+    rb = u >> shift
+    rb &= np.uint64(1)  # the last kept bit: ties go to even
+    rb += np.uint64((1 << (52 - fmt.p)) - 1)
+    rb += u
+    rb &= ~np.uint64((1 << (53 - fmt.p)) - 1)
+    r = rb.view(np.float64)
+    e = (u & _EXPONENT_MASK).view(np.float64)  # 2**E; 0 at y == 0 and at subnormal doubles, inf at NaN/inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = y - r
+        np.abs(err, out=err)
+        err += delta
+        err += delta
+        undecided = err >= e * 2.0**-fmt.p
+        edge = e < 2.0**fmt.emin
+        edge |= e >= 2.0**fmt.emax  # the top binade may round past the largest finite value
+        if edge.any():  # the few values outside the normal range, by the slower bracket
+            ys, ds = y[edge], np.broadcast_to(delta, y.shape)[edge]
+            lo, hi = round_array(ys - ds, fmt), round_array(ys + ds, fmt)
+            r[edge] = hi
+            undecided[edge] = ~((lo == hi) & (np.signbit(lo) == np.signbit(hi)) | (np.isnan(lo) & np.isnan(hi)))
+    return r, undecided
+
+
+def store(values: np.ndarray, fmt: Format, out: np.ndarray | None = None) -> np.ndarray:
+    """float64 values that are exactly ``fmt`` values, in ``fmt``'s numpy dtype (into ``out`` if
+    given).  Nothing rounds, so the 16-bit formats are written by their bits (ml_dtypes' and numpy's
+    own conversions from float64 run element by element).
+
+    >>> store(np.array([1.5, -2.0**-24, np.inf, -0.0]), FLOAT16).tolist()
+    [1.5, -5.960464477539063e-08, inf, -0.0]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if out is None:
+        out = np.empty(v.shape, dtype=numpy_dtype(fmt))
+    if fmt.p not in (BFLOAT16.p, FLOAT16.p):
+        out[...] = v
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        b32 = v.astype(np.float32).view(np.uint32)  # exact: fmt values are float32 values
+    bits = out.view(np.uint16)
+    if fmt is BFLOAT16:
+        bits[...] = b32 >> np.uint32(16)
+        return out
+    mag = b32 & np.uint32(0x7FFFFFFF)
+    normal = (mag >> np.uint32(13)) - np.uint32(112 << 10)  # rebias the exponent (valid from 2**-14 up)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tiny = (np.abs(v) * 2.0**24).astype(np.uint32)  # subnormals and zero: the integer significand
+    mag = np.where(mag < np.uint32(0x38800000), tiny, normal)  # below 2**-14
+    mag = np.where(np.isfinite(v), mag, np.where(np.isnan(v), np.uint32(0x7E00), np.uint32(0x7C00)))
+    bits[...] = mag | ((b32 >> np.uint32(16)) & np.uint32(0x8000))
+    return out
 
 
 def _quantum_exp(value: float, fmt: Format) -> int:

@@ -52,9 +52,19 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from normspec.oracle.core import GroupPlan, _split, _two_prod, _two_sum, normalize
+from normspec.oracle.core import GroupPlan, _split, _two_prod, _two_sum, exact_rsqrt, normalize
 from normspec.oracle.exact import exact_sums
-from normspec.oracle.formats import FLOAT32, FORMATS, Format, bfloat16_dtype, format_of, numpy_dtype, round_array
+from normspec.oracle.formats import (
+    FLOAT32,
+    FORMATS,
+    Format,
+    bfloat16_dtype,
+    format_of,
+    numpy_dtype,
+    round_array,
+    round_bracket,
+    store,
+)
 from normspec.oracle.sqrtform import eps_outside_parts, round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention, running_update
 
@@ -352,6 +362,25 @@ def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format, eps_outside: Frac
     return round_sqrt_form(Fraction(1), Fraction(0), denom, fmt)
 
 
+def _rstds(
+    mean: list[Stat], denom: list[Fraction], special: list[str], fmt: Format, eps_outside: Fraction | None
+) -> np.ndarray:
+    """:func:`_rstd` of every group: where eps sits inside the root, ``1/sqrt(denom)`` to within
+    ``2**-104`` (:func:`~normspec.oracle.core.exact_rsqrt`) rounds by a certified bracket, and
+    only the groups it leaves open (and the special ones) are rounded exactly."""
+    out = np.empty(len(denom), dtype=np.float64)
+    todo = np.ones(len(denom), dtype=bool)
+    plain = [g for g, k in enumerate(special) if k == "" and isinstance(mean[g], Fraction)]
+    if plain and eps_outside is None and fmt.p < 53:
+        hi, lo = np.array([exact_rsqrt(denom[g]) for g in plain], dtype=np.float64).reshape(-1, 2).T
+        r, undecided = round_bracket(hi, np.abs(lo) + 2.0**-100 * hi, fmt)
+        out[plain] = r
+        todo[np.asarray(plain)[~undecided]] = False
+    for g in np.flatnonzero(todo):
+        out[g] = _rstd(mean[g], denom[g], special[g], fmt, eps_outside)
+    return out
+
+
 def _stats_format(conv: Convention, x_fmt: Format, running: np.ndarray | None) -> Format:
     if running is not None:
         return format_of(running.dtype, "running_mean")
@@ -481,7 +510,7 @@ def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt:
         # each product of a value of at most 24 significant bits (at least 2**-149 in magnitude) and a
         # weight of at most 53 - bits is exact in float64: one rounding of it is the answer
         with np.errstate(invalid="ignore", over="ignore"):
-            return round_array(xf * gamma3, out_fmt).astype(numpy_dtype(out_fmt))
+            return store(round_array(xf * gamma3, out_fmt), out_fmt)
     g = np.broadcast_to(gamma3, xr.shape)
     b = np.broadcast_to(beta3, xr.shape)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -502,7 +531,7 @@ def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt:
     for idx in zip(*np.nonzero(undecided), strict=True):
         v = Fraction(float(xf[idx])) * Fraction(float(g[idx])) + Fraction(float(b[idx]))
         out[idx] = round_fraction(v, out_fmt)
-    return out.astype(numpy_dtype(out_fmt))
+    return store(out, out_fmt)
 
 
 def _forward(
@@ -614,10 +643,7 @@ def _forward(
         mean_out = rm[view.channel].reshape(shape).copy()
         var_out = rv[view.channel].reshape(shape).copy()
     eps_out = eps_q if outside else None
-    rstd = np.array(
-        [_rstd(mc, d, k, stats_fmt, eps_out) for mc, d, k in zip(mean, denom, plan.special, strict=True)],
-        dtype=np.float64,
-    )
+    rstd = _rstds(mean, denom, plan.special, stats_fmt, eps_out)
     return NormResult(
         y=y,
         mean=mean_out,

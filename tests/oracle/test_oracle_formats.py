@@ -14,6 +14,7 @@ from normspec.oracle.formats import (
     next_down,
     next_up,
     round_array,
+    round_bracket,
     round_rational,
 )
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
@@ -74,6 +75,35 @@ def test_round_array_agrees_with_round_rational(fmt, values):
     for v, g in zip(values, got, strict=True):
         q = Fraction(v)
         assert g == round_rational(q.numerator, q.denominator, fmt)
+
+
+@pytest.mark.parametrize("fmt", [FLOAT16, BFLOAT16, FLOAT32])
+@given(
+    base=doubles,
+    shift=st.sampled_from([0.0, 0.5, -0.5]),  # a format value, or a tie next to it
+    nudge=st.integers(-(2**12), 2**12),
+    width=st.integers(-60, -3),
+    scale=st.sampled_from([1.0, 1.5]),
+    t=st.fractions(-1, 1),
+)
+@example(base=1.0, shift=0.5, nudge=0, width=-40, scale=1.0, t=Fraction(0))  # an exact tie
+@example(base=2.0**-126, shift=-0.5, nudge=1, width=-50, scale=1.0, t=Fraction(-1))  # below the normals
+@example(base=65504.0, shift=0.5, nudge=-1, width=-30, scale=1.0, t=Fraction(1))  # the float16 overflow tie
+@example(base=1.0, shift=0.0, nudge=0, width=-9, scale=1.5, t=Fraction(-1))  # bfloat16: reaching the binade below
+def test_round_bracket_decides_only_what_the_bracket_settles(fmt, base, shift, nudge, width, scale, t):
+    """Every exact value in ``y +- delta`` rounds to ``r`` wherever the bracket is decided: values
+    placed on and around ties and binade edges, brackets from 2**-60 to 2**-3 of |y|."""
+    q = round_array(np.array([base]), fmt)[0]
+    if not np.isfinite(q):
+        return
+    step = fmt.ulp(q) if q else fmt.ulp(2.0**fmt.emin)
+    y = q + shift * step + nudge * 2.0**-20 * step
+    delta = abs(y) * 2.0**width * scale + 2.0**-1074
+    r, undecided = round_bracket(np.array([y]), np.array([delta]), fmt)
+    v = Fraction(y) + t * Fraction(delta)
+    exact = round_rational(v.numerator, v.denominator, fmt)
+    if not undecided[0]:
+        assert r[0] == exact or (r[0] == 0 and exact == 0)
 
 
 @pytest.mark.parametrize("dtype,fmt", [(np.float16, FLOAT16), (np.float32, FLOAT32), (np.float64, FLOAT64)])
