@@ -31,8 +31,8 @@ from fractions import Fraction
 
 import mpmath
 import numpy as np
-from normspec.oracle.exact import block_runs, locked, map_runs
-from normspec.oracle.formats import FLOAT32, FLOAT64, Format, numpy_dtype, round_array, round_bracket, store
+from normspec.oracle.exact import blocks
+from normspec.oracle.formats import BFLOAT16, FLOAT32, FLOAT64, Format, numpy_dtype, round_array, round_bracket, store
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 
 __all__ = ["GroupPlan", "normalize", "exact_rsqrt"]
@@ -169,61 +169,161 @@ def normalize(
         dd = (s_hi, s_lo, sh_hi, sh_lo, c64)
 
     plain_rms = not (mu_hi.any() or mu_lo.any() or mu_err.any() or np.any(beta3))
+    # the float32 tier (below): x exact in float32, every scale 0 or a normal float32
+    half_tier = (
+        plain_rms
+        and out_fmt.p in _HALF_FROM_FLOAT32
+        and x3.dtype.itemsize <= 4
+        and _float32_scales(np.asarray(gamma3, dtype=np.float64), rs)
+    )
     out_dtype = numpy_dtype(out_fmt)
     y = np.empty(x3.shape, dtype=out_dtype)
-    report = locked(progress)
-
-    def run(part: list[tuple[slice, slice, slice]]) -> int:
-        undecided_total = 0
-        for sl in part:
-            xb = x3[sl]
-            if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
-                xb = xb.astype(np.float64)
-            if out_fmt is FLOAT64:
-                s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b = (_bslice(a, sl) for a in dd)
-                yb, undecided = _fast_block_dd(
-                    xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
-                )
+    undecided_total = 0
+    flagged: list[tuple[np.ndarray, ...]] = []
+    for sl in blocks(x3.shape):
+        if half_tier and not nan_groups[sl[1]].any():
+            # RMSNorm to float16/bfloat16: float32 arithmetic decides all but a few elements
+            with np.errstate(invalid="ignore"):
+                s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
+            xr = x3[sl]
+            flagged.append(_scaled_half_block(xr, s_b, out_fmt, y[sl], sl))
+            if progress is not None:
+                progress(xr.size)
+            continue
+        xb = x3[sl]
+        if xb.dtype.kind != "f":  # bfloat16 (ml_dtypes): widen explicitly
+            xb = xb.astype(np.float64)
+        if out_fmt is FLOAT64:
+            s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b = (_bslice(a, sl) for a in dd)
+            yb, undecided = _fast_block_dd(
+                xb, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_hi_b, s_lo_b, sh_hi_b, sh_lo_b, c64_b, _bslice(beta3, sl)
+            )
+        else:
+            # Per block (cache-sized, and no full-size temporaries when gamma varies within a group):
+            # s = gamma / sqrt(D) within 2**-51 relative, and the per-group part c of the bound.
+            beta_b = _bslice(beta3, sl)
+            with np.errstate(invalid="ignore"):
+                s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
+            if plain_rms and np.isfinite(r3[:, sl[1]]).all():
+                # a mean of exactly 0 and no beta (RMSNorm): y = x s, and c is the underflow term alone
+                yb, undecided = _fast_block(xb, out_fmt, None, None, s_b, None, 2.0**-1060)
             else:
-                # Per block (cache-sized, and no full-size temporaries when gamma varies within a group):
-                # s = gamma / sqrt(D) within 2**-51 relative, and the per-group part c of the bound.
-                beta_b = _bslice(beta3, sl)
                 with np.errstate(invalid="ignore"):
-                    s_b = _bslice(gamma3, sl) * r3[:, sl[1]]
-                if plain_rms and np.isfinite(r3[:, sl[1]]).all():
-                    # a mean of exactly 0 and no beta (RMSNorm): y = x s, and c is the underflow term alone
-                    yb, undecided = _fast_block(xb, out_fmt, None, None, s_b, None, 2.0**-1060)
-                else:
-                    with np.errstate(invalid="ignore"):
-                        c_b = 2.0 * np.abs(s_b) * e3[:, sl[1]] + (2.0**-49 * np.abs(beta_b) + 2.0**-1060)
-                    c_b[np.isnan(c_b)] = np.inf  # infinite scale (D == 0): no bound, the exact path decides
-                    yb, undecided = _fast_block(xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_b, beta_b, c_b)
-            nan_here = nan_groups[sl[1]]
-            if nan_here.any():  # non-finite statistics: the whole group is NaN
-                yb[:, nan_here, :] = math.nan
-                undecided[:, nan_here, :] = False
-            if undecided.any():
-                _exact_zero_offsets(xb, yb, undecided, sl, mu_hi, mu_lo, mu_err, plain_groups, beta3, out_fmt)
-                idx = np.nonzero(undecided)
-                undecided_total += len(idx[0])
-                yb[idx] = [
-                    _exact_element(
-                        float(xb[i, j, k]),
-                        sl[1].start + j,
-                        plan,
-                        gamma3,
-                        beta3,
-                        (sl[0].start + i, sl[1].start + j, sl[2].start + k),
-                        out_fmt,
-                    )
-                    for i, j, k in zip(*idx, strict=True)
-                ]
-            store(yb, out_fmt, out=y[sl])
-            if report is not None:
-                report(xb.size)
-        return undecided_total
+                    c_b = 2.0 * np.abs(s_b) * e3[:, sl[1]] + (2.0**-49 * np.abs(beta_b) + 2.0**-1060)
+                c_b[np.isnan(c_b)] = np.inf  # infinite scale (D == 0): no bound, the exact path decides
+                yb, undecided = _fast_block(xb, out_fmt, mu_hi3[:, sl[1]], mu_lo3[:, sl[1]], s_b, beta_b, c_b)
+        nan_here = nan_groups[sl[1]]
+        if nan_here.any():  # non-finite statistics: the whole group is NaN
+            yb[:, nan_here, :] = math.nan
+            undecided[:, nan_here, :] = False
+        if undecided.any():
+            _exact_zero_offsets(xb, yb, undecided, sl, mu_hi, mu_lo, mu_err, plain_groups, beta3, out_fmt)
+            idx = np.nonzero(undecided)
+            undecided_total += len(idx[0])
+            yb[idx] = [
+                _exact_element(
+                    float(xb[i, j, k]),
+                    sl[1].start + j,
+                    plan,
+                    gamma3,
+                    beta3,
+                    (sl[0].start + i, sl[1].start + j, sl[2].start + k),
+                    out_fmt,
+                )
+                for i, j, k in zip(*idx, strict=True)
+            ]
+        store(yb, out_fmt, out=y[sl])
+        if progress is not None:
+            progress(xb.size)
+    if flagged:
+        undecided_total += _settle_flagged(flagged, out_fmt, y, plan, gamma3, beta3)
+    return y, undecided_total
 
-    return y, sum(map_runs(run, block_runs(x3.shape)))
+
+# The float32 tier for float16/bfloat16 outputs of y = x s (RMSNorm: a mean of exactly 0, no beta).
+# With s64 = gamma/sqrt(D) within 2**-51 relative, s32 = fl32(s64) and y32 = fl32(x s32) (x is exact
+# in float32), |y32 - y| <= |y| ((1 + 2**-24)**2 (1 + 2**-51) - 1) < 2**-23 (1 + 2**-22) |y|, which is
+# under 2.0001 units in the last place of y32 (|y| < 2**(E+1) (1 + 2**-22) where 2**E <= |y32|).  The
+# narrow format's rounding boundaries are midpoints that sit on y32's grid, half = 2**(k-1) units
+# past a narrow value (k = 24 - p bits are dropped), so where the dropped bits of y32 are more than 2
+# units from half, y rounds as y32 does, ties included, and the rounding is read off the bits.
+# Elsewhere (within 2 units of a midpoint, outside the narrow format's normal range, zero, NaN)
+# the float64 bracket and then the exact path decide, element by element.
+_HALF_FROM_FLOAT32 = {8: 0, 11: 112 << 10}  # p -> what to subtract from the shifted bits (exponent rebias)
+_TIE_UNITS = 3  # flag |dropped - half| < 3 units of y32
+
+
+def _float32_scales(gamma: np.ndarray, rs: np.ndarray) -> bool:
+    """Whether every scale ``gamma * rs`` is 0 or, rounded to float32, a normal float32 (the tier's
+    error bound needs it), judged from the extremes of both factors (``rs`` positive)."""
+    if not rs.size or not gamma.size or not np.isfinite(gamma).all() or not np.isfinite(rs).all():
+        return False
+    g = np.abs(gamma)
+    nz = g[g != 0]
+    if not nz.size:
+        return True
+    return float(nz.max()) * float(rs.max()) < 2.0**127 and float(nz.min()) * float(rs.min()) >= 2.0**-125
+
+
+def _scaled_half_block(
+    xr: np.ndarray, s: np.ndarray, fmt: Format, out: np.ndarray, sl: tuple[slice, slice, slice]
+) -> tuple[np.ndarray, ...]:
+    """Write ``round(x s)`` of one block into ``out`` (float16/bfloat16) by the float32 tier;
+    returns the flagged elements as (global indices along the three axes, x, s)."""
+    k = 24 - fmt.p
+    half = 1 << (k - 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = xr.astype(np.float32)
+        y *= s.astype(np.float32)
+    u = y.view(np.uint32)
+    near = u - np.uint32(half - _TIE_UNITS + 1)  # the dropped bits, less half, mod 2**k
+    near &= np.uint32((1 << k) - 1)
+    flag = near < np.uint32(2 * _TIE_UNITS - 1)  # within 2 units of half
+    edge = u << np.uint32(1)  # the magnitude, shifted
+    edge -= np.uint32((fmt.emin + 127) << 24)
+    flag |= edge >= np.uint32((fmt.emax - fmt.emin + 1) << 24)  # outside the normal range (wraps below)
+    r = u >> np.uint32(k)
+    r &= np.uint32(1)
+    r += np.uint32(half - 1)
+    r += u
+    r >>= np.uint32(k)
+    bits = out.view(np.uint16)
+    if fmt.p == BFLOAT16.p:  # the sign came down with the rest
+        bits[...] = r
+    else:
+        r -= np.uint32(_HALF_FROM_FLOAT32[fmt.p])  # rebias the exponent
+        bits[...] = (r & np.uint32(0x7FFF)) | ((r >> np.uint32(3)) & np.uint32(0x8000))
+    flat = np.flatnonzero(flag)  # (numpy's nonzero on three axes costs ten times more)
+    if not flat.size:
+        return ()
+    at = np.unravel_index(flat, flag.shape)
+    xs = xr[at].astype(np.float64)
+    ss = np.broadcast_to(s, xr.shape)[at]
+    return (at[0] + sl[0].start, at[1] + sl[1].start, at[2] + sl[2].start, xs, ss)
+
+
+def _settle_flagged(
+    flagged: list[tuple[np.ndarray, ...]],
+    fmt: Format,
+    y: np.ndarray,
+    plan: GroupPlan,
+    gamma3: np.ndarray,
+    beta3: np.ndarray,
+) -> int:
+    """The elements the float32 tier flagged, all at once: the float64 bracket, then exactly.
+    Returns how many needed the exact decision."""
+    parts = [f for f in flagged if f]
+    if not parts:
+        return 0
+    i, j, k, xs, ss = (np.concatenate(c) for c in zip(*parts, strict=True))
+    ys, open_ = _fast_block(xs, fmt, None, None, ss, None, 2.0**-1060)
+    ys[open_ & (xs == 0)] = 0.0  # x == mean: y = beta = +0 exactly
+    open_ &= xs != 0
+    for n in np.flatnonzero(open_):
+        index = (int(i[n]), int(j[n]), int(k[n]))
+        ys[n] = _exact_element(float(xs[n]), index[1], plan, gamma3, beta3, index, fmt)
+    y[i, j, k] = store(ys, fmt)
+    return int(open_.sum())
 
 
 def _exact_zero_offsets(

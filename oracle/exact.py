@@ -28,23 +28,15 @@ True
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["exact_sums", "blocks", "block_runs", "map_runs", "threads", "BLOCK_ELEMENTS"]
+__all__ = ["exact_sums", "blocks", "BLOCK_ELEMENTS"]
 
-_T = TypeVar("_T")
-_Run = list[tuple[slice, slice, slice]]
-
-BLOCK_ELEMENTS = 1 << 15  # ~256 KiB of float64: stays in L2
+BLOCK_ELEMENTS = 1 << 14  # 128 KiB of float64: stays in L2 (larger blocks cost page faults per temporary)
 
 # float64 inputs outside this magnitude range take the slow path: squares of
 # smaller values underflow, and power-of-two grid scales would overflow.
@@ -74,69 +66,6 @@ def blocks(shape: tuple[int, int, int], target: int = BLOCK_ELEMENTS) -> Iterato
             for g0 in range(g_n):
                 for b0 in range(0, b_n, target):
                     yield slice(a0, a0 + 1), slice(g0, g0 + 1), slice(b0, min(b_n, b0 + target))
-
-
-# Blocks are independent (exact sums combine in any order, outputs do not overlap), so large
-# arrays are spread over threads: numpy releases the GIL inside its loops.
-_PARALLEL_MIN = 1 << 20  # elements: below this, one thread
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def threads() -> int:
-    """Threads the oracle uses on large arrays: ``NORMSPEC_THREADS`` if set, else the CPUs this
-    process may run on (at most 8)."""
-    env = os.environ.get("NORMSPEC_THREADS", "").strip()
-    if env:
-        return max(1, int(env))
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
-def block_runs(shape: tuple[int, int, int]) -> list[_Run]:
-    """The :func:`blocks` of ``shape`` cut into one contiguous run per thread (one run when the
-    array is small).
-
-    >>> [len(r) for r in block_runs((1, 4, 4))]
-    [1]
-    """
-    every = list(blocks(shape))
-    n = min(len(every), threads() if math.prod(shape) >= _PARALLEL_MIN else 1)
-    cuts = [len(every) * i // max(n, 1) for i in range(n + 1)]
-    return [every[a:b] for a, b in itertools.pairwise(cuts) if b > a] or [[]]
-
-
-def map_runs(
-    work: Callable[[list[tuple[slice, slice, slice]]], _T], runs: list[list[tuple[slice, slice, slice]]]
-) -> list[_T]:
-    """``work(run)`` for every run, in threads when there are several; results in order, and the
-    first exception raised is raised here."""
-    global _pool
-    if len(runs) == 1:
-        return [work(runs[0])]
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < len(runs):
-            _pool = ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="normspec")
-        pool = _pool
-    state = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
-
-    def call(run: _Run) -> _T:
-        with np.errstate(**state):
-            return work(run)
-
-    return [f.result() for f in [pool.submit(call, r) for r in runs]]
-
-
-def locked(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
-    """A progress callback safe to call from several threads (calls are serialized)."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-
-    def call(n: int) -> None:
-        with lock:
-            progress(n)
-
-    return call
 
 
 class _PieceSum:
@@ -239,30 +168,21 @@ def exact_sums(
     absmax[skip] = 0.0  # these groups are zeroed below and summed elsewhere
     top = np.frexp(absmax)[1].astype(np.int64)  # absmax < 2**top
     squares, n_terms = _square_terms(fmt_bits)
-    report = locked(progress)
-
-    def run(part: list[tuple[slice, slice, slice]]) -> tuple[list[Fraction], list[Fraction]]:
-        s1 = _PieceSum(top, n)
-        s2 = _PieceSum(2 * top + 1, n * n_terms)  # every term shares the accumulator
-        for sa, sg, sb in part:
-            xb = x3[sa, sg, sb].astype(np.float64)
-            if skip.any():
-                xb = np.where(skip[sg].reshape(1, -1, 1), 0.0, xb)
-            if first:
-                s1.add(xb, sg)
-            if second:
-                for term in squares(xb):
-                    s2.add(term, sg)
-            if report is not None:
-                report(xb.size)
-        zeros = [Fraction(0)] * g_n
-        return (s1.totals() if first else zeros), (s2.totals() if second else zeros)
-
-    parts = map_runs(run, block_runs(x3.shape))
-    sum1, sum2 = parts[0]
-    if len(parts) > 1:
-        sum1 = [sum(col, Fraction(0)) for col in zip(*(p[0] for p in parts), strict=True)]
-        sum2 = [sum(col, Fraction(0)) for col in zip(*(p[1] for p in parts), strict=True)]
+    s1 = _PieceSum(top, n)
+    s2 = _PieceSum(2 * top + 1, n * n_terms)  # every term shares the accumulator
+    for sa, sg, sb in blocks(x3.shape):
+        xb = x3[sa, sg, sb].astype(np.float64)
+        if skip.any():
+            xb = np.where(skip[sg].reshape(1, -1, 1), 0.0, xb)
+        if first:
+            s1.add(xb, sg)
+        if second:
+            for term in squares(xb):
+                s2.add(term, sg)
+        if progress is not None:
+            progress(xb.size)
+    sum1 = s1.totals() if first else [Fraction(0)] * g_n
+    sum2 = s2.totals() if second else [Fraction(0)] * g_n
     for g in np.flatnonzero(slow & ~nonfinite):
         sum1[g], sum2[g] = _slow_sums(x3, int(g))
     return sum1, sum2, nonfinite

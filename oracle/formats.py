@@ -164,7 +164,9 @@ def round_rational(num: int, den: int, fmt: Format) -> float:
 def round_array(values: np.ndarray, fmt: Format) -> np.ndarray:
     """Round a float64 array to ``fmt``; the result is float64 holding exact format values.
 
-    NaN stays NaN, infinities stay infinite, overflow goes to infinity.
+    NaN stays NaN, infinities stay infinite, overflow goes to infinity.  In ``fmt``'s normal range
+    the rounding is done on the bits (add half a unit less one, plus the kept last bit, and cut:
+    round to nearest, ties to even); elsewhere by scaling with ``ldexp`` and ``rint``, exact too.
 
     >>> round_array(np.array([1 + 2.0**-11, 1 + 3 * 2.0**-11, 70000.0]), FLOAT16).tolist()  # ties to even
     [1.0, 1.001953125, inf]
@@ -175,6 +177,14 @@ def round_array(values: np.ndarray, fmt: Format) -> np.ndarray:
     if fmt is FLOAT32:  # the hardware conversion is the IEEE round-to-nearest-even
         with np.errstate(over="ignore"):
             return v.astype(np.float32).astype(np.float64)
+    r, e = _nearest_by_bits(v, fmt)
+    edge = _outside_normal(e, fmt)
+    if edge.any():
+        r[edge] = _round_scaled(v[edge], fmt)
+    return r
+
+
+def _round_scaled(v: np.ndarray, fmt: Format) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         _, e = np.frexp(v)  # |v| in [2**(e-1), 2**e)
         qexp = np.maximum(e - 1, fmt.emin) - fmt.p + 1
@@ -185,6 +195,29 @@ def round_array(values: np.ndarray, fmt: Format) -> np.ndarray:
 
 
 _EXPONENT_MASK = np.uint64(0x7FF0000000000000)
+
+
+def _nearest_by_bits(y: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+    """``(r, 2**E)``: ``y`` rounded to ``p`` significant bits by its bits (right in ``fmt``'s normal
+    range only: see :func:`_outside_normal`), and the power of two of ``y``'s binade (0 for zero and
+    subnormal doubles, inf for NaN and infinities)."""
+    u = y.view(np.uint64)
+    shift = np.uint64(53 - fmt.p)
+    rb = u >> shift
+    rb &= np.uint64(1)  # the last kept bit: ties go to even
+    rb += np.uint64((1 << (52 - fmt.p)) - 1)
+    rb += u
+    rb &= ~np.uint64((1 << (53 - fmt.p)) - 1)
+    return rb.view(np.float64), (u & _EXPONENT_MASK).view(np.float64)
+
+
+def _outside_normal(e: np.ndarray, fmt: Format) -> np.ndarray:
+    """Where the bit rounding does not hold, from ``2**E``: below the normal range, the top binade
+    (which may round past the largest finite value), NaN and infinities."""
+    with np.errstate(invalid="ignore"):
+        edge = e < 2.0**fmt.emin
+        edge |= e >= 2.0**fmt.emax
+    return edge
 
 
 def round_bracket(y: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
@@ -213,23 +246,14 @@ def round_bracket(y: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.nda
     delta = np.asarray(delta, dtype=np.float64)
     if fmt is FLOAT64:
         raise ValueError("round_bracket rounds to a narrower format than float64")
-    u = y.view(np.uint64)
-    shift = np.uint64(53 - fmt.p)
-    rb = u >> shift
-    rb &= np.uint64(1)  # the last kept bit: ties go to even
-    rb += np.uint64((1 << (52 - fmt.p)) - 1)
-    rb += u
-    rb &= ~np.uint64((1 << (53 - fmt.p)) - 1)
-    r = rb.view(np.float64)
-    e = (u & _EXPONENT_MASK).view(np.float64)  # 2**E; 0 at y == 0 and at subnormal doubles, inf at NaN/inf
+    r, e = _nearest_by_bits(y, fmt)
     with np.errstate(invalid="ignore", over="ignore"):
         err = y - r
         np.abs(err, out=err)
         err += delta
         err += delta
         undecided = err >= e * 2.0**-fmt.p
-        edge = e < 2.0**fmt.emin
-        edge |= e >= 2.0**fmt.emax  # the top binade may round past the largest finite value
+        edge = _outside_normal(e, fmt)
         if edge.any():  # the few values outside the normal range, by the slower bracket
             ys, ds = y[edge], np.broadcast_to(delta, y.shape)[edge]
             lo, hi = round_array(ys - ds, fmt), round_array(ys + ds, fmt)

@@ -343,8 +343,24 @@ def _round_stat(v: Stat, fmt: Format) -> float:
 
 
 def _round_stats(values: tuple[Stat, ...] | list[Stat], fmt: Format, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.array([_round_stat(v, fmt) for v in values], dtype=np.float64)
-    return out.astype(numpy_dtype(fmt)).reshape(shape)
+    """Each value rounded once to ``fmt``.  A rational's nearest double (CPython divides integers
+    correctly rounded) is within half a unit of it, which brackets it for the narrower formats;
+    the few brackets left open are rounded exactly."""
+    out = np.empty(len(values), dtype=np.float64)
+    todo = np.ones(len(values), dtype=bool)
+    exact = [i for i, v in enumerate(values) if isinstance(v, Fraction)]
+    if exact and fmt.p < 53:
+        try:
+            near = np.array([v.numerator / v.denominator for v in (values[i] for i in exact)], dtype=np.float64)
+        except OverflowError:
+            near = None
+        if near is not None:
+            r, undecided = round_bracket(near, 2.0**-52 * np.abs(near) + 2.0**-1074, fmt)
+            out[exact] = r
+            todo[np.asarray(exact)[~undecided]] = False
+    for i in np.flatnonzero(todo):
+        out[i] = _round_stat(values[i], fmt)
+    return store(out, fmt).reshape(shape)
 
 
 def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format, eps_outside: Fraction | None = None) -> float:

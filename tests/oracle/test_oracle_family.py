@@ -213,3 +213,71 @@ def test_cast_points_round_between_stages_and_the_weight_offset_is_exact():
     offset = replace(base, name="offset", weight_offset=1.0)
     w32 = w.astype(F32)
     same_bits(rms_norm(x, 1, w32, eps=1e-6, convention=offset).y, rms_norm(x, 1, w32 + 1, eps=1e-6).y)
+
+
+@pytest.mark.parametrize("fmt_name", ["bfloat16", "float16"])
+def test_rms_norm_to_16_bits_decides_ties_range_edges_and_special_rows_exactly(fmt_name, monkeypatch):
+    """RMSNorm rounded to float16/bfloat16 takes a float32 tier that reads the rounding off the bits
+    and flags what it cannot decide.  Rows of +-1 with eps = 0 make y = +-gamma exactly, so gammas on
+    the narrow format's ties, 1 to 8 float32 units beside them, at its overflow threshold and among
+    its subnormals test each decision; random rows cover the rest.  Every element is compared, bit
+    for bit, with an independent 600-bit evaluation, and the tier is checked to have run."""
+    import ml_dtypes
+    from normspec.oracle import core
+
+    dtype = np.dtype(ml_dtypes.bfloat16) if fmt_name == "bfloat16" else np.dtype(np.float16)
+    p, top = np.finfo(dtype).nmant + 1, float(np.finfo(dtype).max)
+    calls = []
+    tier = core._scaled_half_block
+    monkeypatch.setattr(core, "_scaled_half_block", lambda *a: calls.append(1) or tier(*a))
+
+    def near(v, spacing):  # v and float32 neighbours of it 1, 2, 3 and 8 units away
+        return [v + k * spacing for k in (0, 1, -1, 2, -2, 3, -3, 8)]
+
+    rng = np.random.default_rng(5)
+    n = 16
+    signs = np.where(rng.random((2, n)) < 0.5, -1.0, 1.0)
+    ties = near(1 + 2.0**-p, 2.0**-23) + near(1 + 3 * 2.0**-p, 2.0**-23)  # to even: down, then up
+    # rows with 4 on the diagonal and zeros elsewhere: ms = 1, so y = 4 gamma on the diagonal
+    threshold = top + 2.0 ** (np.finfo(dtype).maxexp - p - 1)  # halfway from the largest finite to 2**emax
+    over = near(threshold / 4, 2.0 ** (np.finfo(dtype).maxexp - 26)) + near(
+        top / 4, 2.0 ** (np.finfo(dtype).maxexp - 26)
+    )
+    # a row of 4 and values a few smallest-subnormals wide: ms just above 1, y among the subnormals
+    sub = np.r_[4.0, (rng.integers(1, 64, n - 1) + 0.5) * 2.0 ** (np.finfo(dtype).minexp - p + 1)]
+    cases = {
+        "ties": (ties, np.vstack([signs, rng.standard_normal((2, n)), np.r_[0, rng.random(n - 1)]])),
+        "overflow": (over, 4 * np.eye(n) * signs[0]),
+        "subnormal": (1 + rng.integers(-8, 8, n) * 2.0**-23, np.vstack([sub, -sub])),
+    }
+    # eps > 0 makes 1/sqrt(1 + eps) irrational and the float32 product inexact: gammas placing y
+    # within a few float32 units of a tie are what the tier must flag rather than read off the bits
+    # (the gammas whose float32 product lands on a tie itself, where the exact value does not: for
+    # some of them rounding the float32 product again goes the wrong way, and the tier must flag them)
+    wrong_way = 0
+    for eps in (2.0**-20, 3 * 2.0**-22, 5 * 2.0**-21, 7 * 2.0**-23):
+        rs = 1 / np.sqrt(1 + eps)
+        on_tie = []
+        for t, even_is_up in ((1 + 2.0**-p, False), (1 + 3 * 2.0**-p, True)):
+            g = np.float32(t / rs) + np.arange(-256, 256) * np.float32(2.0**-23)
+            hit = g[((g * rs).astype(F32) == t) & (g.astype(np.float64) * rs != t)]
+            wrong_way += int(np.sum((hit.astype(np.float64) * rs > t) != even_is_up))
+            on_tie += hit.tolist()
+        cases[f"near ties, eps={eps}"] = (np.resize(on_tie, n), signs)
+    assert wrong_way, "no case where rounding the float32 product again goes the wrong way"
+    for name, (g, rows) in cases.items():
+        gamma, x = np.array(g, F32), np.array(rows, F32)
+        eps = float(name.split("eps=")[1]) if "eps=" in name else 0.0
+        calls.clear()
+        got = rms_norm(x, 1, gamma, eps=eps, y_dtype=dtype).y
+        assert calls, f"the float32 tier did not run on the {name} rows"
+        assert got.dtype == dtype
+        same_bits(got, exact_rows(x, gamma, np.zeros_like(gamma), eps, False, dtype))
+    lead = rms_norm(np.ones((1, 2), F32), 1, np.array([1 + 2.0**-p, 1 + 3 * 2.0**-p], F32), eps=0.0, y_dtype=dtype)
+    assert lead.y.astype(np.float64).tolist() == [[1.0, 1 + 2.0 ** (2 - p)]]  # ties go to even, down and up
+    # special rows keep IEEE's answers through the tier: a NaN row is NaN, an infinite one 0 and NaN
+    x2 = rng.standard_normal((2, 8)).astype(F32)
+    x2[0, 3], x2[1, 5] = np.nan, np.inf
+    special = rms_norm(x2, 1, np.ones(8, F32), eps=1e-6, y_dtype=dtype).y.astype(np.float64)
+    assert np.isnan(special[0]).all()
+    assert np.isnan(special[1, 5]) and (special[1, np.arange(8) != 5] == 0).all()
