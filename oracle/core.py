@@ -265,6 +265,29 @@ def _float32_scales(gamma: np.ndarray, rs: np.ndarray) -> bool:
     return float(nz.max()) * float(rs.max()) < 2.0**127 and float(nz.min()) * float(rs.min()) >= 2.0**-125
 
 
+def half_bits(y: np.ndarray, fmt: Format, out: np.ndarray) -> np.ndarray:
+    """Write float32 values ``y``, rounded to float16/bfloat16 (nearest, ties to even, from their
+    bits), into ``out``; returns where that rounding does not hold: values outside the narrow
+    format's normal range (its subnormals, overflow, zero, NaN and infinities)."""
+    k = 24 - fmt.p
+    u = y.view(np.uint32)
+    edge = u << np.uint32(1)  # the magnitude, shifted
+    edge -= np.uint32((fmt.emin + 127) << 24)
+    outside = edge >= np.uint32((fmt.emax - fmt.emin + 1) << 24)  # (wraps below the range)
+    r = u >> np.uint32(k)
+    r &= np.uint32(1)
+    r += np.uint32((1 << (k - 1)) - 1)
+    r += u
+    r >>= np.uint32(k)
+    bits = out.view(np.uint16)
+    if fmt.p == BFLOAT16.p:  # the sign came down with the rest
+        bits[...] = r
+    else:
+        r -= np.uint32(_HALF_FROM_FLOAT32[fmt.p])  # rebias the exponent
+        bits[...] = (r & np.uint32(0x7FFF)) | ((r >> np.uint32(3)) & np.uint32(0x8000))
+    return outside
+
+
 def _scaled_half_block(
     xr: np.ndarray, s: np.ndarray, fmt: Format, out: np.ndarray, sl: tuple[slice, slice, slice]
 ) -> tuple[np.ndarray, ...]:
@@ -279,20 +302,7 @@ def _scaled_half_block(
     near = u - np.uint32(half - _TIE_UNITS + 1)  # the dropped bits, less half, mod 2**k
     near &= np.uint32((1 << k) - 1)
     flag = near < np.uint32(2 * _TIE_UNITS - 1)  # within 2 units of half
-    edge = u << np.uint32(1)  # the magnitude, shifted
-    edge -= np.uint32((fmt.emin + 127) << 24)
-    flag |= edge >= np.uint32((fmt.emax - fmt.emin + 1) << 24)  # outside the normal range (wraps below)
-    r = u >> np.uint32(k)
-    r &= np.uint32(1)
-    r += np.uint32(half - 1)
-    r += u
-    r >>= np.uint32(k)
-    bits = out.view(np.uint16)
-    if fmt.p == BFLOAT16.p:  # the sign came down with the rest
-        bits[...] = r
-    else:
-        r -= np.uint32(_HALF_FROM_FLOAT32[fmt.p])  # rebias the exponent
-        bits[...] = (r & np.uint32(0x7FFF)) | ((r >> np.uint32(3)) & np.uint32(0x8000))
+    flag |= half_bits(y, fmt, out)
     flat = np.flatnonzero(flag)  # (numpy's nonzero on three axes costs ten times more)
     if not flat.size:
         return ()

@@ -52,8 +52,8 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from normspec.oracle.core import GroupPlan, _split, _two_prod, _two_sum, exact_rsqrt, normalize
-from normspec.oracle.exact import exact_sums
+from normspec.oracle.core import GroupPlan, _bslice, _split, _two_prod, _two_sum, exact_rsqrt, half_bits, normalize
+from normspec.oracle.exact import blocks, exact_sums
 from normspec.oracle.formats import (
     FLOAT32,
     FORMATS,
@@ -520,9 +520,31 @@ def _fits(values: np.ndarray, bits: int) -> bool:
 
 def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt: Format) -> np.ndarray:
     """``round(xr * gamma + beta)`` exactly, once: xr is a cast x-hat, gamma and beta exact doubles."""
-    xf = xr.astype(np.float64)
     bits = format_of(xr.dtype, "x").p
-    if bits <= 24 and not np.any(beta3) and _fits(np.asarray(gamma3, np.float64), 53 - bits):
+    g64 = np.asarray(gamma3, np.float64)
+    with np.errstate(over="ignore"):
+        g32 = g64.astype(np.float32)
+    if (
+        out_fmt.p in (8, 11)
+        and not np.any(beta3)
+        and _fits(g64, 24 - bits)
+        and np.array_equal(g32.astype(np.float64), g64, equal_nan=True)
+    ):
+        # a 16-bit x-hat times a weight of at most 24 - bits significant bits (exact in float32) is exact
+        # in float32 in the narrow format's normal range: the product's bits round once; the rest in float64
+        out = np.empty(xr.shape, dtype=numpy_dtype(out_fmt))
+        for sl in blocks(xr.shape):
+            with np.errstate(over="ignore", invalid="ignore"):
+                prod = xr[sl].astype(np.float32) * _bslice(g32, sl)
+            edge = half_bits(prod, out_fmt, out[sl])
+            if edge.any():
+                at = np.nonzero(edge)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    exact = xr[sl][at].astype(np.float64) * np.broadcast_to(_bslice(g64, sl), prod.shape)[at]
+                out[sl][at] = store(round_array(exact, out_fmt), out_fmt)
+        return out
+    xf = xr.astype(np.float64)
+    if bits <= 24 and not np.any(beta3) and _fits(g64, 53 - bits):
         # each product of a value of at most 24 significant bits (at least 2**-149 in magnitude) and a
         # weight of at most 53 - bits is exact in float64: one rounding of it is the answer
         with np.errstate(invalid="ignore", over="ignore"):

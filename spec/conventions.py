@@ -819,6 +819,82 @@ _PROFILES = [
         verified_on=("flax 0.12.8",),
     ),
     _c(
+        name="flax_rms_norm_dtype",
+        layer="rms_norm",
+        description="flax.linen.RMSNorm(dtype=x.dtype), float32 parameters: float32 math, y rounded once",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        weight_format="float32",
+        narrow_inputs=True,
+        accumulator="float32",
+        sources=(
+            "S flax/linen/normalization.py _compute_stats: statistics promoted to at least float32; _normalize: "
+            "rsqrt(var + eps) * scale in float32, then jnp.asarray(y, dtype), the one rounding to the half format",
+            "S flax/linen/dtypes.py canonicalize_dtype: dtype=None and a float32 scale give a float32 y",
+            "R flax 0.12.8 bfloat16/float16 rows: tests/targets/test_audit_family.py",
+        ),
+        verified_on=("flax 0.12.8",),
+    ),
+    _c(
+        name="flax_layer_norm_dtype",
+        layer="layer_norm",
+        description="flax.linen.LayerNorm(dtype=x.dtype), float32 parameters: float32 math, y rounded once",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        weight_format="float32",
+        narrow_inputs=True,
+        variance_algorithm="raw_moments_clamped",
+        accumulator="float32",
+        sources=(
+            "S flax/linen/normalization.py _normalize: (x - mean) * (rsqrt(var + eps) * scale) + bias in float32, "
+            "jnp.asarray(y, dtype) the one rounding",
+            "R flax 0.12.8 bfloat16/float16 rows: tests/targets/test_audit_family.py",
+        ),
+        verified_on=("flax 0.12.8",),
+    ),
+    _c(
+        name="keras3_rms_norm_mixed",
+        layer="rms_norm",
+        description="keras.layers.RMSNormalization under a mixed_bfloat16/mixed_float16 policy: the float32 scale "
+        "autocast to the compute dtype, float32 math, y rounded once",
+        eps_default=1e-06,
+        affine="per_element",
+        eps_cast="float32",
+        cast_points=(("weight", "input"),),
+        weight_format="float32",
+        narrow_inputs=True,
+        accumulator="float32",
+        sources=(
+            "S keras/src/layers/normalization/rms_normalization.py call: ops.rms_normalization(x, scale=self.scale) "
+            "with the layer's autocast (the float32 variable read in the compute dtype)",
+            "S keras/src/ops/nn.py _rms_normalization: x cast to float32, x * rsqrt(mean(x^2) + eps) * scale, "
+            "cast back to the input dtype",
+            "R keras 3.15.1 (NumPy backend) bfloat16/float16 rows: tests/targets/test_audit_family.py",
+        ),
+        verified_on=("keras 3.15.1",),
+    ),
+    _c(
+        name="keras3_layer_norm_mixed",
+        layer="layer_norm",
+        description="keras.layers.LayerNormalization under a mixed_bfloat16/mixed_float16 policy: gamma and beta "
+        "kept in float32 (no autocast), float32 math, y rounded once to the compute dtype",
+        eps_default=0.001,
+        affine="per_element",
+        eps_cast="float32",
+        weight_format="float32",
+        narrow_inputs=True,
+        variance_algorithm="raw_moments_float32",
+        accumulator="float32",
+        sources=(
+            "S keras/src/layers/normalization/layer_normalization.py: autocast=False, inputs cast to float32 for "
+            "the moments, the result cast to the compute dtype",
+            "R keras 3.15.1 (NumPy backend) bfloat16/float16 rows: tests/targets/test_audit_family.py",
+        ),
+        verified_on=("keras 3.15.1",),
+    ),
+    _c(
         name="onnx_layer_norm17",
         layer="layer_norm",
         description="ONNX LayerNormalization-17 (stash_type=1: float32 first stage)",

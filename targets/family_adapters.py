@@ -134,21 +134,52 @@ def _keras(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
     return run
 
 
-def _flax(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+def _flax(layer: str, x_dtype: bool = False) -> Callable[[Case], dict[str, np.ndarray]]:
+    """flax.linen LayerNorm / RMSNorm; ``x_dtype``: with ``dtype=x.dtype`` (y in x's dtype, float32
+    parameters), else flax's default (y in the promoted dtype)."""
+
     def run(case: Case) -> dict[str, np.ndarray]:
         import jax.numpy as jnp
         from flax import linen as nn
 
         x = jnp.asarray(case["x"][0])
         eps = float(case["eps"])
+        dtype = x.dtype if x_dtype else None
         mod: Any
         if layer == "layer_norm":
-            mod = nn.LayerNorm(epsilon=eps)
+            mod = nn.LayerNorm(epsilon=eps, dtype=dtype)
             params = {"params": {"scale": jnp.asarray(case["weight"]), "bias": jnp.asarray(case["bias"])}}
         else:
-            mod = nn.RMSNorm(epsilon=eps)
+            mod = nn.RMSNorm(epsilon=eps, dtype=dtype)
             params = {"params": {"scale": jnp.asarray(case["weight"])}}
         return _y(np.asarray(mod.apply(params, x)))
+
+    return run
+
+
+def _policy(x: np.ndarray) -> str:
+    """The Keras dtype policy a model on these inputs runs under: mixed for 16-bit activations."""
+    return {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(x.dtype.name, x.dtype.name)
+
+
+def _keras_mixed(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+    """Keras 3 RMSNormalization / LayerNormalization under the mixed policy of x's dtype (its float32
+    variables hold the case's float32 parameters)."""
+
+    def run(case: Case) -> dict[str, np.ndarray]:
+        import keras
+
+        x = case["x"][0]
+        lay: Any
+        if layer == "rms_norm":
+            lay = keras.layers.RMSNormalization(axis=-1, epsilon=float(case["eps"]), dtype=_policy(x))
+            lay.build(x.shape)
+            lay.set_weights([case["weight"]])
+        else:
+            lay = keras.layers.LayerNormalization(axis=-1, epsilon=float(case["eps"]), dtype=_policy(x))
+            lay.build(x.shape)
+            lay.set_weights([case["weight"], case["bias"]])
+        return _y(keras.ops.convert_to_numpy(lay(x)))
 
     return run
 
@@ -398,6 +429,40 @@ FAMILY_ADAPTERS: dict[str, Adapter] = {
             _flax("rms_norm"),
             "flax.linen.RMSNorm (jax CPU)",
             (("JAX_PLATFORMS", "cpu"),),
+        ),
+        _a(
+            "flax_rms_norm_dtype",
+            "flax_rms_norm_dtype",
+            "flax",
+            _flax("rms_norm", x_dtype=True),
+            "flax.linen.RMSNorm(dtype=x.dtype), float32 parameters (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+        ),
+        _a(
+            "flax_layer_norm_dtype",
+            "flax_layer_norm_dtype",
+            "flax",
+            _flax("layer_norm", x_dtype=True),
+            "flax.linen.LayerNorm(dtype=x.dtype), float32 parameters (jax CPU)",
+            (("JAX_PLATFORMS", "cpu"),),
+            algorithm="flax_fast_variance",
+        ),
+        _a(
+            "keras_rms_norm_mixed",
+            "keras3_rms_norm_mixed",
+            "keras",
+            _keras_mixed("rms_norm"),
+            "Keras 3 RMSNormalization, mixed policy of the input's dtype, NumPy",
+            (("KERAS_BACKEND", "numpy"),),
+        ),
+        _a(
+            "keras_layer_norm_mixed",
+            "keras3_layer_norm_mixed",
+            "keras",
+            _keras_mixed("layer_norm"),
+            "Keras 3 LayerNormalization, mixed policy of the input's dtype, NumPy",
+            (("KERAS_BACKEND", "numpy"),),
+            algorithm="raw_moments_float32",
         ),
         _a(
             "onnx_reference_layer_norm17",

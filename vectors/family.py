@@ -154,7 +154,8 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
 
 def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tuple[str, Case, str]]:
     """Cases as LLM activations come: bfloat16 (and float16) rows of 4096 and 8192, a small variance,
-    an outlier channel, all-equal rows; the parameters in the input's dtype, as a model stores them."""
+    an outlier channel, all-equal rows; the parameters in the input's dtype, as a model stores them
+    (or in the format the profile stores them in)."""
     from normspec.oracle.formats import bfloat16_dtype
 
     bf16 = bfloat16_dtype()
@@ -176,10 +177,12 @@ def _llm_rows(conv: Convention, eps: float, rng: np.random.Generator) -> list[tu
         feat = x.shape[-1]
         w = np.asarray(1 + 0.1 * rng.standard_normal(feat) - conv.weight_offset)  # Gemma's weights: centred
         bias = np.asarray(rng.standard_normal(feat) if conv.layer == "layer_norm" else np.zeros(feat))
+        # parameters stored as the profile says (a float32 variable under a mixed policy), else in x's dtype
+        pdtype = np.dtype(conv.weight_format) if conv.weight_format not in (None, "input") else dtype
         case = {
             "x": x.astype(dtype)[None],
-            "weight": w.astype(dtype),
-            "bias": bias.astype(dtype),
+            "weight": w.astype(pdtype),
+            "bias": bias.astype(pdtype),
             "eps": np.array(eps),
             "training": np.array(True),
             "momentum": np.array(0.0),

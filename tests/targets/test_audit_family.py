@@ -340,3 +340,32 @@ def test_gpu_only_llm_targets_run_where_a_gpu_is_and_say_why_not_elsewhere(targe
         pytest.skip(reason)
     rep = run_audit(target)
     assert not [f for f in rep.findings if f["kind"] == "semantic"], rep.findings
+
+
+@pytest.mark.parametrize(
+    "target", ["flax_rms_norm_dtype", "flax_layer_norm_dtype", "keras_rms_norm_mixed", "keras_layer_norm_mixed"]
+)
+def test_flax_and_keras_half_precision_policies_follow_their_profiles(target):
+    """flax.linen with dtype=x.dtype and Keras 3 under a mixed policy, on bfloat16 and float16 rows with
+    float32 parameters: float32 math and one rounding (Keras' RMSNormalization rounds its scale to the
+    compute dtype first, a cast point).  Every LLM case is within the float32 algorithm's budget of the
+    profile's exact value, and no rounding-order finding is made."""
+    need("flax" if target.startswith("flax") else "keras")
+    need("ml_dtypes")
+    rep = run_audit(target)
+    assert not [f for f in rep.findings if f["kind"] == "semantic"], rep.findings
+    llm = [c for c in rep.cases if c["case"].startswith(("bf16_", "f16_"))]
+    assert len(llm) == 6 and all(c["status"] in ("ok", "within budget") for c in llm), llm
+    assert not [f for f in rep.findings if f["case"].startswith(("bf16_", "f16_"))], rep.findings
+    if "rms" in target:  # float32 math rounded once is correctly rounded on these bfloat16 rows
+        assert all(c["max_ulp"] == 0 for c in llm if c["case"].startswith("bf16_")), llm
+
+
+def test_keras_rms_norm_scale_cast_is_a_cast_point():
+    """Keras' RMSNormalization under a mixed policy reads its float32 scale in bfloat16: judged against
+    the profile without that cast (Flax's), its bfloat16 rows move off the exact value."""
+    need("keras")
+    need("ml_dtypes")
+    rep = run_audit("keras_rms_norm_mixed", "flax_rms_norm_dtype")
+    llm = [c for c in rep.cases if c["case"].startswith("bf16_rows")]
+    assert llm and all(c["max_ulp"] >= 1 for c in llm), llm
