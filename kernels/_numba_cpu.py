@@ -253,11 +253,13 @@ def plan_finish(
     k3|p| + cg3 + e(beta') + 2**-52|y64| (p the product; k3 = 1.01(rho + 3u) for the subtraction,
     the product and s's relative error rho; cg3 from the mean's error), so by at most
     K|y64| + G once |p| is bounded by (1 + u)|y64| + |beta'|.  The float32 r nearest y64 is then
-    the correctly rounded y when |y64 - r| + K|y64| + G stays below the distance 2**(E-24) from r
-    to the rounding boundary on y64's side (2**E <= |y64| < 2**(E+1): exactly that distance at a
-    power of two approached from below, more elsewhere, and more below 2**-126 where the spacing
-    is fixed).  As K|y64| < 2K 2**E, the kernels test |y64 - r| < 2**E gap_k - G with
-    gap_k = HALF_GAP - 2K (see :func:`_decided`).  k and cg (columns 3 and 4) are the terms of a
+    the correctly rounded y when |y64 - r| + 2(K|y64| + G) stays below 2**(E-24) (2**E <= |y64| <
+    2**(E+1)): the rounding boundaries next to r lie 2**(E-24) from it or farther (more below
+    2**-126, where the spacing is fixed), except below a power of two r <= |y64|, where the binade
+    below has half the spacing; the bracket reaches that side by no more than K|y64| + G, under
+    half the distance once the doubled bound fits.  As K|y64| < 2K 2**E, the kernels test
+    |y64 - r| < 2**E gap_k - G2 with gap_k = HALF_GAP - 4K and G2 = 2G, the plan's column 10
+    (see :func:`_decided`).  k and cg (columns 3 and 4) are the terms of a
     mean taken as mu alone, for callers that fold the affine into their own bound (``rows_norm``).
 
     A channel whose bounds are vacuous is marked uncertain (every element goes exact).
@@ -286,7 +288,8 @@ def plan_finish(
             big_k = k3 * (1 + _U) + 2.0**-52
             e_beta = 1.01 * _U * (abs(beta_eff) + abs(mu_lo * s))
             big_g = (k3 * (1 + _U) * abs(beta_eff) + 1.01 * mu_err * abs(s) * (1 + rho) + e_beta) * (1 + 2.0**-40)
-            gap_k = _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
+            gap_k = _HALF_GAP - 4 * big_k * (1 + 2.0**-40)
+            big_g = 2 * big_g  # the bound counted twice (see above)
         else:
             uncertain = True
             beta_eff = beta
@@ -693,7 +696,9 @@ def _row_coefs(p: np.ndarray) -> tuple[bool, float, float, float, float]:  # pra
     kj = p[3] + 1.01 * _U
     big_k = kj * (1 + _U) + 2.0**-52
     ok = not (p[8] > 0) and KAPPA - big_k > 0
-    return ok, kj, kj * (1 + _U) * (1 + 2.0**-40), p[4] * (1 + 2.0**-40), _HALF_GAP - 2 * big_k * (1 + 2.0**-40)
+    # the bound counted twice, as in plan_finish: the bracket may reach the binade below a power of two
+    a, bcoef = 2 * kj * (1 + _U) * (1 + 2.0**-40), 2 * p[4] * (1 + 2.0**-40)
+    return ok, kj, a, bcoef, _HALF_GAP - 4 * big_k * (1 + 2.0**-40)
 
 
 @njit(parallel=True, cache=True)

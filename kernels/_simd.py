@@ -13,7 +13,8 @@ it is slower, so the host turns it on for large outputs only.
 Arithmetic, lane by lane, is exactly the scalar loop's: ``y64 = fma(x - mu, s, beta')`` in
 float64, rounded once to float32 (r); an element is flagged when its rounding is not decided,
 ``|y64 - r| > fma(2**E, gap_k, -G)`` with ``2**E`` the power of two at or below ``|y64|`` (its
-exponent bits; 0 for 0) and ``gap_k = HALF_GAP - 2K`` per row (see ``_numba_cpu.plan_finish``);
+exponent bits; 0 for 0), ``gap_k = HALF_GAP - 4K`` and ``G`` the doubled bound per row (see
+``_numba_cpu.plan_finish``);
 a finite y64 that rounds to infinity is flagged too (|y64 - r| is infinite), a NaN or infinite
 one is not (ordered compares, as in the scalar loop).
 
