@@ -80,17 +80,30 @@ class _PieceSum:
 
     def add(self, v: np.ndarray, gs: slice) -> None:
         r = v * self.scale0[:, gs, :]  # exact: a power of two
-        j = 0
-        while True:
-            q = np.trunc(r)
-            if j == len(self.acc):
-                self.acc.append(np.zeros(self.top.shape[0]))
-            self.acc[j][gs] += q.sum(axis=(0, 2))
-            r -= q  # exact: the fractional part
-            if not r.any():
-                return
-            r *= self.step
+        q = np.trunc(r)
+        first = self._piece(0)
+        first[gs] += q.sum(axis=(0, 2))
+        r -= q  # exact: the fractional part
+        at = np.flatnonzero(r != 0)  # (on a boolean: numpy is ten times faster there)
+        if not at.size:
+            return
+        # the few values with bits below the first grid go on, compressed, with their groups
+        group = np.unravel_index(at, r.shape)[1] + (gs.start or 0)  # (gs steps by 1)
+        rest = r.ravel()[at]
+        j = 1
+        while rest.size:
+            rest *= self.step
+            q = np.trunc(rest)
+            np.add.at(self._piece(j), group, q)
+            rest -= q
+            keep = rest != 0
+            rest, group = rest[keep], group[keep]
             j += 1
+
+    def _piece(self, j: int) -> np.ndarray:
+        while len(self.acc) <= j:
+            self.acc.append(np.zeros(self.top.shape[0]))
+        return self.acc[j]
 
     def totals(self) -> list[Fraction]:
         out = []

@@ -429,11 +429,18 @@ def _group_stats(
             var.append(math.inf if not centred and not np.isnan(values).any() else math.nan)
             continue
         # one normalization per Fraction: s1 = p1/q1, s2 = p2/q2
-        p1, q1 = (s1[g].numerator, s1[g].denominator) if centred else (0, 1)
         p2, q2 = s2[g].numerator, s2[g].denominator
+        if not centred:  # the mean square
+            mean.append(_ZERO)
+            var.append(Fraction(p2, q2 * m))
+            continue
+        p1, q1 = s1[g].numerator, s1[g].denominator
         mean.append(Fraction(p1, q1 * m))
         var.append(Fraction(m * p2 * q1 * q1 - p1 * p1 * q2, m * m * q1 * q1 * q2))
     return mean, var
+
+
+_ZERO = Fraction(0)
 
 
 def _plan(
@@ -441,18 +448,14 @@ def _plan(
 ) -> tuple[GroupPlan, list[Fraction]]:
     special, denom, means = [], [], []
     for g, (mc, vc) in enumerate(zip(mean, var, strict=True)):
-        if vc == math.inf and mc == 0:  # an infinite mean square (RMSNorm): the scale is 0, as in IEEE
-            special.append("guard")
-            means.append(Fraction(0))
-            denom.append(Fraction(1))
-            continue
         if not isinstance(mc, Fraction) or not isinstance(vc, Fraction):
-            special.append("nan")
+            # an infinite mean square (RMSNorm) has the scale 0, as in IEEE; other non-finite statistics: NaN
+            special.append("guard" if vc == math.inf and mc == 0 else "nan")
             means.append(Fraction(0))
             denom.append(Fraction(1))
             continue
         d = vc + eps
-        if d < 0:
+        if d.numerator < 0:
             where = np.unravel_index(g, stats_shape) if stats_shape else ()
             raise DomainError(
                 expected(
@@ -463,7 +466,7 @@ def _plan(
             )
         means.append(mc)
         denom.append(d)
-        special.append("" if d != 0 else "guard" if guard else "div0")
+        special.append("" if d.numerator else "guard" if guard else "div0")
     return GroupPlan(means, denom, special), denom
 
 
