@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 from normspec.oracle.core import _split_fraction, exact_rsqrt
-from normspec.oracle.exact import exact_sums
-from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array, store
+from normspec.oracle.exact import blocks, exact_sums
+from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array, round_bracket, store
 from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _running_params, _spread, _View
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention
@@ -189,11 +189,13 @@ def round_sqrt_sum(
 
 
 def _decided(v: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
-    """Round ``v +- delta`` to ``fmt``: (the rounding, where both ends agree bit for bit)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        lo, hi = round_array(v - delta, fmt), round_array(v + delta, fmt)
-    ok = (lo == hi) & (np.signbit(lo) == np.signbit(hi)) & np.isfinite(delta)
-    return hi, ok
+    """Round ``v +- delta`` to ``fmt``: (the rounding, where the bracket decides it)."""
+    if fmt is FLOAT64:  # both ends agree bit for bit only where the bound is 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo, hi = v - delta, v + delta
+        return hi, (lo == hi) & (np.signbit(lo) == np.signbit(hi)) & np.isfinite(delta)
+    r, undecided = round_bracket(v, delta, fmt)
+    return r, ~undecided & np.isfinite(delta)
 
 
 def _dx_fast(
@@ -313,13 +315,13 @@ def _backward(
             per_group[3, g] = (e_T * abs(inv_md) + 3 * _U * abs(q)) * (1 + 4 * _U)
 
     undecided_total = 0
-    # dx
-    dx_fast, delta = _dx_fast(d, e_d, h, per_group, conv.centred, training)
-    if fmt is FLOAT64:
-        dx_out = np.full(x3.shape, math.nan)
-        ok = np.zeros(x3.shape, dtype=bool)
-    else:
-        dx_out, ok = _decided(dx_fast, delta, fmt)
+    # dx: the float64 value and its bound, rounded where the bound decides it (by cache-sized blocks)
+    dx_out = np.full(x3.shape, math.nan)
+    ok = np.zeros(x3.shape, dtype=bool)
+    if fmt is not FLOAT64:
+        for sl in blocks(x3.shape):
+            dx_b, delta_b = _dx_fast(d[sl], e_d[sl], h[sl], per_group[:, sl[1]], conv.centred, training)
+            dx_out[sl], ok[sl] = _decided(dx_b, delta_b, fmt)
     nan_groups = ~np.array(finite, dtype=bool)  # no groups at all in an empty batch
     ok[:, nan_groups, :] = True
     dx_out[:, nan_groups, :] = math.nan  # statistics not finite, or var + eps == 0
@@ -524,14 +526,14 @@ def _cast_backward(
     wd = np.ones(pshape) if w is None else w.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         # dy and w have at most 24 significant bits each: their product is exact in float64
-        g = round_array(dyd * wd, fmt).astype(xa.dtype)
+        g = store(round_array(dyd * wd, fmt), fmt)
     dx = _backward(xa, g, plain, _layout(xa, plain, None, None, normalized_ndim=k)[0], None, pshape, eps=eps,
                    training=True, running_mean=None, running_var=None, parameters=False).dx  # fmt: skip
     xr = rms_norm(xa, k, None, eps=eps, convention=conv).y.astype(np.float64)
     rows = math.prod(xa.shape[: xa.ndim - k])
     # autograd forms dy * c(xhat) in the input's dtype too (a rounding of each exact product), then sums
     with np.errstate(invalid="ignore", over="ignore"):
-        products = round_array(dyd * xr, fmt).astype(np.float64)
+        products = round_array(dyd * xr, fmt)
     dweight, undecided_w = _column_sums(products.reshape(rows, -1), pfmt)
     dbias, undecided_b = _column_sums(dyd.reshape(rows, -1), pfmt)
     return Gradients(
