@@ -946,6 +946,26 @@ _PROFILES = [
         sources=("S onnx/defs/nn/defs.cc", "S onnx/reference/ops/op_rms_normalization.py"),
     ),
     _c(
+        name="onnx_rms_norm23_cast",
+        layer="rms_norm",
+        description="ONNX RMSNormalization-23 as its text defines it (stash_type=1): the first stage in float32, "
+        "Normalized cast back to X's type, then Mul(Normalized, Scale) in that type",
+        eps_default=1e-05,
+        affine="per_element",
+        eps_cast="float32",
+        cast_points=(("normalized", "input"),),
+        weight_format="input",
+        narrow_inputs=True,
+        accumulator="float32 (stash_type)",
+        sources=(
+            "D onnx/defs/nn/defs.cc RMSNormalization-23: 'casts all input variables to 32-bit float, perform the "
+            "computation, and finally cast Normalized back to the original type of X', then Y = Mul(Normalized, "
+            "Scale); Scale has X's type T",
+            "R onnxruntime 1.32 CPU: float16 within 1 ULP of this reading, no bfloat16 kernel; onnx 1.23's "
+            "reference evaluator computes in T despite stash_type=1: tests/targets/test_audit_family.py",
+        ),
+    ),
+    _c(
         name="onnx_mvn13",
         layer="mean_variance_norm",
         description="ONNX MeanVarianceNormalization-13: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over axes",
