@@ -348,10 +348,11 @@ def _round_stats(values: tuple[Stat, ...] | list[Stat], fmt: Format, shape: tupl
     the few brackets left open are rounded exactly."""
     out = np.empty(len(values), dtype=np.float64)
     todo = np.ones(len(values), dtype=bool)
-    exact = [i for i, v in enumerate(values) if isinstance(v, Fraction)]
+    rationals = [(i, v) for i, v in enumerate(values) if isinstance(v, Fraction)]
+    exact = [i for i, _ in rationals]
     if exact and fmt.p < 53:
         try:
-            near = np.array([v.numerator / v.denominator for v in (values[i] for i in exact)], dtype=np.float64)
+            near = np.array([v.numerator / v.denominator for _, v in rationals], dtype=np.float64)
         except OverflowError:
             near = None
         if near is not None:
