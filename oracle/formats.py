@@ -252,11 +252,14 @@ def round_bracket(y: np.ndarray, delta: np.ndarray, fmt: Format) -> tuple[np.nda
         np.abs(err, out=err)
         err += delta
         err += delta
-        undecided = err >= e * 2.0**-fmt.p
+        # (the sum err is rounded: a margin of 2**-50 keeps an exact sum at the gap undecided)
+        undecided = err >= e * (2.0**-fmt.p * (1 - 2.0**-50))
         edge = _outside_normal(e, fmt)
         if edge.any():  # the few values outside the normal range, by the slower bracket
             ys, ds = y[edge], np.broadcast_to(delta, y.shape)[edge]
-            lo, hi = round_array(ys - ds, fmt), round_array(ys + ds, fmt)
+            # the ends one double outward: y +- delta rounded to float64 may fall short of the bracket
+            lo = round_array(np.nextafter(ys - ds, -np.inf), fmt)
+            hi = round_array(np.nextafter(ys + ds, np.inf), fmt)
             r[edge] = hi
             undecided[edge] = ~((lo == hi) & (np.signbit(lo) == np.signbit(hi)) | (np.isnan(lo) & np.isnan(hi)))
     return r, undecided

@@ -90,6 +90,7 @@ def test_round_array_agrees_with_round_rational(fmt, values):
 @example(base=2.0**-126, shift=-0.5, nudge=1, width=-50, scale=1.0, t=Fraction(-1))  # below the normals
 @example(base=65504.0, shift=0.5, nudge=-1, width=-30, scale=1.0, t=Fraction(1))  # the float16 overflow tie
 @example(base=1.0, shift=0.0, nudge=0, width=-9, scale=1.5, t=Fraction(-1))  # bfloat16: reaching the binade below
+@example(base=0.0, shift=0.5, nudge=0, width=-53, scale=1.0, t=Fraction(1))  # y + delta rounds back onto a tie
 def test_round_bracket_decides_only_what_the_bracket_settles(fmt, base, shift, nudge, width, scale, t):
     """Every exact value in ``y +- delta`` rounds to ``r`` wherever the bracket is decided: values
     placed on and around ties and binade edges, brackets from 2**-60 to 2**-3 of |y|."""
