@@ -17,19 +17,23 @@ import numpy as np
 Case = dict[str, Any]
 Result = dict[str, np.ndarray]
 
-def _flax(layer: str) -> Callable[[Case], dict[str, np.ndarray]]:
+def _flax(layer: str, x_dtype: bool = False) -> Callable[[Case], dict[str, np.ndarray]]:
+    """flax.linen LayerNorm / RMSNorm; ``x_dtype``: with ``dtype=x.dtype`` (y in x's dtype, float32
+    parameters), else flax's default (y in the promoted dtype)."""
+
     def run(case: Case) -> dict[str, np.ndarray]:
         import jax.numpy as jnp
         from flax import linen as nn
 
         x = jnp.asarray(case["x"][0])
         eps = float(case["eps"])
+        dtype = x.dtype if x_dtype else None
         mod: Any
         if layer == "layer_norm":
-            mod = nn.LayerNorm(epsilon=eps)
+            mod = nn.LayerNorm(epsilon=eps, dtype=dtype)
             params = {"params": {"scale": jnp.asarray(case["weight"]), "bias": jnp.asarray(case["bias"])}}
         else:
-            mod = nn.RMSNorm(epsilon=eps)
+            mod = nn.RMSNorm(epsilon=eps, dtype=dtype)
             params = {"params": {"scale": jnp.asarray(case["weight"])}}
         return _y(np.asarray(mod.apply(params, x)))
 
@@ -51,7 +55,7 @@ case["backward"] = bool(case.get("backward", True))
 with np.load("exact.npz", allow_pickle=False) as data:
     exact = {k: data[k] for k in data.files}
 
-observed = _flax(layer='layer_norm')(case)
+observed = _flax(layer='layer_norm', x_dtype=False)(case)
 
 
 def ulps(a, b):

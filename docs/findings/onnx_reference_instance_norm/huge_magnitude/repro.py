@@ -22,8 +22,11 @@ def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
         from onnx import TensorProto, helper
 
         x = case["x"][0]
-        f = TensorProto.FLOAT
-        if layer == "layer_norm":
+        f = {"float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}.get(x.dtype.name, TensorProto.FLOAT)
+        if layer == "rms_norm":  # opset 23, stash_type 1 (its default): Scale in X's type
+            node = helper.make_node("RMSNormalization", ["X", "scale"], ["Y"], axis=-1, epsilon=float(case["eps"]))
+            opset, pshape = 23, [x.shape[-1]]
+        elif layer == "layer_norm":
             node = helper.make_node(
                 "LayerNormalization", ["X", "scale", "B"], ["Y"], axis=-1, epsilon=float(case["eps"])
             )
@@ -40,19 +43,16 @@ def _onnx(layer: str, runtime: str) -> Callable[[Case], dict[str, np.ndarray]]:
                 epsilon=float(case["eps"]),
             )
             opset, pshape = 21, [x.shape[1]]
+        inputs = ["X", "scale"] if layer == "rms_norm" else ["X", "scale", "B"]
         graph = helper.make_graph(
             [node],
             "family",
-            [
-                helper.make_tensor_value_info("X", f, list(x.shape)),
-                helper.make_tensor_value_info("scale", f, pshape),
-                helper.make_tensor_value_info("B", f, pshape),
-            ],
+            [helper.make_tensor_value_info(n, f, list(x.shape) if n == "X" else pshape) for n in inputs],
             [helper.make_tensor_value_info("Y", f, list(x.shape))],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 10
-        feeds = {"X": x, "scale": case["weight"], "B": case["bias"]}
+        feeds = dict(zip(inputs, (x, case["weight"], case["bias"]), strict=False))
         if runtime == "reference":
             from onnx.reference import ReferenceEvaluator
 
