@@ -47,7 +47,16 @@ import numpy as np
 from normspec.oracle.core import _split_fraction, exact_rsqrt
 from normspec.oracle.exact import blocks, exact_sums
 from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array, round_bracket, store
-from normspec.oracle.layers import _array, _group_stats, _layout, _plan, _running_params, _spread, _View
+from normspec.oracle.layers import (
+    _array,
+    _fused_inputs,
+    _group_stats,
+    _layout,
+    _plan,
+    _running_params,
+    _spread,
+    _View,
+)
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 from normspec.spec.conventions import Convention, check_eps, get_convention
 
@@ -234,13 +243,13 @@ def _dx_fast(
     return dx, delta
 
 
-def _upstream(xa: np.ndarray, dya: np.ndarray) -> np.ndarray:
-    """The upstream gradient dy as float64, checked: x's shape, finite."""
+def _upstream(xa: np.ndarray, dya: np.ndarray, name: str = "dy") -> np.ndarray:
+    """An upstream gradient (dy) as float64, checked: x's shape, finite."""
     if dya.shape != xa.shape:
-        raise ShapeError(expected(f"dy of shape {xa.shape}, the shape of x", "dy.shape", dya.shape))
+        raise ShapeError(expected(f"{name} of shape {xa.shape}, the shape of x", f"{name}.shape", dya.shape))
     dyd = dya.astype(np.float64)
     if not np.isfinite(dyd).all():
-        raise DomainError(expected("finite dy", "dy element", float(dyd[~np.isfinite(dyd)][0])))
+        raise DomainError(expected(f"finite {name}", f"{name} element", float(dyd[~np.isfinite(dyd)][0])))
     return dyd
 
 
@@ -257,16 +266,23 @@ def _backward(
     running_mean: np.ndarray | None,
     running_var: np.ndarray | None,
     parameters: bool = True,
+    out_fmt: Format | None = None,
+    extra: np.ndarray | None = None,
 ) -> Gradients:
+    """The engine.  ``xa`` is the value normalized; ``dx`` is rounded to ``out_fmt`` (default: its
+    format; a fused residual add may normalize a float32 sum of 16-bit inputs), after adding
+    ``extra`` exactly (the gradient the sum receives besides the layer's: that of the new residual)."""
     fmt = format_of(xa.dtype, "x")
+    ofmt = out_fmt or fmt
     dyd = _upstream(xa, dya)
-    pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
+    pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if ofmt is FLOAT64 else FLOAT32)
     x3 = view.x3
     dy3 = dyd.reshape(x3.shape)
     m = x3.shape[0] * x3.shape[2]
     g_n = x3.shape[1]
-    eps_v = conv.default_eps(fmt.p) if eps is None else check_eps(eps)
+    eps_v = conv.default_eps(ofmt.p) if eps is None else check_eps(eps)
     eps_q = Fraction(conv.effective_eps(eps_v))
+    extra3 = None if extra is None else extra.reshape(x3.shape)
     if training:
         mean, var = _group_stats(x3, fmt, conv.centred, None)
     else:
@@ -318,10 +334,14 @@ def _backward(
     # dx: the float64 value and its bound, rounded where the bound decides it (by cache-sized blocks)
     dx_out = np.full(x3.shape, math.nan)
     ok = np.zeros(x3.shape, dtype=bool)
-    if fmt is not FLOAT64:
+    if ofmt is not FLOAT64:
         for sl in blocks(x3.shape):
             dx_b, delta_b = _dx_fast(d[sl], e_d[sl], h[sl], per_group[:, sl[1]], conv.centred, training)
-            dx_out[sl], ok[sl] = _decided(dx_b, delta_b, fmt)
+            if extra3 is not None:  # an exact double added: one more rounding, within u|dx|
+                with np.errstate(invalid="ignore", over="ignore"):
+                    dx_b = dx_b + extra3[sl]
+                    delta_b = delta_b + 2 * _U * np.abs(dx_b)
+            dx_out[sl], ok[sl] = _decided(dx_b, delta_b, ofmt)
     nan_groups = ~np.array(finite, dtype=bool)  # no groups at all in an empty batch
     ok[:, nan_groups, :] = True
     dx_out[:, nan_groups, :] = math.nan  # statistics not finite, or var + eps == 0
@@ -337,8 +357,9 @@ def _backward(
                 A = hx - c - (Fraction(float(x3[i, g, k])) - plan.mean[g]) * T / (m * denom[g])
             else:
                 A = hx
-            dx_out[i, g, k] = round_sqrt_form(A, Fraction(0), denom[g], fmt)
-    dx = store(dx_out, fmt).reshape(xa.shape)
+            B = Fraction(0) if extra3 is None else Fraction(float(extra3[i, g, k]))
+            dx_out[i, g, k] = round_sqrt_form(A, B, denom[g], ofmt)
+    dx = store(dx_out, ofmt).reshape(xa.shape)
 
     # dweight, dbias: per parameter, over the values it scales
     p_n = math.prod(pshape)
@@ -483,23 +504,50 @@ def rms_norm_backward(
     *,
     eps: float | None = None,
     convention: str | Convention = "torch_rms_norm",
+    residual: Any = None,
+    dresidual: Any = None,
 ) -> Gradients:
     """RMSNorm's ``(dx, dweight, dbias)``; ``dbias`` is the gradient a bias would get (sum dy).
 
     Under a profile that casts the normalized value (``hf_llama_rms_norm``) the gradient is the one
     autograd takes through that code, exact between the roundings it makes (see ``_cast_backward``);
-    ``gemma_rms_norm`` scales by ``1 + weight`` in float32, whose gradient is the plain one."""
+    ``gemma_rms_norm`` scales by ``1 + weight`` in float32, whose gradient is the plain one.
+
+    A profile with a fused residual add (``fused_add_rms_norm`` and its kin) takes the forward's
+    ``residual`` and ``dresidual``, the upstream gradient of the new residual stream it returned
+    (zeros when omitted).  The sum ``h = x + residual`` passes its gradient to both inputs, so
+    ``dx`` is also the residual's gradient: the exact gradient of the normalized value at ``h``
+    plus ``dresidual``, rounded once to x's dtype (the rounding of ``h`` is an identity here, as
+    autograd treats it).  ``dweight`` is taken at ``h``.
+
+    >>> import numpy as np, ml_dtypes
+    >>> bf16 = ml_dtypes.bfloat16
+    >>> x, r = np.array([[1.0, -2.0, 3.0, 0.5]], bf16), np.array([[0.5, 0.5, -1.0, 0.25]], bf16)  # h = x + r
+    >>> g = rms_norm_backward(x, np.ones((1, 4), bf16), 1, np.ones(4, bf16), convention="fused_add_rms_norm",
+    ...                       residual=r, dresidual=np.full((1, 4), 0.25, bf16))
+    >>> g.dx.astype(np.float32).tolist()
+    [[0.61328125, 1.21875, 0.51171875, 0.76171875]]
+    """
     conv = get_convention(convention, layer="rms_norm")
     xa, dya = _array(x, "x"), _array(dy, "dy")
+    _, hv = _fused_inputs(xa, residual, conv)
+    extra = None
+    if dresidual is not None:
+        if not conv.residual:
+            raise InvalidArgumentError(expected(f"no dresidual (profile {conv.name!r} adds no residual)",
+                                                "dresidual", "given"))  # fmt: skip
+        dra = _array(dresidual, "dresidual")
+        if dra.dtype != xa.dtype:
+            raise ShapeError(expected(f"dresidual of x's dtype {xa.dtype.name}", "dresidual.dtype", dra.dtype.name))
+        extra = _upstream(xa, dra, "dresidual")
     view, w, _ = _layout(xa, conv, weight, None, normalized_ndim=normalized_ndim)
+    view = dataclasses.replace(view, x3=hv.reshape(view.x3.shape))
     pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
-    if conv.residual:
-        raise InvalidArgumentError(
-            expected("a profile without a fused residual add (its backward is not here yet)", "convention", conv.name)
-        )
+    fmt = format_of(xa.dtype, "x")
     if conv.cast_at("normalized") is not None:
-        return _cast_backward(xa, dya, conv, w, int(normalized_ndim), pshape, eps)
-    return _backward(xa, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None)
+        return _cast_backward(xa, dya, conv, w, int(normalized_ndim), pshape, eps, residual, extra)
+    return _backward(hv, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None,
+                     out_fmt=fmt, extra=extra)  # fmt: skip
 
 
 def _cast_backward(
@@ -510,26 +558,31 @@ def _cast_backward(
     k: int,
     pshape: tuple[int, ...],
     eps: float | None,
+    residual: Any = None,
+    extra: np.ndarray | None = None,
 ) -> Gradients:
     """``y = round(w * c(xhat))`` with ``c`` the cast of the normalized value (LlamaRMSNorm): the
     gradient autograd takes, exact between the roundings it makes.  The cast passes the gradient
     through; the gradient reaching ``c(xhat)`` is ``dy * w`` rounded to the input's dtype (autograd
-    forms that product in it); ``dx`` is the exact RMSNorm backward of that gradient, rounded once;
-    ``dweight`` the exact sum of the products ``dy * c(xhat)``, each rounded to the input's dtype as
-    autograd forms them, the sum rounded once to the weight's dtype."""
+    forms that product in it); ``dx`` is the exact RMSNorm backward of that gradient (plus ``extra``,
+    a fused add's residual gradient), rounded once; ``dweight`` the exact sum of the products
+    ``dy * c(xhat)``, each rounded to the input's dtype as autograd forms them, the sum rounded once
+    to the weight's dtype."""
     from normspec.oracle.layers import rms_norm
 
     fmt = format_of(xa.dtype, "x")
     dyd = _upstream(xa, dya)
     pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
-    plain = dataclasses.replace(conv, cast_points=(), weight_format=None)
+    plain = dataclasses.replace(conv, cast_points=(), weight_format=None, residual=False)
     wd = np.ones(pshape) if w is None else w.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         # dy and w have at most 24 significant bits each: their product is exact in float64
         g = store(round_array(dyd * wd, fmt), fmt)
-    dx = _backward(xa, g, plain, _layout(xa, plain, None, None, normalized_ndim=k)[0], None, pshape, eps=eps,
-                   training=True, running_mean=None, running_var=None, parameters=False).dx  # fmt: skip
-    xr = rms_norm(xa, k, None, eps=eps, convention=conv).y.astype(np.float64)
+    hv = _fused_inputs(xa, residual, conv)[1]
+    dx = _backward(hv, g, plain, _layout(hv, plain, None, None, normalized_ndim=k)[0], None, pshape, eps=eps,
+                   training=True, running_mean=None, running_var=None, parameters=False, out_fmt=fmt,
+                   extra=extra).dx  # fmt: skip
+    xr = rms_norm(xa, k, None, eps=eps, convention=conv, residual=residual).y.astype(np.float64)
     rows = math.prod(xa.shape[: xa.ndim - k])
     # autograd forms dy * c(xhat) in the input's dtype too (a rounding of each exact product), then sums
     with np.errstate(invalid="ignore", over="ignore"):

@@ -951,20 +951,8 @@ def rms_norm(
     [[1.5, 2.5, 3.5, 4.5]]
     """
     conv = get_convention(convention, layer="rms_norm")
-    x0 = xa = _array(x, "x")
-    stream = xa
-    if conv.residual:
-        if residual is None:
-            raise InvalidArgumentError(expected(f"a residual (profile {conv.name!r} adds one)", "residual", None))
-        ra = _array(residual, "residual")
-        if ra.shape != xa.shape or ra.dtype != xa.dtype:
-            raise ShapeError(
-                expected(f"a residual of x's shape {xa.shape} and dtype {xa.dtype.name}", "residual",
-                         f"{ra.dtype.name}{list(ra.shape)}")
-            )  # fmt: skip
-        stream, xa = residual_sums(xa, ra, conv)
-    elif residual is not None:
-        raise InvalidArgumentError(expected(f"no residual (profile {conv.name!r} adds none)", "residual", "given"))
+    x0 = _array(x, "x")
+    stream, xa = _fused_inputs(x0, residual, conv)
     in_fmt = format_of(x0.dtype, "x")  # casts "to the input's dtype" mean x's, whatever is normalized
     view, _, _ = _layout(x0, conv, weight, None, normalized_ndim=normalized_ndim)
     view = dataclasses.replace(view, x3=xa.reshape(view.x3.shape))
@@ -974,6 +962,24 @@ def rms_norm(
         y_format=_y_format(y_dtype), input_format=in_fmt,
     )  # fmt: skip
     return dataclasses.replace(res, residual=stream) if conv.residual else res
+
+
+def _fused_inputs(xa: np.ndarray, residual: Any, conv: Convention) -> tuple[np.ndarray, np.ndarray]:
+    """(new residual stream, value normalized) of a profile with a fused residual add, the residual
+    checked against x; ``(x, x)`` for a profile without one (which refuses a residual)."""
+    if not conv.residual:
+        if residual is not None:
+            raise InvalidArgumentError(expected(f"no residual (profile {conv.name!r} adds none)", "residual", "given"))
+        return xa, xa
+    if residual is None:
+        raise InvalidArgumentError(expected(f"a residual (profile {conv.name!r} adds one)", "residual", None))
+    ra = _array(residual, "residual")
+    if ra.shape != xa.shape or ra.dtype != xa.dtype:
+        raise ShapeError(
+            expected(f"a residual of x's shape {xa.shape} and dtype {xa.dtype.name}", "residual",
+                     f"{ra.dtype.name}{list(ra.shape)}")
+        )  # fmt: skip
+    return residual_sums(xa, ra, conv)
 
 
 def residual_sums(x: np.ndarray, residual: np.ndarray, conv: Convention) -> tuple[np.ndarray, np.ndarray]:

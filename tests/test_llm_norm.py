@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from normspec.oracle import rms_norm, rms_norm_backward, ulp_distance
 
-from normspec.errors import DTypeError, InvalidArgumentError, ShapeError
+from normspec.errors import DomainError, DTypeError, InvalidArgumentError, ShapeError
 from normspec.testing import NormMismatchError, assert_norm_matches, judge_norm
 
 ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 is the bfloat16 extra: pip install 'normspec[bfloat16]'")
@@ -268,6 +268,79 @@ def test_the_float32_sum_variants_normalize_what_vllm_native_and_flashinfer_norm
     once = rms_norm(h32, 1, w.astype(np.float64), eps=EPS, convention="torch_rms_norm", y_dtype="bfloat16")
     assert (fi.y.view(np.int16) == once.y.view(np.int16)).all()
     assert (fi.residual.view(np.int16) == stream.view(np.int16)).all()
+
+
+def _fused_autograd(x, r, w, dy, dres, *, float32_sum):
+    """The fused add + LlamaRMSNorm as PyTorch code writes it, differentiated by autograd:
+    vLLM's forward_native (float32 sum normalized, the residual stored in bfloat16) or the rounded
+    sum normalized (what vLLM's CUDA kernel computes forward).  Returns (dx, dresidual, dweight)."""
+    torch = _torch()
+    xt, rt, wt = (_t(a).clone().requires_grad_() for a in (x, r, w))
+    if float32_sum:
+        h = xt.to(torch.float32) + rt.to(torch.float32)
+        stream = h.to(torch.bfloat16)
+    else:
+        stream = xt + rt
+        h = stream.to(torch.float32)
+    y = wt * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)).to(torch.bfloat16)
+    torch.autograd.backward([y, stream], [_t(dy), _t(dres)])
+    return _n(xt.grad), _n(rt.grad), _n(wt.grad)
+
+
+@pytest.mark.parametrize(
+    ("convention", "float32_sum"), [("vllm_native_fused_add_rms_norm", True), ("fused_add_rms_norm", False)]
+)
+def test_fused_add_backward_against_autograd_of_the_torch_code(convention, float32_sum):
+    """The exact gradient of a fused add (dx, which is also the residual's gradient, and dweight)
+    against autograd through the same code.  Autograd rounds the layer's gradient ``g`` (to float32
+    in forward_native, to bfloat16 in the other) before adding the new residual's gradient, then
+    rounds the sum to bfloat16; the exact reference rounds the sum once.  So autograd is within one
+    bfloat16 spacing of the exact value plus the error of its ``g`` (its float32 arithmetic: a few
+    float32 units, 2**-20 |g| with room; a bfloat16 rounding: half a spacing of g), which is large
+    only where g and the residual's gradient cancel."""
+    x, w = _rows(n=8)
+    r, _ = _rows(n=8, seed=1)
+    rng = np.random.default_rng(9)
+    dy, dres = (rng.standard_normal(x.shape).astype(BF16) for _ in range(2))
+    dx_t, dr_t, dw_t = _fused_autograd(x, r, w, dy, dres, float32_sum=float32_sum)
+    assert (dx_t.view(np.int16) == dr_t.view(np.int16)).all()  # the sum passes one gradient to both
+    exact = rms_norm_backward(x, dy, 1, w, eps=EPS, convention=convention, residual=r, dresidual=dres)
+    alone = rms_norm_backward(x, dy, 1, w, eps=EPS, convention=convention, residual=r)  # g, rounded once
+
+    def spacing(v):  # of bfloat16 at v (normal range)
+        return np.ldexp(1.0, np.frexp(np.asarray(v, np.float64))[1] - 8)
+
+    g = alone.dx.astype(np.float64)
+    err_g = 2.0**-20 * np.abs(g) if float32_sum else spacing(g)
+    gap = np.abs(dx_t.astype(np.float64) - exact.dx.astype(np.float64))
+    assert (gap <= spacing(exact.dx) + spacing(g) + err_g).all()
+    assert (ulp_distance(dx_t, exact.dx) == 0).mean() > (0.99 if float32_sum else 0.7)
+    d_dw = ulp_distance(dw_t, exact.dweight)
+    assert d_dw.max() <= 1 and (d_dw == 0).mean() > 0.99
+    # the new residual's gradient counts: without it dx is the plain layer's, far from autograd's
+    assert (ulp_distance(dx_t, alone.dx) > 1).mean() > 0.5
+    # and the layer's gradient is taken at the normalized sum, not at x
+    at_x = rms_norm_backward(x, dy, 1, w, eps=EPS, convention="hf_llama_rms_norm")
+    assert (ulp_distance(exact.dweight, at_x.dweight) > 1).mean() > 0.5
+
+
+def test_fused_add_backward_refuses_what_does_not_fit():
+    x, w = _rows(n=4, width=8)
+    with pytest.raises(InvalidArgumentError, match="adds no residual"):
+        rms_norm_backward(x, x, 1, w, convention="hf_llama_rms_norm", dresidual=x)
+    with pytest.raises(InvalidArgumentError, match="residual=None"):
+        rms_norm_backward(x, x, 1, w, convention="fused_add_rms_norm", dresidual=x)
+    with pytest.raises(ShapeError, match=r"dresidual\.dtype='float32'"):
+        rms_norm_backward(x, x, 1, w, convention="fused_add_rms_norm", residual=x, dresidual=x.astype(np.float32))
+    with pytest.raises(ShapeError, match="dresidual of shape"):
+        rms_norm_backward(x, x, 1, w, convention="fused_add_rms_norm", residual=x, dresidual=x[:2])
+    nan = x.copy()
+    nan[0, 0] = np.inf
+    with pytest.raises(DomainError, match="finite dresidual"):
+        rms_norm_backward(x, x, 1, w, convention="fused_add_rms_norm", residual=x, dresidual=nan)
+    # a NaN in the sum makes its row's gradient NaN, and only that row's
+    g = rms_norm_backward(nan, x, 1, w, eps=EPS, convention="fused_add_rms_norm", residual=x, dresidual=x)
+    assert np.isnan(g.dx.astype(np.float32)[0]).all() and np.isfinite(g.dx.astype(np.float32)[1:]).all()
 
 
 # ---------------------------------------------------------------- bad input and IEEE special values

@@ -70,8 +70,9 @@ def r32(v):
         return F32(float(+v))
 
 
-def reference(layer, x, dy, w, eps, groups=None, stats=None):
-    """(dx, dweight, dbias) rounded to float32 by nearest value, from central differences."""
+def reference(layer, x, dy, w, eps, groups=None, stats=None, extra=None):
+    """(dx, dweight, dbias) rounded to float32 by nearest value, from central differences; ``extra``
+    adds ``sum(extra * x)`` to the loss (a fused residual add's second output, the sum itself)."""
     members, params = _groups(layer, x.shape, groups)
     with mpmath.workprec(PREC):
         X = {i: mpmath.mpf(float(x[i])) for i in np.ndindex(x.shape)}
@@ -93,7 +94,8 @@ def reference(layer, x, dy, w, eps, groups=None, stats=None):
 
         dx = np.empty(x.shape, F32)
         for i in np.ndindex(x.shape):
-            dx[i] = r32(diff(lambda v, i=i: _loss(layer, at(X, i, v), W, B, DY, members, params, E, st), X[i]))
+            d_i = diff(lambda v, i=i: _loss(layer, at(X, i, v), W, B, DY, members, params, E, st), X[i])
+            dx[i] = r32(d_i if extra is None else d_i + mpmath.mpf(float(extra[i])))
         dw = np.empty(len(w), F32)
         db = np.empty(len(w), F32)
         for j in range(len(w)):
@@ -133,6 +135,23 @@ def test_backward_matches_differentiated_forward(layer, offset):
     same(got.dx, want[0])
     same(got.dweight, want[1])
     same(got.dbias, want[2])
+
+
+def test_fused_add_backward_matches_differentiated_forward():
+    """A fused residual add normalizes ``h = x + residual`` and returns ``h``: the loss
+    ``sum(dy * y) + sum(dresidual * h)`` differentiated at ``h`` (float32's correctly rounded sum;
+    its rounding is an identity in the backward).  Row 0's ``dresidual`` cancels the layer's
+    gradient up to its float32 rounding, so dx there is that rounding's tiny remainder."""
+    rng = np.random.default_rng(11)
+    x, r, dy, dres = (rng.standard_normal((3, 5)).astype(F32) for _ in range(4))
+    w = rng.standard_normal(5).astype(F32)
+    conv = "flashinfer_fused_add_rms_norm"  # float32 math, one rounding: no cast point in the backward
+    dres[0] = -rms_norm_backward(x + r, dy, 1, w, eps=1e-5).dx[0]
+    got = rms_norm_backward(x, dy, 1, w, eps=1e-5, convention=conv, residual=r, dresidual=dres)
+    want = reference("rms_norm", x + r, dy, w, 1e-5, extra=dres)
+    same(got.dx, want[0])
+    same(got.dweight, want[1])
+    assert 0 < np.abs(got.dx[0]).max() < 1e-6 * np.abs(dres[0]).max()
 
 
 def test_eval_mode_backward_uses_the_running_statistics_as_constants():
