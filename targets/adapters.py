@@ -686,8 +686,15 @@ def _python_target(spec: str) -> Adapter:
         if "groups" in case:  # a family case: f(x, weight, bias, eps, groups) -> y (eps None: the default)
             eps = float(case["eps"])
             x = np.ascontiguousarray(case["x"][0])
-            y = fn(x, case["weight"].copy(), case["bias"].copy(), None if np.isnan(eps) else eps, int(case["groups"]))
+            fused = (case["residual"][0].copy(),) if "residual" in case else ()  # a fused add: (y, new residual)
+            y = fn(x, case["weight"].copy(), case["bias"].copy(), None if np.isnan(eps) else eps, int(case["groups"]),
+                   *fused)  # fmt: skip
             one = np.zeros((1, 1), np.float32)
+            if fused:
+                if not isinstance(y, tuple | list) or len(y) != 2:
+                    raise TypeError(f"a fused residual add returns (y, new residual), not {type(y).__name__}")
+                return {"y": np.asarray(y[0])[None], "residual_out": np.asarray(y[1])[None], "running_mean": one,
+                        "running_var": one + 1}  # fmt: skip
             return {"y": np.asarray(y)[None], "running_mean": one, "running_var": one + 1}
         return _run_protocol(fn, case)
 

@@ -26,6 +26,8 @@ from normspec.targets.probes import Probe, infer
 from normspec.targets.verdict import degenerate_reason, judge_output
 from normspec.vectors.family import exact_family_output, family_battery, per_channel_affine
 
+from normspec.errors import InvalidArgumentError, expected
+
 __all__ = [
     "FAMILY_ADAPTERS",
     "exact_family_output",
@@ -152,8 +154,21 @@ def _probe(field: str, case: Case, note: str, claimed: str, alternatives: dict[s
     return Probe(field, f"probe_{field}", claimed, alternatives, read, note, case)
 
 
+def _refuse_fused(conv: Convention) -> None:
+    if conv.residual:  # the audit protocol f(x, weight, bias, eps, groups) has no residual stream
+        raise InvalidArgumentError(
+            expected(
+                "a profile without a fused residual add (judge such kernels with normspec.testing.judge_norm(..., "
+                "residual=...), or check them against `normspec vectors generate --family` vectors)",
+                "convention",
+                conv.name,
+            )
+        )
+
+
 def family_probes(conv: Convention) -> list[Probe]:
     """The convention probes of a family profile (see the comment above)."""
+    _refuse_fused(conv)
     layer, probes = conv.layer, []
     # eps: the values [0, 2**-5] (variance 2**-12, mean square 2**-11) with eps 2**-10 put the two
     # placements a factor near 2 apart, within every library's accepted eps (Paddle: <= 1e-3)
@@ -403,6 +418,8 @@ def judge_family(
     """Run ``battery`` on ``target`` (in its worker process) and judge each output
     (:func:`normspec.targets.verdict.judge_output`): rows, findings, and the cases as run."""
     from normspec.targets.runner import AuditCase, run_cases
+
+    _refuse_fused(conv)
 
     cases = [
         AuditCase(

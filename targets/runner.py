@@ -213,6 +213,8 @@ def check_vectors(
         inp, exp = case.inputs, case.expected
         if case.kind in _FAMILY_KINDS:
             groups = {"groups": np.asarray(int(np.asarray(inp["groups"]).ravel()[0]))}
+            if "residual" in inp:
+                groups["residual"] = inp["residual"][:1]
             jobs.append(AuditCase(f"c{i}s0", "accuracy", inp["x"][:1], inp["weight"], inp["bias"],
                                   np.zeros(1), np.ones(1), True, case.momentum, case.eps, extra=groups))  # fmt: skip
             continue
@@ -235,6 +237,10 @@ def check_vectors(
             missing = [k for k in ("y", "running_mean", "running_var") if k not in res]
             if missing:
                 raise TargetFailedError(f"malformed output: no {', '.join(missing)}")
+            if "residual" in cases[i].inputs:
+                if "residual_out" not in res:
+                    raise TargetFailedError("malformed output: no new residual")
+                return res["y"][0], res["residual_out"][0]
             if cases[i].kind in _FAMILY_KINDS:
                 return res["y"][0]
             return res["y"][0], res["running_mean"][0], res["running_var"][0]

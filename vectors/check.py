@@ -54,8 +54,8 @@ def load_cases(directory: Path, names: list[str] | None = None) -> Iterator[Vect
         try:
             data = {k: decode(v, kinds.get(k, v.dtype.name)) for k, v in arrays.items()}
             inputs = {k: data[k] for k in _INPUTS}
-            inputs.update({k: data[k] for k in ("groups", "dy") if k in data})
-            expected = {k: data[k] for k in _EXPECTED + _GRADIENTS if k in data or k == "y"}
+            inputs.update({k: data[k] for k in ("groups", "dy", "residual", "dresidual") if k in data})
+            expected = {k: data[k] for k in _EXPECTED + _GRADIENTS + ("residual_out",) if k in data or k == "y"}
         except KeyError as exc:
             raise InputFileError(f"case {entry['name']!r} lacks array {exc}") from None
         if inputs["x"].shape[0] != entry["steps"] or expected["y"].shape[0] != entry["steps"]:
@@ -186,12 +186,21 @@ class CaseResult:
 def _check_family(case: VectorCase, target: Target) -> CaseResult:
     """A family case: the target is called as f(x, weight, bias, eps, groups) -> y (eps NaN means None);
     where the case carries gradients and the target has a ``backward`` attribute, also as
-    f.backward(x, weight, bias, eps, groups, dy) -> {"dx": ..., "dweight": ..., "dbias": ...}."""
+    f.backward(x, weight, bias, eps, groups, dy) -> {"dx": ..., "dweight": ..., "dbias": ...}.
+    A fused residual add's case passes its ``residual`` last and expects ``(y, new residual)``;
+    its backward gets ``residual, dresidual`` after ``dy``."""
     inp = case.inputs
     args = (inp["x"][0], inp["weight"], inp["bias"])
     groups = int(np.asarray(inp["groups"]).ravel()[0])
+    fused = (inp["residual"][0],) if "residual" in inp else ()
     try:
-        got = {"y": np.asarray(target(*(a.copy() for a in args), case.eps, groups))}
+        out = target(*(a.copy() for a in args), case.eps, groups, *(a.copy() for a in fused))
+        if fused:
+            if not isinstance(out, tuple | list) or len(out) != 2:
+                return CaseResult(case.name, "malformed", math.inf, 0.0, "expected (y, new residual)")
+            got = {"y": np.asarray(out[0]), "residual_out": np.asarray(out[1])}
+        else:
+            got = {"y": np.asarray(out)}
     except Exception as exc:  # a crashing implementation is a result, not our crash
         return CaseResult(case.name, "crash", math.inf, 0.0, _failure(exc))
     backward: Callable[..., Any] | None = getattr(target, "backward", None)
@@ -199,8 +208,10 @@ def _check_family(case: VectorCase, target: Target) -> CaseResult:
     if "dx" in case.expected and backward is None:
         note = "gradients not compared (the target has no backward)"
     elif "dx" in case.expected and backward is not None:
+        more: tuple[np.ndarray, ...] = (*fused, inp["dresidual"][0]) if fused else ()
         try:
-            grads = backward(*(a.copy() for a in args), case.eps, groups, inp["dy"][0].copy())
+            grads = backward(*(a.copy() for a in args), case.eps, groups, inp["dy"][0].copy(),
+                             *(a.copy() for a in more))  # fmt: skip
             got.update({k: np.asarray(grads[k]) for k in _GRADIENTS if k in case.expected})
         except Exception as exc:  # a crashing implementation is a result, not our crash
             return CaseResult(case.name, "crash", math.inf, 0.0, f"backward: {_failure(exc)}")
@@ -235,11 +246,14 @@ def family_oracle_target(convention: str) -> Target:
 
     conv = get_convention(convention)
 
-    def run(x: Any, w: Any, b: Any, eps: float, groups: int) -> Any:
-        return family_forward(conv, x, w, b, eps, groups)
+    def run(x: Any, w: Any, b: Any, eps: float, groups: int, residual: Any = None) -> Any:
+        return family_forward(conv, x, w, b, eps, groups, residual)
+
+    def backward(x: Any, w: Any, b: Any, eps: float, groups: int, dy: Any, *fused: Any) -> Any:
+        return family_backward(conv, x, w, b, eps, groups, dy, *fused)
 
     if conv.layer in GRADIENT_LAYERS:
-        run.backward = lambda x, w, b, eps, groups, dy: family_backward(conv, x, w, b, eps, groups, dy)  # type: ignore[attr-defined]
+        run.backward = backward  # type: ignore[attr-defined]
     return run
 
 

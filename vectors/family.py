@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "exact_family_gradients",
     "exact_family_output",
+    "exact_family_outputs",
     "family_arguments",
     "family_backward",
     "family_battery",
@@ -57,28 +58,47 @@ def family_arguments(
     }
 
 
-def family_forward(conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any) -> np.ndarray:
-    """The family protocol ``f(x, weight, bias, eps, groups) -> y`` on the oracle, under ``conv``."""
+def family_forward(
+    conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any, residual: Any = None
+) -> Any:
+    """The family protocol ``f(x, weight, bias, eps, groups) -> y`` on the oracle, under ``conv``;
+    a profile with a fused residual add takes ``residual`` too and returns ``(y, new residual)``."""
     from normspec.oracle import forward
 
     args, kwargs = family_arguments(conv, x, weight, bias, eps, groups)
+    if conv.residual:
+        res = forward(conv, *args, **kwargs, residual=residual)
+        return res.y, res.residual
     return forward(conv, *args, **kwargs).y
 
 
 def family_backward(
-    conv: Convention, x: Any, weight: Any, bias: Any, eps: float, groups: Any, dy: Any
+    conv: Convention,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    eps: float,
+    groups: Any,
+    dy: Any,
+    residual: Any = None,
+    dresidual: Any = None,
 ) -> dict[str, np.ndarray]:
     """The exact gradients of the family protocol on the oracle, under ``conv`` (LayerNorm and
     RMSNorm profiles): ``dx`` and ``dweight``, and ``dbias`` for LayerNorm; each correctly rounded.
     Under a profile with cast points, the gradient autograd takes through the profile's
-    formula, exact between the roundings it makes (``normspec.oracle.rms_norm_backward``)."""
+    formula, exact between the roundings it makes (``normspec.oracle.rms_norm_backward``); under
+    one with a fused residual add, ``dx`` (also the residual's gradient) includes ``dresidual``,
+    the upstream gradient of the new residual."""
     from normspec.oracle import layer_norm_backward, rms_norm_backward
 
     if conv.layer not in GRADIENT_LAYERS:
         raise InvalidArgumentError(expected("a LayerNorm or RMSNorm profile", "convention", conv.name))
     args, kwargs = family_arguments(conv, x, weight, bias, eps, groups)
-    fn = layer_norm_backward if conv.layer == "layer_norm" else rms_norm_backward
-    g = fn(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv)
+    if conv.layer == "layer_norm":
+        g = layer_norm_backward(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv)
+    else:
+        fused = {"residual": residual, "dresidual": dresidual} if conv.residual else {}
+        g = rms_norm_backward(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv, **fused)
     out = {"dx": g.dx, "dweight": g.dweight}
     if conv.layer == "layer_norm":
         out["dbias"] = g.dbias
@@ -89,27 +109,34 @@ def family_backward(
 GRADIENT_LAYERS = ("layer_norm", "rms_norm")
 
 
-def exact_family_gradients(conv: Convention, case: Case, dy: np.ndarray) -> dict[str, np.ndarray]:
-    """The exact gradients of a battery case for the upstream gradient ``dy`` under ``conv``."""
-    return family_backward(conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"], dy)
+def exact_family_gradients(
+    conv: Convention, case: Case, dy: np.ndarray, dresidual: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The exact gradients of a battery case for the upstream gradient ``dy`` (and, under a fused
+    residual add, ``dresidual``) under ``conv``."""
+    return family_backward(
+        conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"], dy,
+        case.get("residual"), dresidual,
+    )  # fmt: skip
 
 
 def exact_family_output(conv: Convention, case: Case) -> np.ndarray:
     """The correctly rounded y of a battery case under ``conv`` (its eps precision and affine form)."""
-    return family_forward(conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"])
+    return exact_family_outputs(conv, case)["y"]
+
+
+def exact_family_outputs(conv: Convention, case: Case) -> dict[str, np.ndarray]:
+    """``{"y": ...}`` of a battery case, with ``"residual_out"`` (the new residual stream, correctly
+    rounded) under a profile with a fused residual add."""
+    got = family_forward(
+        conv, case["x"][0], case["weight"], case["bias"], float(case["eps"]), case["groups"], case.get("residual")
+    )
+    return {"y": got[0], "residual_out": got[1]} if conv.residual else {"y": got}
 
 
 def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str]]:
-    """(name, case, note) for a family layer."""
-    if conv.residual:  # the protocol f(x, weight, bias, eps, groups) has no residual stream
-        raise InvalidArgumentError(
-            expected(
-                "a profile without a fused residual add (judge such kernels with normspec.testing.judge_norm(..., "
-                "residual=...))",
-                "convention",
-                conv.name,
-            )
-        )
+    """(name, case, note) for a family layer; under a profile with a fused residual add each case
+    carries a ``residual`` of x's shape and dtype."""
     rng = np.random.default_rng(seed)
     eps = float("nan") if conv.eps_default is None else conv.eps_default  # NaN stands for "eps=None"
     nd = conv.layer in ("group_norm", "instance_norm", "mean_variance_norm")
@@ -149,6 +176,10 @@ def family_battery(conv: Convention, seed: int = 0) -> list[tuple[str, Case, str
         out.append((name, case, note))
     if conv.layer in ("layer_norm", "rms_norm") and (conv.weight_format == "input" or conv.narrow_inputs):
         out.extend(_llm_rows(conv, eps, rng))
+    if conv.residual:  # a fused add: a residual stream three times the activations, so that sums round
+        for _, case, _ in out:
+            x = case["x"][0]
+            case["residual"] = (3 * rng.standard_normal(x.shape)).astype(x.dtype)
     return out
 
 

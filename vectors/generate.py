@@ -282,10 +282,12 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
 
     ``y`` is expected (these layers keep no running statistics); ``groups`` rides in the inputs.
     LayerNorm and RMSNorm cases also carry an upstream gradient ``dy`` (seeded, in x's dtype) and
-    the exact ``dx``, ``dweight`` (and LayerNorm's ``dbias``), each correctly rounded.
+    the exact ``dx``, ``dweight`` (and LayerNorm's ``dbias``), each correctly rounded.  A profile
+    with a fused residual add takes a ``residual`` input and expects ``residual_out`` (the new
+    stream) too; its gradient cases carry ``dresidual``, that stream's upstream gradient.
     """
     from normspec.spec.conventions import get_convention
-    from normspec.vectors.family import GRADIENT_LAYERS, exact_family_gradients, exact_family_output, family_battery
+    from normspec.vectors.family import GRADIENT_LAYERS, exact_family_gradients, exact_family_outputs, family_battery
 
     from normspec.errors import UnknownConventionError, expected
 
@@ -296,7 +298,7 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
     out: list[VectorCase] = []
     for name, case, note in family_battery(conv, seed):
         x, w, b, eps = case["x"], case["weight"], case["bias"], float(case["eps"])
-        y = exact_family_output(conv, case)  # the profile's eps precision and affine form (per group, per channel)
+        outs = exact_family_outputs(conv, case)  # the profile's eps precision and affine form; a fused add's residual
         if conv.eps_cast == "float32" and not np.isnan(eps):
             eps = float(np.float32(eps))  # the eps the expected y was computed with, exactly
         inputs = {
@@ -307,11 +309,17 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
             "running_var": case["running_var"],
             "groups": np.asarray(case["groups"]),
         }
+        if "residual" in case:
+            inputs["residual"] = case["residual"][None]
         grads: dict[str, np.ndarray] = {}
         if conv.layer in GRADIENT_LAYERS:
             rng = np.random.default_rng([seed, len(out), 7])
             inputs["dy"] = rng.standard_normal(x.shape).astype(x.dtype)
-            grads = {k: v[None] for k, v in exact_family_gradients(conv, case, inputs["dy"][0]).items()}
+            dres = None
+            if "residual" in case:  # the new residual's upstream gradient
+                inputs["dresidual"] = rng.standard_normal(x.shape).astype(x.dtype)
+                dres = inputs["dresidual"][0]
+            grads = {k: v[None] for k, v in exact_family_gradients(conv, case, inputs["dy"][0], dres).items()}
         dtype = np.dtype(x.dtype).name  # float32; float16 and bfloat16 for the LLM rows
         out.append(
             VectorCase(
@@ -325,7 +333,7 @@ def build_family_cases(profile: str, seed: int = 0) -> list[VectorCase]:
                 eps,
                 1,
                 inputs,
-                {"y": y[None], **grads},
+                {**{k: v[None] for k, v in outs.items()}, **grads},
                 note,
             )
         )

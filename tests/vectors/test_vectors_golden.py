@@ -10,7 +10,7 @@ from normspec.oracle.formats import bfloat16_dtype
 from normspec.vectors import check_case, generate, load_cases, resolve_target
 
 from normspec.cli import main
-from normspec.errors import InputFileError, InvalidArgumentError
+from normspec.errors import InputFileError
 from normspec.testing import BatchNormMismatchError, assert_batch_norm_matches, cases
 
 DTYPES = ("float16", "float32", "float64") + (("bfloat16",) if bfloat16_dtype() is not None else ())
@@ -221,11 +221,8 @@ def test_torch_target_runs_when_installed(vecdir, capsys):
 def test_family_vectors_regenerate_identically_and_check(tmp_path):
     from normspec.spec import CONVENTIONS
 
-    profiles = tuple(
-        n for n, c in CONVENTIONS.items() if c.layer != "batch_norm" and not c.residual
-    )  # every affine form (per element, channel, group, none) and eps precision
-    with pytest.raises(InvalidArgumentError, match=r"fused residual add.*convention='fused_add_rms_norm'"):
-        generate(tmp_path / "fused", (), ("float32",), family=("fused_add_rms_norm",))
+    # every affine form (per element, channel, group, none), eps precision and fused residual add
+    profiles = tuple(n for n, c in CONVENTIONS.items() if c.layer != "batch_norm")
     a, b = tmp_path / "a", tmp_path / "b"
     generate(a, (), ("float32",), seed=1, family=profiles)
     generate(b, (), ("float32",), seed=1, family=profiles)
@@ -307,3 +304,64 @@ def test_llm_vectors_carry_exact_gradients_in_their_format(tmp_path):
     assert (r.status, r.max_ulp, r.worst) == ("differs", 1.0, "dx: 1 ULP")
     r = check_case(case, lambda x, w, b, eps, groups: oracle(x, w, b, eps, groups))
     assert r.status == "exact" and r.worst == "gradients not compared (the target has no backward)"
+
+
+def test_fused_add_vectors_carry_the_residual_stream_and_its_gradient(tmp_path, capsys):
+    """fused_add_rms_norm cases: a residual input, the new stream expected (residual_out), and
+    dresidual with the exact dx that includes it; a kernel that normalizes x instead of the sum,
+    one whose stream is a bfloat16 ULP off, and a backward that drops dresidual are each told
+    apart, in process and through the worker that runs user code."""
+    bf16 = bfloat16_dtype()
+    if bf16 is None:
+        pytest.skip("bfloat16 needs ml_dtypes: pip install 'normspec[bfloat16]'")
+    from normspec.oracle import rms_norm, rms_norm_backward
+
+    generate(tmp_path, (), ("float32",), family=("fused_add_rms_norm",))
+    cases = {c.name: c for c in load_cases(tmp_path)}
+    case = cases["fused_add_rms_norm-bfloat16-bf16_rows_4096"]
+    inp = case.inputs
+    x, r, w = inp["x"][0], inp["residual"][0], inp["weight"]
+    assert x.dtype == r.dtype == inp["dresidual"].dtype == case.expected["residual_out"].dtype == bf16
+    res = rms_norm(x, 1, w, convention="fused_add_rms_norm", residual=r)
+    assert np.array_equal(case.expected["residual_out"][0].view(np.uint16), res.residual.view(np.uint16))
+    g = rms_norm_backward(x, inp["dy"][0], 1, w, convention="fused_add_rms_norm", residual=r,
+                          dresidual=inp["dresidual"][0])  # fmt: skip
+    assert np.array_equal(case.expected["dx"][0].view(np.uint16), g.dx.view(np.uint16))
+    oracle = resolve_target("oracle")("fused_add_rms_norm")
+    assert all(check_case(c, oracle).status == "exact" for c in cases.values())
+
+    def unfused(x, w, b, eps, groups, residual):
+        return rms_norm(x, 1, w, eps=eps, convention="hf_llama_rms_norm").y, oracle(x, w, b, eps, groups, residual)[1]
+
+    def stream_off(x, w, b, eps, groups, residual):
+        y, s = oracle(x, w, b, eps, groups, residual)
+        s = s.copy()
+        s.view(np.uint16).flat[3] += 1
+        return y, s
+
+    def no_dresidual(x, w, b, eps, groups, dy, residual, dresidual):
+        return oracle.backward(x, w, b, eps, groups, dy, residual, np.zeros_like(dresidual))
+
+    assert check_case(case, unfused).status == "differs"
+    assert check_case(case, stream_off).worst.startswith("residual_out: 1 ULP")
+    stream_off.backward = no_dresidual
+    got = check_case(case, stream_off)
+    assert got.status == "differs" and got.worst.startswith("dx: ")
+    impl = tmp_path / "impl.py"
+    impl.write_text(
+        "from normspec.oracle import rms_norm\n"
+        "def unfused(x, w, b, eps, groups, residual):\n"
+        "    s = rms_norm(x, 1, w, eps=eps, convention='fused_add_rms_norm', residual=residual).residual\n"
+        "    return rms_norm(x, 1, w, eps=eps, convention='hf_llama_rms_norm').y, s\n"
+        "def fused(x, w, b, eps, groups, residual):\n"
+        "    r = rms_norm(x, 1, w, eps=eps, convention='fused_add_rms_norm', residual=residual)\n"
+        "    return r.y, r.residual\n"
+    )
+    args = ["vectors", "check", str(tmp_path), "--case", case.name, "--json"]
+    assert main([*args, "--target", f"python:{impl}:fused"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["status"] == "exact"
+    main([*args, "--target", f"python:{impl}:unfused"])
+    assert json.loads(capsys.readouterr().out)["results"][0]["status"] == "differs"
+    # the audit's protocol has no residual stream: it refuses a fused profile by name, pointing here
+    assert main(["audit", f"python:{impl}:fused", "--convention", "fused_add_rms_norm"]) == 2
+    assert "vectors generate --family" in capsys.readouterr().err
