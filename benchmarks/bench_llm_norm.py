@@ -5,7 +5,9 @@ the time of torch's float32 ``F.rms_norm`` on the same values, and the exact bac
 (here read against torch's float32 backward of the same call).  Each side runs in a process of its
 own (``--side``), one after the other in this run, on the same seeded data; torch uses its default
 thread count (reported; ``--torch-threads`` sets it), the oracle one thread.  The figures are
-medians with min-max over ``--repeat`` calls after a warm-up.
+medians with min-max over ``--repeat`` calls after a warm-up.  ``fused_add_rms_norm`` is read
+against torch's float32 ``F.rms_norm(x + residual)`` and its backward with the sum's own gradient
+(the new stream's) joining the layer's.
 
     python benchmarks/bench_llm_norm.py                 # table; --json for the figures
     python benchmarks/bench_llm_norm.py --shape 1024 4096 --repeat 3
@@ -22,7 +24,7 @@ import sys
 import numpy as np
 from _timing import spread
 
-PROFILES = ("torch_rms_norm", "hf_llama_rms_norm", "gemma_rms_norm")
+PROFILES = ("torch_rms_norm", "hf_llama_rms_norm", "gemma_rms_norm", "fused_add_rms_norm")
 GOALS = {"forward": 5.0, "backward": 20.0}
 
 
@@ -42,29 +44,51 @@ def _torch_side(shape: tuple[int, int], repeat: int, threads: int | None) -> dic
     if threads is not None:
         torch.set_num_threads(threads)
     x, w, dy = (torch.from_numpy(a.astype(np.float32)) for a in _data(shape))
+    r, dr = (torch.from_numpy(a.astype(np.float32)) for a in _fused_data(shape))
     f = torch.nn.functional.rms_norm
     forward = spread(lambda: f(x, (shape[-1],), w, 1e-6), repeat)
-    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    xg, wg, rg = x.clone().requires_grad_(), w.clone().requires_grad_(), r.clone().requires_grad_()
 
     def backward() -> None:
         xg.grad = wg.grad = None
         f(xg, (shape[-1],), wg, 1e-6).backward(dy)
 
+    def fused_backward() -> None:  # the sum is an output too: its gradient joins the layer's
+        xg.grad = wg.grad = rg.grad = None
+        h = xg + rg
+        torch.autograd.backward([f(h, (shape[-1],), wg, 1e-6), h], [dy, dr])
+
     return {
         "forward": forward,
         "backward": spread(backward, repeat),
+        "fused_forward": spread(lambda: f(x + r, (shape[-1],), w, 1e-6), repeat),
+        "fused_backward": spread(fused_backward, repeat),
         "version": torch.__version__,
         "threads": torch.get_num_threads(),
     }
 
 
+def _fused_data(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A fused add's residual (three times the activations, so that sums round) and the new
+    stream's upstream gradient."""
+    x, _, dy = _data(shape)
+    return (3 * x.astype(np.float32)[::-1]).astype(x.dtype), dy[::-1].copy()
+
+
 def _oracle_side(shape: tuple[int, int], repeat: int, profile: str) -> dict[str, object]:
     from normspec.oracle import rms_norm, rms_norm_backward
+    from normspec.spec.conventions import get_convention
 
     x, w, dy = _data(shape)
+    fwd: dict[str, object] = {}
+    bwd: dict[str, object] = {}
+    if get_convention(profile).residual:
+        r, dr = _fused_data(shape)
+        fwd = {"residual": r}
+        bwd = {**fwd, "dresidual": dr}
     return {
-        "forward": spread(lambda: rms_norm(x, 1, w, eps=1e-6, convention=profile), repeat),
-        "backward": spread(lambda: rms_norm_backward(x, dy, 1, w, eps=1e-6, convention=profile), repeat),
+        "forward": spread(lambda: rms_norm(x, 1, w, eps=1e-6, convention=profile, **fwd), repeat),
+        "backward": spread(lambda: rms_norm_backward(x, dy, 1, w, eps=1e-6, convention=profile, **bwd), repeat),
     }
 
 
@@ -95,11 +119,13 @@ def main() -> None:
     rows = []
     for profile in PROFILES:
         ours = _child(["--side", "oracle", "--profile", profile, *common])
+        fused = "fused_" if profile.startswith("fused") else ""
         for mode in ("forward", "backward"):
-            o, t = ours[mode], torch_t[mode]  # type: ignore[index]
+            o, t = ours[mode], torch_t[fused + mode]  # type: ignore[index]
             ratio = o["median"] / t["median"]  # type: ignore[index]
-            rows.append({"profile": profile, "mode": mode, "oracle": o, "torch_float32": t, "ratio": ratio,
-                         "goal": GOALS[mode], "met": ratio <= GOALS[mode]})  # fmt: skip
+            call = "F.rms_norm(x + residual)" if fused else "F.rms_norm(x)"
+            rows.append({"profile": profile, "mode": mode, "oracle": o, "torch_float32": t, "torch_call": call,
+                         "ratio": ratio, "goal": GOALS[mode], "met": ratio <= GOALS[mode]})  # fmt: skip
     result = {
         "shape": list(shape),
         "cpus": os.cpu_count(),
@@ -113,7 +139,7 @@ def main() -> None:
         return
     print(
         f"(rows, width) = {shape}, bfloat16 inputs; torch {torch_t['version']} float32 F.rms_norm on the same "
-        f"values, {torch_t['threads']} thread(s); the oracle on 1"
+        f"values (fused_add_rms_norm: F.rms_norm(x + residual)), {torch_t['threads']} thread(s); the oracle on 1"
     )
     print(f"{'profile':20} {'mode':9} {'oracle median (min-max) s':28} {'torch f32 median s':19} {'ratio':>7}  goal")
     for r in rows:

@@ -53,6 +53,7 @@ from normspec.oracle.layers import (
     _group_stats,
     _layout,
     _plan,
+    _rms_forward,
     _running_params,
     _spread,
     _View,
@@ -545,20 +546,20 @@ def rms_norm_backward(
     pshape = xa.shape[xa.ndim - int(normalized_ndim) :]
     fmt = format_of(xa.dtype, "x")
     if conv.cast_at("normalized") is not None:
-        return _cast_backward(xa, dya, conv, w, int(normalized_ndim), pshape, eps, residual, extra)
+        return _cast_backward(xa, hv, dya, conv, w, int(normalized_ndim), pshape, eps, extra)
     return _backward(hv, dya, conv, view, w, pshape, eps=eps, training=True, running_mean=None, running_var=None,
                      out_fmt=fmt, extra=extra)  # fmt: skip
 
 
 def _cast_backward(
     xa: np.ndarray,
+    hv: np.ndarray,
     dya: np.ndarray,
     conv: Convention,
     w: np.ndarray | None,
     k: int,
     pshape: tuple[int, ...],
     eps: float | None,
-    residual: Any = None,
     extra: np.ndarray | None = None,
 ) -> Gradients:
     """``y = round(w * c(xhat))`` with ``c`` the cast of the normalized value (LlamaRMSNorm): the
@@ -567,9 +568,7 @@ def _cast_backward(
     forms that product in it); ``dx`` is the exact RMSNorm backward of that gradient (plus ``extra``,
     a fused add's residual gradient), rounded once; ``dweight`` the exact sum of the products
     ``dy * c(xhat)``, each rounded to the input's dtype as autograd forms them, the sum rounded once
-    to the weight's dtype."""
-    from normspec.oracle.layers import rms_norm
-
+    to the weight's dtype.  ``hv`` is the value normalized (x, or a fused add's sum)."""
     fmt = format_of(xa.dtype, "x")
     dyd = _upstream(xa, dya)
     pfmt = format_of(w.dtype, "weight") if w is not None else (FLOAT64 if fmt is FLOAT64 else FLOAT32)
@@ -578,11 +577,10 @@ def _cast_backward(
     with np.errstate(invalid="ignore", over="ignore"):
         # dy and w have at most 24 significant bits each: their product is exact in float64
         g = store(round_array(dyd * wd, fmt), fmt)
-    hv = _fused_inputs(xa, residual, conv)[1]
     dx = _backward(hv, g, plain, _layout(hv, plain, None, None, normalized_ndim=k)[0], None, pshape, eps=eps,
                    training=True, running_mean=None, running_var=None, parameters=False, out_fmt=fmt,
                    extra=extra).dx  # fmt: skip
-    xr = rms_norm(xa, k, None, eps=eps, convention=conv, residual=residual).y.astype(np.float64)
+    xr = _rms_forward(xa, hv, conv, None, k, eps).y.astype(np.float64)
     rows = math.prod(xa.shape[: xa.ndim - k])
     # autograd forms dy * c(xhat) in the input's dtype too (a rounding of each exact product), then sums
     with np.errstate(invalid="ignore", over="ignore"):

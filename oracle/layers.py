@@ -953,15 +953,30 @@ def rms_norm(
     conv = get_convention(convention, layer="rms_norm")
     x0 = _array(x, "x")
     stream, xa = _fused_inputs(x0, residual, conv)
-    in_fmt = format_of(x0.dtype, "x")  # casts "to the input's dtype" mean x's, whatever is normalized
+    res = _rms_forward(x0, xa, conv, weight, normalized_ndim, eps, y_format=_y_format(y_dtype), progress=progress)
+    return dataclasses.replace(res, residual=stream) if conv.residual else res
+
+
+def _rms_forward(
+    x0: np.ndarray,
+    xa: np.ndarray,
+    conv: Convention,
+    weight: Any,
+    normalized_ndim: int,
+    eps: float | None,
+    *,
+    y_format: Format | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> NormResult:
+    """RMSNorm of ``xa``, the value normalized (x itself, or a fused add's sum), for the input ``x0``:
+    its layout and dtype (casts "to the input's dtype" mean x's, whatever is normalized)."""
     view, _, _ = _layout(x0, conv, weight, None, normalized_ndim=normalized_ndim)
     view = dataclasses.replace(view, x3=xa.reshape(view.x3.shape))
-    res = _forward(
+    return _forward(
         xa, conv, view, eps=eps, training=True, momentum=None, running_mean=None, running_var=None,
         num_batches_tracked=0, with_backward=True, initializing=False, progress=progress,
-        y_format=_y_format(y_dtype), input_format=in_fmt,
+        y_format=y_format, input_format=format_of(x0.dtype, "x"),
     )  # fmt: skip
-    return dataclasses.replace(res, residual=stream) if conv.residual else res
 
 
 def _fused_inputs(xa: np.ndarray, residual: Any, conv: Convention) -> tuple[np.ndarray, np.ndarray]:
@@ -998,13 +1013,19 @@ def _round_sum(a: np.ndarray, b: np.ndarray, to: Format | None = None) -> np.nda
     """``a + b`` correctly rounded to their dtype (or to ``to``): the float64 sum where it is exact
     (TwoSum's error is zero), exact rationals elsewhere."""
     fmt = to or format_of(a.dtype, "x")
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        s, err = _two_sum(a64, b64)
-    out = round_array(s, fmt)
-    for idx in zip(*np.nonzero(np.isfinite(s) & (err != 0)), strict=True):
-        out[idx] = round_fraction(Fraction(float(a64[idx])) + Fraction(float(b64[idx])), fmt)
-    return out.astype(numpy_dtype(fmt))
+    a1, b1 = a.reshape(1, 1, -1), b.reshape(1, 1, -1)
+    out = np.empty(a1.shape, dtype=np.float64)
+    inexact = []
+    for sl in blocks(a1.shape):  # by cache-sized blocks: TwoSum's temporaries stay in cache
+        a64, b64 = a1[sl].astype(np.float64), b1[sl].astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            s, err = _two_sum(a64, b64)
+        out[sl] = round_array(s, fmt)
+        inexact += [sl[2].start + int(k) for k in np.flatnonzero(np.isfinite(s) & (err != 0))]
+    flat_a, flat_b, flat_out = a1.ravel(), b1.ravel(), out.reshape(-1)
+    for k in inexact:
+        flat_out[k] = round_fraction(Fraction(float(flat_a[k])) + Fraction(float(flat_b[k])), fmt)
+    return store(out, fmt).reshape(a.shape)
 
 
 def group_norm(
