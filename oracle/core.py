@@ -265,15 +265,20 @@ def _float32_scales(gamma: np.ndarray, rs: np.ndarray) -> bool:
     return float(nz.max()) * float(rs.max()) < 2.0**127 and float(nz.min()) * float(rs.min()) >= 2.0**-125
 
 
-def half_bits(y: np.ndarray, fmt: Format, out: np.ndarray) -> np.ndarray:
+def half_bits(y: np.ndarray, fmt: Format, out: np.ndarray, *, zeros: bool = False) -> np.ndarray:
     """Write float32 values ``y``, rounded to float16/bfloat16 (nearest, ties to even, from their
     bits), into ``out``; returns where that rounding does not hold: values outside the narrow
-    format's normal range (its subnormals, overflow, zero, NaN and infinities)."""
+    format's normal range (its subnormals, overflow, zero, NaN and infinities).  ``zeros=True``
+    leaves bfloat16's ±0 unflagged (their bits round to themselves), for a caller whose zero
+    keeps its IEEE sign (a product's); an exact zero of the oracle is +0, so the default flags it."""
     k = 24 - fmt.p
     u = y.view(np.uint32)
     edge = u << np.uint32(1)  # the magnitude, shifted
-    edge -= np.uint32((fmt.emin + 127) << 24)
+    shift = (fmt.emin + 127) << 24
+    edge -= np.uint32(shift)
     outside = edge >= np.uint32((fmt.emax - fmt.emin + 1) << 24)  # (wraps below the range)
+    if zeros and fmt.p == BFLOAT16.p:  # ±0 (the shifted magnitude 0, wrapped): its bits round to ±0 below
+        outside &= edge != np.uint32(-shift & 0xFFFFFFFF)
     r = u >> np.uint32(k)
     r &= np.uint32(1)
     r += np.uint32((1 << (k - 1)) - 1)

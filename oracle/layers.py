@@ -56,6 +56,7 @@ from normspec.oracle.core import GroupPlan, _bslice, _split, _two_prod, _two_sum
 from normspec.oracle.exact import blocks, exact_sums
 from normspec.oracle.formats import (
     FLOAT32,
+    FLOAT64,
     FORMATS,
     Format,
     bfloat16_dtype,
@@ -540,7 +541,7 @@ def _affine_cast(xr: np.ndarray, gamma3: np.ndarray, beta3: np.ndarray, out_fmt:
         for sl in blocks(xr.shape):
             with np.errstate(over="ignore", invalid="ignore"):
                 prod = xr[sl].astype(np.float32) * _bslice(g32, sl)
-            edge = half_bits(prod, out_fmt, out[sl])
+            edge = half_bits(prod, out_fmt, out[sl], zeros=True)  # a zero product keeps IEEE's sign
             if edge.any():
                 at = np.nonzero(edge)
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -1010,22 +1011,42 @@ def residual_sums(x: np.ndarray, residual: np.ndarray, conv: Convention) -> tupl
 
 
 def _round_sum(a: np.ndarray, b: np.ndarray, to: Format | None = None) -> np.ndarray:
-    """``a + b`` correctly rounded to their dtype (or to ``to``): the float64 sum where it is exact
-    (TwoSum's error is zero), exact rationals elsewhere."""
+    """``a + b`` correctly rounded to their dtype (or to ``to``), by cache-sized blocks.
+
+    Two float16/bfloat16 values (``p <= 11`` bits): their float32 sum ``s``, its rounding read off
+    its bits (:func:`~normspec.oracle.core.half_bits`) wherever ``s`` is in the narrow format's
+    normal range.  That is the rounding of the exact sum: with ``|a| >= |b|``, the sum is a
+    multiple of b's quantum below ``2**(e_a + 2)``, so it fits in float32's 24 bits unless
+    ``e_a - e_b >= 24 - p``; then ``|b| < 2**(e_a - 23 + p) <= 2**(e_a - p - 1)``, the least
+    distance from ``a`` to a narrow midpoint ``m`` (below a power of two), so ``a + b`` lies
+    between ``a`` and the midpoint ``m`` on b's side, more than half a float32 spacing from ``m``;
+    ``a`` and ``m`` are float32 values, so ``s`` lies in ``[a, m)`` too, and both round to ``a``.
+    Into float32 or float64 from values no wider: IEEE addition in that format, correctly rounded
+    by itself.  Elsewhere (the narrow sums outside the normal range) the float64 sum where TwoSum's
+    error is zero, exact rationals past that.  Zeros keep IEEE's signs (``-0 + -0 = -0``)."""
     fmt = to or format_of(a.dtype, "x")
-    a1, b1 = a.reshape(1, 1, -1), b.reshape(1, 1, -1)
-    out = np.empty(a1.shape, dtype=np.float64)
-    inexact = []
-    for sl in blocks(a1.shape):  # by cache-sized blocks: TwoSum's temporaries stay in cache
-        a64, b64 = a1[sl].astype(np.float64), b1[sl].astype(np.float64)
+    if fmt.p in (FLOAT32.p, FLOAT64.p) and format_of(a.dtype, "x").p <= fmt.p:
+        dt = numpy_dtype(fmt)
         with np.errstate(invalid="ignore", over="ignore"):
-            s, err = _two_sum(a64, b64)
-        out[sl] = round_array(s, fmt)
-        inexact += [sl[2].start + int(k) for k in np.flatnonzero(np.isfinite(s) & (err != 0))]
+            return np.add(a.astype(dt), b.astype(dt))
+    # two 16-bit values into their own format
+    a1, b1 = a.reshape(1, 1, -1), b.reshape(1, 1, -1)
+    out = np.empty(a1.shape, dtype=numpy_dtype(fmt))
+    inexact: list[int] = []
+    for sl in blocks(a1.shape):  # a1 is (1, 1, n): blocks split its last axis
+        with np.errstate(invalid="ignore", over="ignore"):  # (a signalling NaN's cast)
+            s32 = a1[sl].astype(np.float32) + b1[sl].astype(np.float32)
+        edge = half_bits(s32, fmt, out[sl])
+        if edge.any():
+            at = np.nonzero(edge)
+            with np.errstate(invalid="ignore", over="ignore"):
+                s64, err = _two_sum(a1[sl][at].astype(np.float64), b1[sl][at].astype(np.float64))
+            inexact.extend((sl[2].start + at[2][np.isfinite(s64) & (err != 0)]).tolist())
+            out[sl][at] = store(round_array(s64, fmt), fmt)
     flat_a, flat_b, flat_out = a1.ravel(), b1.ravel(), out.reshape(-1)
     for k in inexact:
-        flat_out[k] = round_fraction(Fraction(float(flat_a[k])) + Fraction(float(flat_b[k])), fmt)
-    return store(out, fmt).reshape(a.shape)
+        flat_out[k] = round_fraction(Fraction(float(flat_a[k])) + Fraction(float(flat_b[k])), fmt)  # (exact value)
+    return out.reshape(a.shape)
 
 
 def group_norm(

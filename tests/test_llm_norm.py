@@ -324,6 +324,37 @@ def test_fused_add_backward_against_autograd_of_the_torch_code(convention, float
     assert (ulp_distance(exact.dweight, at_x.dweight) > 1).mean() > 0.5
 
 
+@pytest.mark.parametrize("dtype", [BF16, np.float16])
+def test_the_residual_sum_is_correctly_rounded_on_any_pair_of_values(dtype):
+    """x + residual rounded once, to the inputs' dtype and to float32 (the float32-sum profiles),
+    against exact rationals: random bit patterns (subnormals, huge, NaN, inf), near-cancelling
+    pairs, equal pairs and signed zeros (which keep IEEE's signs)."""
+    from normspec.oracle.formats import FLOAT32, format_of
+    from normspec.oracle.layers import _round_sum
+    from normspec.oracle.sqrtform import round_fraction
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    a, b = (rng.integers(0, 2**16, n).astype(np.uint16).view(dtype) for _ in range(2))
+    with np.errstate(invalid="ignore", over="ignore"):
+        near = -(a[:2000].astype(np.float32)) * (1 + rng.integers(-3, 4, 2000) * 2.0**-8)
+        b[:2000] = near.astype(dtype)
+    b[2000:3000] = a[2000:3000]
+    a[3000:3003], b[3000:3003] = np.array([-0.0, 0.0, -0.0]), np.array([-0.0, -0.0, 0.0])  # IEEE: -0, +0, +0
+    with np.errstate(invalid="ignore"):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    for to in (None, FLOAT32):
+        fmt = to or format_of(a.dtype)
+        got = _round_sum(a, b, to).astype(np.float64)
+        for x, y, g in zip(a64, b64, got, strict=True):
+            if np.isfinite(x) and np.isfinite(y):
+                want = round_fraction(Fraction(x) + Fraction(y), fmt)
+                assert g == want and (want != 0 or np.signbit(g) == np.signbit(x + y)), (x, y, g, want)
+            else:
+                with np.errstate(invalid="ignore"):
+                    assert np.isnan(g) if np.isnan(x + y) else g == x + y
+
+
 def test_fused_add_backward_refuses_what_does_not_fit():
     x, w = _rows(n=4, width=8)
     with pytest.raises(InvalidArgumentError, match="adds no residual"):
@@ -356,6 +387,23 @@ def test_mismatched_dtypes_and_residuals_are_refused_by_name():
         rms_norm(x, 1, w, convention="hf_llama_rms_norm", residual=x)
     with pytest.raises(ShapeError, match="residual"):
         rms_norm(x, 1, w, convention="fused_add_rms_norm", residual=x.astype(np.float32))
+
+
+def test_zeros_keep_the_sign_the_llama_code_gives_them():
+    """Under a cast point a zero x-hat is a rounded value and the weight's product is an IEEE
+    product: +0 times a negative weight is -0, as PyTorch computes LlamaRMSNorm.  (An input of -0
+    has the exact x-hat 0, which the oracle writes +0 where IEEE arithmetic carries the sign; ULP
+    distances count the two zeros equal.)"""
+    torch = _torch()
+    x, w = _rows(n=4, width=64)
+    x[:, ::3] = 0.0
+    w[::2] = -w[::2]
+    h = _t(x).float()
+    want = _n(_t(w) * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)).to(torch.bfloat16))
+    got = rms_norm(x, 1, w, eps=EPS, convention="hf_llama_rms_norm").y
+    zero = want.astype(np.float32) == 0
+    assert zero.sum() >= x.shape[0] * 20 and np.signbit(want.astype(np.float32))[zero].any()
+    assert (got.view(np.uint16)[zero] == want.view(np.uint16)[zero]).all()
 
 
 def test_nan_and_inf_follow_ieee_through_the_cast_points():
