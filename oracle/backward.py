@@ -44,7 +44,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from normspec.oracle.core import _split_fraction, exact_rsqrt
+from normspec.oracle.core import _split_fraction
 from normspec.oracle.exact import blocks, exact_sums
 from normspec.oracle.formats import FLOAT32, FLOAT64, Format, format_of, numpy_dtype, round_array, round_bracket, store
 from normspec.oracle.layers import (
@@ -304,7 +304,7 @@ def _backward(
         e_d = e_mu + 2 * _U * (np.abs(t1) + np.abs(d))
         del t1
         h = dy3 * gamma
-    rs = np.array([exact_rsqrt(denom[g])[0] if finite[g] else math.nan for g in range(g_n)])
+    rs = np.array([plan.rsqrt(g)[0] if finite[g] else math.nan for g in range(g_n)])
 
     # per-group float parameters of the fast path (s, e_s, q, e_q, r), each with its error bound
     per_group = np.zeros((5, g_n))

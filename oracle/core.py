@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import mpmath
@@ -118,6 +118,15 @@ class GroupPlan:
     mean: list[Fraction]
     denom: list[Fraction]
     special: list[str]
+    _roots: dict[int, tuple[float, float]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def rsqrt(self, g: int) -> tuple[float, float]:
+        """:func:`exact_rsqrt` of ``denom[g]``, computed once per plan (the core and the saved
+        rstd both need it)."""
+        got = self._roots.get(g)
+        if got is None:
+            got = self._roots[g] = exact_rsqrt(self.denom[g])
+        return got
 
 
 def _bslice(arr: np.ndarray, sl: tuple[slice, slice, slice]) -> np.ndarray:
@@ -145,11 +154,11 @@ def normalize(
     nan_groups = np.array([k == "nan" for k in plan.special])
     plain_groups = np.array([k in ("", "guard") for k in plan.special])
     per_group = []  # (mu_hi, mu_lo, mu_err, rs, rs_lo), built in Python lists: thousands of rows in LayerNorm
-    for m, d, kind in zip(plan.mean, plan.denom, plan.special, strict=True):
+    for g, (m, kind) in enumerate(zip(plan.mean, plan.special, strict=True)):
         if kind == "nan":
             per_group.append((0.0, 0.0, 0.0, 0.0, 0.0))
         elif kind == "":
-            per_group.append((*_split_fraction(m), *exact_rsqrt(d)))
+            per_group.append((*_split_fraction(m), *plan.rsqrt(g)))
         else:
             # D == 0: the guard's invstd is 0 (y = beta); without it, an infinite
             # scale makes the fast path give up and the exact path decide.

@@ -52,7 +52,7 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from normspec.oracle.core import GroupPlan, _bslice, _split, _two_prod, _two_sum, exact_rsqrt, half_bits, normalize
+from normspec.oracle.core import GroupPlan, _bslice, _split, _two_prod, _two_sum, half_bits, normalize
 from normspec.oracle.exact import blocks, exact_sums
 from normspec.oracle.formats import (
     FLOAT32,
@@ -380,17 +380,16 @@ def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format, eps_outside: Frac
     return round_sqrt_form(Fraction(1), Fraction(0), denom, fmt)
 
 
-def _rstds(
-    mean: list[Stat], denom: list[Fraction], special: list[str], fmt: Format, eps_outside: Fraction | None
-) -> np.ndarray:
+def _rstds(mean: list[Stat], plan: GroupPlan, fmt: Format, eps_outside: Fraction | None) -> np.ndarray:
     """:func:`_rstd` of every group: where eps sits inside the root, ``1/sqrt(denom)`` to within
-    ``2**-104`` (:func:`~normspec.oracle.core.exact_rsqrt`) rounds by a certified bracket, and
+    ``2**-104`` (:meth:`~normspec.oracle.core.GroupPlan.rsqrt`) rounds by a certified bracket, and
     only the groups it leaves open (and the special ones) are rounded exactly."""
+    denom, special = plan.denom, plan.special
     out = np.empty(len(denom), dtype=np.float64)
     todo = np.ones(len(denom), dtype=bool)
     plain = [g for g, k in enumerate(special) if k == "" and isinstance(mean[g], Fraction)]
     if plain and eps_outside is None and fmt.p < 53:
-        hi, lo = np.array([exact_rsqrt(denom[g]) for g in plain], dtype=np.float64).reshape(-1, 2).T
+        hi, lo = np.array([plan.rsqrt(g) for g in plain], dtype=np.float64).reshape(-1, 2).T
         r, undecided = round_bracket(hi, np.abs(lo) + 2.0**-100 * hi, fmt)
         out[plain] = r
         todo[np.asarray(plain)[~undecided]] = False
@@ -619,9 +618,9 @@ def _forward(
         var = [Fraction(float(rv[c])) for c in view.channel]
     outside = conv.eps_placement == "outside"
     if outside:
-        plan, denom = _plan_outside(mean, var, eps_q)
+        plan, _ = _plan_outside(mean, var, eps_q)
     else:
-        plan, denom = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
+        plan, _ = _plan(mean, var, eps_q, conv.zero_var_guard, view.stats_shape)
 
     if identity:
         y, undecided = xa.copy(), 0
@@ -686,7 +685,7 @@ def _forward(
         mean_out = rm[view.channel].reshape(shape).copy()
         var_out = rv[view.channel].reshape(shape).copy()
     eps_out = eps_q if outside else None
-    rstd = _rstds(mean, denom, plan.special, stats_fmt, eps_out)
+    rstd = _rstds(mean, plan, stats_fmt, eps_out)
     return NormResult(
         y=y,
         mean=mean_out,
