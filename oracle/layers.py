@@ -1035,7 +1035,7 @@ def _round_sum(a: np.ndarray, b: np.ndarray, to: Format | None = None) -> np.nda
     for sl in blocks(a1.shape):  # a1 is (1, 1, n): blocks split its last axis
         with np.errstate(invalid="ignore", over="ignore"):  # (a signalling NaN's cast)
             s32 = a1[sl].astype(np.float32) + b1[sl].astype(np.float32)
-        edge = half_bits(s32, fmt, out[sl])
+        edge = half_bits(s32, fmt, out[sl], zeros=True)  # a zero sum is exact, with IEEE's sign
         if edge.any():
             at = np.nonzero(edge)
             with np.errstate(invalid="ignore", over="ignore"):
