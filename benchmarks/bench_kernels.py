@@ -149,6 +149,7 @@ def combine(
                         "copy_ratio": ratio,
                         "bandwidth_share": ratio * TRAFFIC[phase] / 2,
                         "fallback_elements": k.get("fallback_elements") if phase == "train" else None,
+                        "fallback_channels": k.get("fallback_channels") if phase == "train" else None,
                     }
                 )
     return rows
@@ -159,16 +160,17 @@ def markdown(result: dict[str, Any]) -> str:
         header(result),
         "",
         "| shape | threads | mode | phase | kernel ms | torch ms | x torch | copy GB/s | copy time / kernel time "
-        "| bandwidth share |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bandwidth share | channels refined |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         k, t = r["kernel_s"], r["torch_s"]
+        refined = r.get("fallback_channels")
         lines.append(
             f"| {r['shape']} | {r['threads']} | {r['mode']} | {r['phase']} | {1e3 * k['median']:.2f} "
             f"({1e3 * k['min']:.2f}-{1e3 * k['max']:.2f}) | {1e3 * t['median']:.2f} ({1e3 * t['min']:.2f}-"
             f"{1e3 * t['max']:.2f}) | {r['x_torch']:.2f} | {r['copy_GBps']:.1f} | {100 * r['copy_ratio']:.0f} % "
-            f"| {100 * r['bandwidth_share']:.0f} % |"
+            f"| {100 * r['bandwidth_share']:.0f} % | {'' if refined is None else refined} |"
         )
     lines += ["", goal_summary(result), *accuracy_lines(result)]
     return "\n".join(lines)
