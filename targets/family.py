@@ -219,9 +219,10 @@ def family_probes(conv: Convention) -> list[Probe]:
             )
         )
     if layer == "rms_norm" and conv.weight_format == "input":
-        rounding = _rounding_probe(conv)
-        if rounding is not None:
-            probes.append(rounding)
+        for narrow in ("bfloat16", "float16"):  # a library may have kernels for one of them only
+            rounding = _rounding_probe(conv, narrow)
+            if rounding is not None:
+                probes.append(rounding)
     if layer != "mean_variance_norm":
         # precision: in float16 the square 256**2 = 65536 overflows (the largest float16 is 65504), so
         # statistics kept in float16 give y = 0 (or NaN); float32 or wider statistics give y = [-1, 1]
@@ -242,47 +243,49 @@ def family_probes(conv: Convention) -> list[Probe]:
     return probes
 
 
-def _rounding_probe(conv: Convention) -> Probe | None:
-    """Where an LLM RMSNorm rounds (bfloat16): the normalized value to the input's dtype and then the
-    scaled one (LlamaRMSNorm), or only the scaled one (torch F.rms_norm, Gemma).  The row [1, 3]
-    (normalized values 0.447 and 1.342, each far from a bfloat16 rounding boundary) with a weight on
-    the second for which the two orders give different bfloat16 outputs, its scaled value at least an
-    eighth of a spacing from a tie: a kernel computing in float32 lands on one alternative or the other."""
+def _rounding_probe(conv: Convention, narrow: str) -> Probe | None:
+    """Where an LLM RMSNorm rounds (``narrow``: bfloat16, or float16 as field ``rounding_float16``):
+    the normalized value to the input's dtype and then the scaled one (LlamaRMSNorm), or only the
+    scaled one (torch F.rms_norm, Gemma).  The row [1, 3] (normalized values 0.447 and 1.342, each
+    far from a rounding boundary) with a weight on the second for which the two orders give
+    different outputs, its scaled value at least an eighth of a spacing from a tie: a kernel
+    computing in float32 lands on one alternative or the other."""
     import dataclasses
 
     from normspec.oracle import rms_norm
     from normspec.oracle.formats import bfloat16_dtype
 
-    bf16 = bfloat16_dtype()
-    if bf16 is None:  # the bfloat16 extra is not installed: no probe (and no finding)
+    dtype = bfloat16_dtype() if narrow == "bfloat16" else np.dtype(np.float16)
+    if dtype is None:  # the bfloat16 extra is not installed: no probe (and no finding)
         return None
+    bits = 8 if narrow == "bfloat16" else 11
     names = {True: "normalized rounded to the input dtype, then scaled", False: "scaled, rounded once"}
     casting = dataclasses.replace(conv, cast_points=(("normalized", "input"),), weight_offset=0.0)
     once = dataclasses.replace(conv, cast_points=(), weight_offset=0.0)
-    x0 = np.array([[1.0, 3.0]], bf16)
-    candidates = (1 + np.arange(128) / 128).astype(bf16)  # every bfloat16 weight in [1, 2)
+    x0 = np.array([[1.0, 3.0]], dtype)
+    candidates = (1 + np.arange(2 ** (bits - 1)) / 2 ** (bits - 1)).astype(dtype)  # every weight in [1, 2)
     ys = {}
     for k, v in ((True, casting), (False, once)):
-        rows = [rms_norm(x0, 1, np.array([c, c], bf16), eps=2.0**-20, convention=v).y[0] for c in candidates]
+        rows = [rms_norm(x0, 1, np.array([c, c], dtype), eps=2.0**-20, convention=v).y[0] for c in candidates]
         ys[k] = np.array(rows, np.float64)
     xhat = np.array([1.0, 3.0]) / np.sqrt(5.0 + 2.0**-20)
-    # the second element (1.342: its rounding to bfloat16 moves it by 0.13 % of its value) separates
-    # the two orders for many weights; the first keeps weight 1
+    # the second element (1.342) separates the two orders for many weights; the first keeps weight 1
     scaled = candidates.astype(np.float64) * xhat[1]
-    frac = np.mod(scaled / np.spacing(scaled.astype(bf16)).astype(np.float64), 1.0)
+    spacing = np.ldexp(1.0, np.frexp(scaled)[1] - bits)
+    frac = np.mod(scaled / spacing, 1.0)
     good = np.flatnonzero((ys[True][:, 1] != ys[False][:, 1]) & (np.abs(frac - 0.5) > 0.125))
     if good.size == 0:
         return None
     w = np.array([1.0, float(candidates[good[0]])])
-    weight = w.astype(bf16)
+    weight = w.astype(dtype)
     alternatives = {
         names[k]: rms_norm(x0, 1, weight, eps=2.0**-20, convention=v).y.astype(np.float64)
         for k, v in ((True, casting), (False, once))
     }
     claimed = names[conv.cast_at("normalized") is not None]
     case = _probe_case(conv, x0, 1, 2.0**-20, weight=weight.astype(np.float64))
-    note = "bfloat16 row [1, 3], weights where the two rounding orders give different outputs"
-    return _probe("rounding", case, note, claimed, alternatives)
+    note = f"{narrow} row [1, 3], weights where the two rounding orders give different outputs"
+    return _probe("rounding" if narrow == "bfloat16" else "rounding_float16", case, note, claimed, alternatives)
 
 
 def _axes_probe(conv: Convention) -> Probe:
@@ -333,6 +336,7 @@ def infer_family(
     """Each probe's field (:func:`normspec.targets.probes.infer`); a semantic finding where it is
     not the claimed alternative.  Returns field -> what was observed."""
     inferred: dict[str, str] = {}
+    charged: set[tuple[str, str]] = set()  # (what was claimed, what was seen) of a rounding probe charged
     for probe, row in zip(probes, rows, strict=True):
         y = row.pop("y", None)
         if y is None:
@@ -346,6 +350,10 @@ def infer_family(
         inferred[probe.field] = seen
         if seen.startswith("not inferred"):
             continue
+        if probe.field.startswith("rounding"):  # one rounding order, seen in both 16-bit formats: charged once
+            if (probe.claimed, seen) in charged:
+                continue
+            charged.add((probe.claimed, seen))
         shown = np.array2string(np.asarray(y, np.float64), precision=4, separator=", ")
         message = f"{probe.field}: claimed {probe.claimed}, observed {seen} ({probe.note}; y = {shown})"
         findings.append({"kind": "semantic", "case": f"probe ({probe.field})", "message": message})

@@ -325,7 +325,21 @@ def test_an_llm_kernel_that_scales_before_the_cast_is_one_semantic_finding(tmp_p
     rep = run_audit(f"python:{impl}:scale_first", "hf_llama_rms_norm")
     semantic = [f for f in rep.findings if f["kind"] == "semantic"]
     assert len(semantic) == 1 and "rounding" in semantic[0]["message"], rep.findings
-    assert rep.inferred["rounding"] == "scaled, rounded once"
+    # both 16-bit probes see it; the order is one defect, charged once
+    assert rep.inferred["rounding"] == rep.inferred["rounding_float16"] == "scaled, rounded once"
+
+
+def test_a_float16_only_library_rounding_once_is_seen_by_the_float16_probe():
+    """onnxruntime 1.32 has no bfloat16 RMSNormalization kernel, so the bfloat16 rounding probe is
+    refused; the float16 one sees its CPU kernel round once where RMSNormalization-23's text casts
+    the normalized value to float16 before the scale: a semantic finding, not just a ULP."""
+    need("onnxruntime")
+    need("ml_dtypes")
+    rep = run_audit("onnxruntime_rms_norm23")
+    assert rep.inferred["rounding"].startswith("not inferred"), rep.inferred
+    assert rep.inferred["rounding_float16"] == "scaled, rounded once", rep.inferred
+    semantic = [f for f in rep.findings if f["kind"] == "semantic"]
+    assert [f["case"] for f in semantic] == ["probe (rounding_float16)"], rep.findings
 
 
 @pytest.mark.parametrize("target", ["liger_rms_norm", "vllm_rms_norm", "flashinfer_rms_norm"])
