@@ -216,6 +216,39 @@ def test_cast_points_round_between_stages_and_the_weight_offset_is_exact():
 
 
 @pytest.mark.parametrize("fmt_name", ["bfloat16", "float16"])
+def test_the_16_bit_tier_flags_values_a_float32_unit_beside_a_tie(fmt_name, monkeypatch):
+    """The tier's float32 product x * fl32(s) may land a unit or two from a narrow tie with the exact
+    value on the other side (fl32(s) errs by half a unit relative, the product by half a unit more).
+    Rows [x0, -x0] (mean square x0**2) with gammas found so: the tier must flag them, and a flag
+    narrowed to the tie itself misrounds at least one (checked, so the cases keep their point)."""
+    import ml_dtypes
+    from normspec.oracle import core
+
+    dtype = np.dtype(ml_dtypes.bfloat16) if fmt_name == "bfloat16" else np.dtype(np.float16)
+    p = np.finfo(dtype).nmant + 1
+    eps = 2.0**-20
+    found = []
+    for x0 in (np.arange(129, 255) / 128).astype(dtype).astype(np.float64):
+        rs = 1 / np.sqrt(x0 * x0 + eps)
+        for t in (1 + 2.0**-p, 1 + 3 * 2.0**-p, 1.5 + 2.0**-p):
+            g = np.float32(t / (x0 * rs)) + np.arange(-64, 64) * np.float32(2.0**-23)
+            y32 = (F32(x0) * (g.astype(np.float64) * rs).astype(F32)).astype(F32)
+            units = y32.view(np.int32).astype(np.int64) - int(np.array([t], F32).view(np.int32)[0])
+            across = np.sign(x0 * g.astype(np.float64) * rs - t) != np.sign(y32.astype(np.float64) - t)
+            found += [(x0, gg) for gg in g[across & (np.abs(units) >= 1)]]
+    assert found, "no float32 product a unit beside a tie with the exact value across it"
+    x = np.array([[x0, -x0] for x0, _ in found], dtype)
+    want = [exact_rows(x[i : i + 1].astype(F32), np.array([g, g], F32), np.zeros(2, F32), eps, False, dtype)
+            for i, (_, g) in enumerate(found)]  # fmt: skip
+    got = [rms_norm(x[i : i + 1], 1, np.array([g, g], F32), eps=eps, y_dtype=dtype).y for i, (_, g) in enumerate(found)]
+    for a, b in zip(got, want, strict=True):
+        same_bits(a, b)
+    monkeypatch.setattr(core, "_TIE_UNITS", 1)  # flag the tie itself only
+    narrow = [rms_norm(x[i : i + 1], 1, np.array([g, g], F32), eps=eps, y_dtype=dtype).y for i, (_, g) in enumerate(found)]
+    assert any((a.view(np.uint16) != b.view(np.uint16)).any() for a, b in zip(narrow, want, strict=True))
+
+
+@pytest.mark.parametrize("fmt_name", ["bfloat16", "float16"])
 def test_rms_norm_to_16_bits_decides_ties_range_edges_and_special_rows_exactly(fmt_name, monkeypatch):
     """RMSNorm rounded to float16/bfloat16 takes a float32 tier that reads the rounding off the bits
     and flags what it cannot decide.  Rows of +-1 with eps = 0 make y = +-gamma exactly, so gammas on
