@@ -242,7 +242,9 @@ def test_the_16_bit_tier_flags_values_a_float32_unit_beside_a_tie(fmt_name, monk
             for i, (_, g) in enumerate(found)]  # fmt: skip
 
     def oracle_rows():
-        return [rms_norm(x[i : i + 1], 1, np.array([g, g], F32), eps=eps, y_dtype=dtype).y for i, (_, g) in enumerate(found)]
+        return [
+            rms_norm(x[i : i + 1], 1, np.array([g, g], F32), eps=eps, y_dtype=dtype).y for i, (_, g) in enumerate(found)
+        ]
 
     for a, b in zip(oracle_rows(), want, strict=True):
         same_bits(a, b)
