@@ -32,7 +32,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 from normspec.oracle.exact import blocks
-from normspec.oracle.formats import BFLOAT16, FLOAT32, FLOAT64, Format, numpy_dtype, round_array, round_bracket, store
+from normspec.oracle.formats import BFLOAT16, FLOAT64, Format, numpy_dtype, round_array, round_bracket, store
 from normspec.oracle.sqrtform import round_fraction, round_sqrt_form
 
 __all__ = ["GroupPlan", "normalize", "exact_rsqrt"]
@@ -399,10 +399,9 @@ def _fast_block(
     which also covers rounding in computing delta and y -/+ delta (and
     absolute underflow, at most 2**-1074 per operation).
 
-    Rounding is monotone, so where ``y - delta`` and ``y + delta`` round to
-    the same bit pattern that pattern is the correctly rounded ``y`` (float32;
-    the 16-bit formats use :func:`~normspec.oracle.formats.round_bracket`'s
-    cheaper certificate on the same bracket).  NaN
+    Every output format takes :func:`~normspec.oracle.formats.round_bracket`'s
+    certificate on that bracket (the nearest value, decided when the bracket stays
+    inside its rounding interval, from the bits of ``y``).  NaN
     results need no decision: they are what IEEE arithmetic on the unfolded
     form gives, which is the documented behaviour for non-finite input.
     """
@@ -420,15 +419,7 @@ def _fast_block(
             delta = np.abs(p, out=p)
         delta *= 2.0**-47
         delta += c
-        if fmt is not FLOAT32:
-            return round_bracket(yv, delta, fmt)
-        lo = yv - delta
-        yv += delta  # hi
-        hi = yv
-    with np.errstate(over="ignore"):  # overflow to inf is the IEEE rounding
-        rlo = lo.astype(np.float32)
-        rhi = hi.astype(np.float32)
-    return rhi, rlo.view(np.uint32) != rhi.view(np.uint32)
+        return round_bracket(yv, delta, fmt)
 
 
 def _fast_block_dd(
