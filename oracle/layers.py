@@ -347,22 +347,37 @@ def _round_stats(values: tuple[Stat, ...] | list[Stat], fmt: Format, shape: tupl
     """Each value rounded once to ``fmt``.  A rational's nearest double (CPython divides integers
     correctly rounded) is within half a unit of it, which brackets it for the narrower formats;
     the few brackets left open are rounded exactly."""
-    out = np.empty(len(values), dtype=np.float64)
-    todo = np.ones(len(values), dtype=bool)
     rationals = [(i, v) for i, v in enumerate(values) if isinstance(v, Fraction)]
-    exact = [i for i, _ in rationals]
-    if exact and fmt.p < 53:
+    near: np.ndarray | None = None
+    if rationals and fmt.p < 53:
         try:
             near = np.array([v.numerator / v.denominator for _, v in rationals], dtype=np.float64)
         except OverflowError:
             near = None
-        if near is not None:
-            r, undecided = round_bracket(near, 2.0**-52 * np.abs(near) + 2.0**-1074, fmt)
-            out[exact] = r
-            todo[np.asarray(exact)[~undecided]] = False
-    for i in np.flatnonzero(todo):
-        out[i] = _round_stat(values[i], fmt)
+    brackets = None if near is None else (near, 2.0**-52 * np.abs(near) + 2.0**-1074)
+    out = _bracketed(len(values), [i for i, _ in rationals], brackets, fmt, lambda i: _round_stat(values[i], fmt))
     return store(out, fmt).reshape(shape)
+
+
+def _bracketed(
+    n: int,
+    items: list[int],
+    brackets: tuple[np.ndarray, np.ndarray] | None,
+    fmt: Format,
+    exact: Callable[[int], float],
+) -> np.ndarray:
+    """n values rounded to ``fmt``: ``items`` (indices) from float64 values and bounds on their
+    errors (``brackets``) where :func:`~normspec.oracle.formats.round_bracket` decides them,
+    ``exact(i)`` for every other index."""
+    out = np.empty(n, dtype=np.float64)
+    todo = np.ones(n, dtype=bool)
+    if items and brackets is not None:
+        r, undecided = round_bracket(brackets[0], brackets[1], fmt)
+        out[items] = r
+        todo[np.asarray(items)[~undecided]] = False
+    for i in np.flatnonzero(todo):
+        out[i] = exact(int(i))
+    return out
 
 
 def _rstd(mean: Stat, denom: Fraction, kind: str, fmt: Format, eps_outside: Fraction | None = None) -> float:
@@ -385,17 +400,14 @@ def _rstds(mean: list[Stat], plan: GroupPlan, fmt: Format, eps_outside: Fraction
     ``2**-104`` (:meth:`~normspec.oracle.core.GroupPlan.rsqrt`) rounds by a certified bracket, and
     only the groups it leaves open (and the special ones) are rounded exactly."""
     denom, special = plan.denom, plan.special
-    out = np.empty(len(denom), dtype=np.float64)
-    todo = np.ones(len(denom), dtype=bool)
     plain = [g for g, k in enumerate(special) if k == "" and isinstance(mean[g], Fraction)]
+    brackets = None
     if plain and eps_outside is None and fmt.p < 53:
         hi, lo = np.array([plan.rsqrt(g) for g in plain], dtype=np.float64).reshape(-1, 2).T
-        r, undecided = round_bracket(hi, np.abs(lo) + 2.0**-100 * hi, fmt)
-        out[plain] = r
-        todo[np.asarray(plain)[~undecided]] = False
-    for g in np.flatnonzero(todo):
-        out[g] = _rstd(mean[g], denom[g], special[g], fmt, eps_outside)
-    return out
+        brackets = (hi, np.abs(lo) + 2.0**-100 * hi)
+    return _bracketed(
+        len(denom), plain, brackets, fmt, lambda g: _rstd(mean[g], denom[g], special[g], fmt, eps_outside)
+    )
 
 
 def _stats_format(conv: Convention, x_fmt: Format, running: np.ndarray | None) -> Format:
