@@ -253,35 +253,31 @@ def _rounding_probe(conv: Convention, narrow: str) -> Probe | None:
     import dataclasses
 
     from normspec.oracle import rms_norm
-    from normspec.oracle.formats import bfloat16_dtype
+    from normspec.oracle.formats import bfloat16_dtype, format_of
 
     dtype = bfloat16_dtype() if narrow == "bfloat16" else np.dtype(np.float16)
     if dtype is None:  # the bfloat16 extra is not installed: no probe (and no finding)
         return None
-    bits = 8 if narrow == "bfloat16" else 11
+    bits = format_of(dtype).p
     names = {True: "normalized rounded to the input dtype, then scaled", False: "scaled, rounded once"}
-    casting = dataclasses.replace(conv, cast_points=(("normalized", "input"),), weight_offset=0.0)
-    once = dataclasses.replace(conv, cast_points=(), weight_offset=0.0)
+    orders = (
+        (True, dataclasses.replace(conv, cast_points=(("normalized", "input"),), weight_offset=0.0)),
+        (False, dataclasses.replace(conv, cast_points=(), weight_offset=0.0)),
+    )
     x0 = np.array([[1.0, 3.0]], dtype)
-    candidates = (1 + np.arange(2 ** (bits - 1)) / 2 ** (bits - 1)).astype(dtype)  # every weight in [1, 2)
-    ys = {}
-    for k, v in ((True, casting), (False, once)):
-        rows = [rms_norm(x0, 1, np.array([c, c], dtype), eps=2.0**-20, convention=v).y[0] for c in candidates]
-        ys[k] = np.array(rows, np.float64)
-    xhat = np.array([1.0, 3.0]) / np.sqrt(5.0 + 2.0**-20)
-    # the second element (1.342) separates the two orders for many weights; the first keeps weight 1
-    scaled = candidates.astype(np.float64) * xhat[1]
-    spacing = np.ldexp(1.0, np.frexp(scaled)[1] - bits)
-    frac = np.mod(scaled / spacing, 1.0)
-    good = np.flatnonzero((ys[True][:, 1] != ys[False][:, 1]) & (np.abs(frac - 0.5) > 0.125))
-    if good.size == 0:
+    xhat = 3.0 / math.sqrt(5.0 + 2.0**-20)  # the second element (1.342) separates the orders; the first keeps 1
+    for c in (1 + np.arange(2 ** (bits - 1)) / 2 ** (bits - 1)).astype(dtype):  # every weight in [1, 2), in order
+        scaled = float(c) * xhat
+        if abs(math.fmod(scaled / math.ldexp(1.0, math.frexp(scaled)[1] - bits), 1.0) - 0.5) <= 0.125:
+            continue  # within an eighth of a spacing from a tie
+        weight = np.array([1.0, c], dtype)
+        alternatives = {
+            names[k]: rms_norm(x0, 1, weight, eps=2.0**-20, convention=v).y.astype(np.float64) for k, v in orders
+        }
+        if len({float(a[0, 1]) for a in alternatives.values()}) == 2:
+            break
+    else:
         return None
-    w = np.array([1.0, float(candidates[good[0]])])
-    weight = w.astype(dtype)
-    alternatives = {
-        names[k]: rms_norm(x0, 1, weight, eps=2.0**-20, convention=v).y.astype(np.float64)
-        for k, v in ((True, casting), (False, once))
-    }
     claimed = names[conv.cast_at("normalized") is not None]
     case = _probe_case(conv, x0, 1, 2.0**-20, weight=weight.astype(np.float64))
     note = f"{narrow} row [1, 3], weights where the two rounding orders give different outputs"

@@ -97,8 +97,8 @@ def family_backward(
     if conv.layer == "layer_norm":
         g = layer_norm_backward(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv)
     else:
-        fused = {"residual": residual, "dresidual": dresidual} if conv.residual else {}
-        g = rms_norm_backward(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv, **fused)
+        g = rms_norm_backward(x, dy, 1, args[1], eps=kwargs["eps"], convention=conv, residual=residual,
+                              dresidual=dresidual)  # fmt: skip
     out = {"dx": g.dx, "dweight": g.dweight}
     if conv.layer == "layer_norm":
         out["dbias"] = g.dbias
