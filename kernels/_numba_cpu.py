@@ -829,18 +829,14 @@ def _narrow_ties_row(
         b = ybits[j]
         mag = b & np.uint32(0x7FFFFFFF)
         if half:
-            if np.uint32(0x38800000) <= mag < np.uint32(0x477FF000):  # normal: _f16_row's bits hold but at a tie
-                if (mag & np.uint32(0x1FFF)) != np.uint32(0x1000):
+            normal = np.uint32(0x38800000) <= mag < np.uint32(0x477FF000)
+            if not normal:  # _f16_row's bits hold in the normal range; the scalar rule elsewhere
+                out[j] = _f16_bits(b, np.float64(yrow[j]))
+                if mag >= np.uint32(0x7F800000):
                     continue
-                tie = True
-            elif mag >= np.uint32(0x7F800000):
-                out[j] = _f16_bits(b, np.float64(yrow[j]))
-                continue
-            elif mag >= np.uint32(0x38800000):  # rounds to infinity, or 65520 itself: a tie
-                out[j] = _f16_bits(b, np.float64(yrow[j]))
+            if mag >= np.uint32(0x38800000):  # (from 65520 up it rounds to infinity, or is that tie)
                 tie = (mag & np.uint32(0x1FFF)) == np.uint32(0x1000)
             else:
-                out[j] = _f16_bits(b, np.float64(yrow[j]))
                 t = abs(np.float64(yrow[j])) * 2.0**25
                 tie = t == np.floor(t) and t % 2 == 1
         else:
