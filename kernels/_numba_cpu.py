@@ -9,7 +9,17 @@ import math
 
 import numpy as np
 from normspec.kernels._simd import HALF_GAP as _HALF_GAP
-from normspec.kernels._simd import W, address, block_sums16, chunk_masked, chunk_stream, pow2_floor, store_fence
+from normspec.kernels._simd import (
+    W,
+    address,
+    block_sums16,
+    block_sums16_eft,
+    chunk_masked,
+    chunk_stream,
+    fma,
+    pow2_floor,
+    store_fence,
+)
 from numba import get_num_threads, njit, prange
 
 _MAX_F32 = 3.4028234663852886e38
@@ -18,31 +28,52 @@ _MAX_F32 = 3.4028234663852886e38
 # Rows (contiguous runs of one channel's values) are summed in blocks of 64 values by
 # ``block_sums16`` (._simd): 16 lane-wise running sums of 4 terms each and a fixed four-level tree
 # over the lanes, no reassociation; a row's last values in one shorter vector block and
-# sequential blocks of at most 6.  No term meets more than 8 roundings from its subtraction on
-# (10 for d**2, whose product rounds too), so a block errs by at most (ROW_BOUND + 2) u sum|d|
-# (d**2: ROW_BOUND + 4) with ROW_BOUND = 6.  The block sums are combined with Neumaier's
-# compensated summation, which must not be reassociated (it lives in functions without
-# fastmath): 2u|S| + 4 m^2 u^2 sum|d| more for m terms.  sum|d| is not accumulated:
-# Cauchy-Schwarz bounds it by sqrt(n sum d**2), and sum d**2 is known to a relative error far
-# below the 2**-20 slack.  A tighter bound than that of reassociated blocks (CHUNK + 2 with
-# CHUNK = 65, which the channels-last sums and the CUDA kernel use) means fewer elements whose
-# rounding the certificate leaves open; measured here at about the same speed.
+# sequential blocks of at most 6.
+# * sum d**2: no term meets more than 10 roundings from its subtraction on, so a block errs by at
+#   most (ROW_BOUND + 4) u sum d**2 with ROW_BOUND = 6.
+# * sum d: likewise (ROW_BOUND + 2) u sum|d|.  Or, for the few channels whose elements the
+#   certificate leaves open (``eft``, block_sums16_eft), carried error-free (TwoSum at the
+#   subtraction and at every addition) as a pair whose low part collects the errors; the low
+#   parts' own rounding leaves a block within EFT_BLOCK u**2 sum|d| of the exact sum.  The
+#   mean's error bound is what leaves elements near y = 0 open, and this re-summing closes them
+#   at about a third of the cost of exact statistics.
+# The block sums are combined with Neumaier's compensated summation, which must not be
+# reassociated (it lives in functions without fastmath); the blocks' low parts go into the
+# compensation, and S1 stays the pair (sum, compensation): within 4 m^2 u^2 sum|d| more of the
+# blocks' exact total for m terms (each term's error, at most u times a partial sum or a low
+# part, meets at most m roundings).  sum|d| is not accumulated: Cauchy-Schwarz bounds it by
+# sqrt(n sum d**2), and sum d**2 is known to a relative error far below the 2**-20 slack.
+# Reassociated blocks (CHUNK + 2 u sum|d| with CHUNK = 65) are what the channels-last sums and
+# the CUDA kernel use.
 CHUNK = 65
 ROW_BOUND = 6
+EFT_BLOCK = 150
 _BLOCK = 64
 _SA_SLACK = 1.0 + 2.0**-20
 
 
 @njit(cache=True)
-def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float]:  # pragma: no cover - compiled
-    """Sequential (S1, S2) of at most ROW_BOUND values (no reassociation)."""
+def _two_sum(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """(s, e): s = fl(a + b), a + b = s + e exactly (Knuth; no fastmath, so kept as written)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(cache=True)
+def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """Sequential (S1, S1_lo, S2) of at most ROW_BOUND values, S1 + S1_lo carried as in
+    block_sums16 (k terms: low parts of at most (k + 1) u sum|d|, each meeting at most k + 1
+    roundings: within 49 u**2 sum|d| at k = 6)."""
     p1 = 0.0
+    lo = 0.0
     p2 = 0.0
     for i in range(v.size):
-        d = np.float64(v[i]) - shift
-        p1 += d
+        d, de = _two_sum(np.float64(v[i]), -shift)
+        p1, te = _two_sum(p1, d)
+        lo += de + te
         p2 += d * d
-    return p1, p2
+    return p1, lo, p2
 
 
 @njit(cache=True)
@@ -58,37 +89,54 @@ def _neumaier(s: float, comp: float, t: float) -> tuple[float, float]:  # pragma
 
 
 @njit(cache=True)
+def _add_low(comp: float, lo: float) -> float:  # pragma: no cover - compiled
+    """comp + lo, where a NaN lo (an infinity among the block's values, whose sum then says it)
+    leaves comp as it is: the compensations stay finite, as in :func:`_neumaier`."""
+    return comp + lo if math.isfinite(lo) else comp
+
+
+@njit(cache=True)
+def _block(row: np.ndarray, k: int, nv: int, shift: float, eft: bool) -> tuple[float, float, float]:  # pragma: no cover
+    """block_sums16 or block_sums16_eft of row[k : k + 16 nv] as (S1, S1_lo, S2)."""
+    if eft:
+        return block_sums16_eft(row, k, nv, shift)
+    p1, p2 = block_sums16(row, k, nv, shift)
+    return p1, 0.0, p2
+
+
+@njit(cache=True)
 def _sums_of(
-    row: np.ndarray, shift: float, s1: float, c1: float, s2: float, c2: float
+    row: np.ndarray, shift: float, s1: float, c1: float, s2: float, c2: float, eft: bool
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Add the shifted sums of one contiguous row to (S1, comp1, S2, comp2): blocks of 64 values
-    (and the row's shorter last blocks) in block_sums16's fixed order, combined compensated."""
+    (and the row's shorter last blocks) in block_sums16's fixed order, combined compensated
+    (``eft``: block_sums16_eft, the blocks' low parts into comp1)."""
     B = row.size
     k = 0
     while k + _BLOCK <= B:
-        p1, p2 = block_sums16(row, k, _BLOCK // W, shift)
-        s1, c1 = _neumaier(s1, c1, p1)
+        p1, lo, p2 = _block(row, k, _BLOCK // W, shift, eft)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
         s2, c2 = _neumaier(s2, c2, p2)
         k += _BLOCK
     nv = (B - k) // W
     if nv > 0:
-        p1, p2 = block_sums16(row, k, nv, shift)
-        s1, c1 = _neumaier(s1, c1, p1)
+        p1, lo, p2 = _block(row, k, nv, shift, eft)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
         s2, c2 = _neumaier(s2, c2, p2)
         k += nv * W
     while k < B:
         e = min(B, k + ROW_BOUND)
-        p1, p2 = _tail_sums(row[k:e], shift)
-        s1, c1 = _neumaier(s1, c1, p1)
+        p1, lo, p2 = _tail_sums(row[k:e], shift)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
         s2, c2 = _neumaier(s2, c2, p2)
         k = e
     return s1, c1, s2, c2
 
 
 @njit(cache=True)
-def _row_sums(row: np.ndarray, shift: float, acc: np.ndarray) -> None:  # pragma: no cover - compiled
+def _row_sums(row: np.ndarray, shift: float, acc: np.ndarray, eft: bool) -> None:  # pragma: no cover - compiled
     """:func:`_sums_of` into acc = [S1, comp1, S2, comp2]."""
-    acc[0], acc[1], acc[2], acc[3] = _sums_of(row, shift, acc[0], acc[1], acc[2], acc[3])
+    acc[0], acc[1], acc[2], acc[3] = _sums_of(row, shift, acc[0], acc[1], acc[2], acc[3], eft)
 
 
 @njit(cache=True)
@@ -128,24 +176,41 @@ def _sa_bound(n: int, s2: float) -> float:  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _finish_sums(shift: float, acc: np.ndarray, n: int, out: np.ndarray) -> None:  # pragma: no cover
+    """out = [shift, S1, comp1, S2, bound on sum|d|] (STATS_COLUMNS): S1 stays a pair."""
     s2 = acc[2] + acc[3]
     out[0] = shift
-    out[1] = acc[0] + acc[1]
-    out[2] = s2
-    out[3] = _sa_bound(n, s2)
+    out[1] = acc[0]
+    out[2] = acc[1] if np.isfinite(acc[0]) else 0.0
+    out[3] = s2
+    out[4] = _sa_bound(n, s2)
 
 
 @njit(parallel=True, cache=True)
 def stats_inner(x3: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Per channel [shift, S1, S2, bound on sum|d|], d = x - shift (see _shift), one channel per task
-    (for few outer rows A)."""
+    """Per channel [shift, S1, comp1, S2, bound on sum|d|], d = x - shift (see _shift), one channel
+    per task (for few outer rows A)."""
     A, C, B = x3.shape
     for c in prange(C):
         shift = _shift(x3[0, c])
         acc = np.zeros(4)
         for a in range(A):
-            _row_sums(x3[a, c], shift, acc)
+            _row_sums(x3[a, c], shift, acc, False)
         _finish_sums(shift, acc, A * B, out[c])
+
+
+@njit(parallel=True, cache=True)
+def stats_channels_eft(x3: np.ndarray, chans: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`stats_inner`'s table for channels ``chans`` only (out[k] for chans[k], one task
+    each), S1 carried error-free (block_sums16_eft): the re-summing of channels with open
+    elements (the ``eft`` of :func:`plan_from_sums`, with m = neumaier_terms(A, B, 1))."""
+    A, _, B = x3.shape
+    for k in prange(chans.size):
+        c = chans[k]
+        shift = _shift(x3[0, c])
+        acc = np.zeros(4)
+        for a in range(A):
+            _row_sums(x3[a, c], shift, acc, True)
+        _finish_sums(shift, acc, A * B, out[k])
 
 
 @njit(parallel=True, cache=True)
@@ -163,7 +228,7 @@ def stats_linear(x3: np.ndarray, tasks: int, out: np.ndarray) -> None:  # pragma
         acc = tot[t]
         for a in range(t * step, min(A, (t + 1) * step)):
             for c in range(C):
-                _row_sums(x3[a, c], shift[c], acc[c])
+                _row_sums(x3[a, c], shift[c], acc[c], False)
     for c in range(C):
         s1 = 0.0
         c1 = 0.0
@@ -182,6 +247,7 @@ def stats_linear(x3: np.ndarray, tasks: int, out: np.ndarray) -> None:  # pragma
 
 
 _U = 2.0**-53
+STATS_COLUMNS = 5  # shift, S1, comp1 (S1 + comp1 is the shifted sum), S2, bound on sum|d|
 KAPPA = 2.0**-26 * (1 - 2.0**-23)
 # plan columns: mu, var, s, k, cg, mu_lo, mu_err, var_err, uncertain, K, G, gap_k, beta'
 PLAN_COLUMNS = 13
@@ -193,11 +259,13 @@ PLAN_COLUMNS = 13
 def plan_from_sums(
     shift: float,
     s1: float,
+    c1: float,
     s2: float,
     sa: float,
     n: int,
     m: int,
     chunk: int,
+    eft: bool,
     gamma: float,
     beta: float,
     eps: float,
@@ -206,30 +274,46 @@ def plan_from_sums(
 ) -> None:  # pragma: no cover - compiled
     """Statistics and error bounds of one channel from its shifted sums (the single source of the bounds).
 
-    Sums: chunks of at most ``chunk`` terms (reassociated), then compensated over m chunk sums, so
-    |dS1| <= (chunk + 2) u sum|d| + 2u|S1| + 4 m^2 u^2 sum|d| (d**2: chunk + 4), times 1.01 for
-    the higher-order terms (``chunk = 0``: every term summed exactly by error-free
-    transformations).  Then mean = shift + S1/n with the addition's exact rounding error,
-    var = S2/n - (S1/n)^2, and :func:`plan_finish`.
+    Sums: chunks of at most ``chunk`` terms (reassociated), then compensated over m chunk sums,
+    the sum d kept as the pair s1 + c1, so |dS1| <= (chunk + 2) u sum|d| + 4 m^2 u^2 sum|d|
+    (d**2: (chunk + 4) u S2 + 2u S2 + 4 m^2 u^2 S2, S2 rounded once), times 1.01 for the
+    higher-order terms.  ``eft``: sum d was carried error-free through the chunks (block_sums16),
+    |dS1| <= (EFT_BLOCK + 4 m^2) u^2 sum|d| instead.  Then S1/n is mean1 plus a low part (the
+    division's remainder, exact by an fma, with c1), the mean is shift + mean1 + low as the
+    pair (mu, mu_lo) (Fast2Sum, then one rounding of the low parts), var = S2/n - mean1^2, and
+    :func:`plan_finish`.
     """
-    ds1 = 1.01 * ((chunk + 2) * _U * sa + 2 * _U * abs(s1) + 4.0 * m * m * _U * _U * sa)
+    if not np.isfinite(s1) or not np.isfinite(c1):  # a channel holding inf or NaN: s1 says it
+        c1 = 0.0
+    if eft:
+        ds1 = 1.01 * (EFT_BLOCK + 4.0 * m * m) * _U * _U * sa
+    else:
+        ds1 = 1.01 * ((chunk + 2) * _U * sa + 4.0 * m * m * _U * _U * sa)
     ds2 = 1.01 * ((chunk + 4) * _U * s2 + 2 * _U * s2 + 4.0 * m * m * _U * _U * s2)
     mean1 = s1 / n
+    # s1 - mean1 n, exact (the remainder of a correctly rounded quotient; away from underflow,
+    # hence the 2**-1074 in mu_err)
+    rem = fma(-mean1, np.float64(n), s1)
+    if not np.isfinite(rem):
+        rem = 0.0
+    low = (rem + c1) / n  # errs by at most 2.01u (|rem| + |c1|) / n
     mu = shift + mean1
     if abs(shift) >= abs(mean1):
         add_err = (shift - mu) + mean1
     else:
         add_err = (mean1 - mu) + shift
-    # mu + add_err is shift + mean1 exactly (Fast2Sum): the mean is carried as that pair, so its
-    # error is the sums' error alone, not the rounding of a large shift plus a small mean1
+    # mu + add_err is shift + mean1 exactly (Fast2Sum): the mean is carried as a pair, so its
+    # error is the sums' error and the low parts' rounding, not the rounding of shift + mean1
     if not np.isfinite(add_err):  # a channel holding inf or NaN: mu alone (inf or NaN) says it
         add_err = 0.0
-    mu_err = 1.01 * (ds1 / n + _U * abs(mean1))
+    mu_lo = add_err + low
+    mu_err = 1.01 * (ds1 / n + 2.01 * _U * (abs(rem) + abs(c1)) / n + _U * abs(mu_lo) + 2.0**-1074)
+    e_mean1 = ds1 / n + _U * abs(mean1) + abs(c1) / n  # |S1 / n - mean1|, S1 exact
     var = s2 / n - mean1 * mean1
     var_err = 1.01 * (
-        ds2 / n + _U * s2 / n + 2 * abs(mean1) * (ds1 / n + _U * abs(mean1)) + 2 * _U * mean1 * mean1 + _U * abs(var)
+        ds2 / n + _U * s2 / n + 2 * abs(mean1) * e_mean1 + e_mean1 * e_mean1 + 2 * _U * mean1 * mean1 + _U * abs(var)
     )
-    plan_finish(mu, add_err, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
+    plan_finish(mu, mu_lo, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
 
 
 @njit(cache=True)
@@ -331,7 +415,8 @@ def plans_from_stats(
     plan: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     for c in range(st.shape[0]):
-        plan_from_sums(st[c, 0], st[c, 1], st[c, 2], st[c, 3], n, m, chunk, gamma[c], beta[c], eps, guard, plan[c])
+        s = st[c]
+        plan_from_sums(s[0], s[1], s[2], s[3], s[4], n, m, chunk, False, gamma[c], beta[c], eps, guard, plan[c])
 
 
 @njit(cache=True)
@@ -384,9 +469,10 @@ def stats_rows(x2: np.ndarray, out: np.ndarray, chunks: int) -> None:  # pragma:
             s2, c2 = _neumaier(s2, c2, tot[k, 3, c])
             sa += tot[k, 4, c]
         out[c, 0] = shift[c]
-        out[c, 1] = s1 + c1
-        out[c, 2] = s2 + c2
-        out[c, 3] = sa
+        out[c, 1] = s1
+        out[c, 2] = c1 if np.isfinite(s1) else 0.0
+        out[c, 3] = s2 + c2
+        out[c, 4] = sa
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -648,11 +734,11 @@ def _row_plan(row: np.ndarray, centred: bool, eps: float, out: np.ndarray) -> No
     affine is folded in by the caller).  out: plan columns as in plan_finish."""
     n = row.size
     shift = _shift(row) if centred else 0.0
-    s1, c1, s2, c2 = _sums_of(row, shift, 0.0, 0.0, 0.0, 0.0)  # no per-row allocation
+    s1, c1, s2, c2 = _sums_of(row, shift, 0.0, 0.0, 0.0, 0.0, False)  # no per-row allocation
     sq = s2 + c2
     m = 2 * (n // _BLOCK + 4 + 130)
     if centred:
-        plan_from_sums(shift, s1 + c1, sq, _sa_bound(n, sq), n, m, ROW_BOUND, 1.0, 0.0, eps, False, out)
+        plan_from_sums(shift, s1, c1, sq, _sa_bound(n, sq), n, m, ROW_BOUND, False, 1.0, 0.0, eps, False, out)
     else:
         ds2 = 1.01 * ((ROW_BOUND + 4) * _U * sq + 2 * _U * sq + 4.0 * m * m * _U * _U * sq)
         ms = sq / n

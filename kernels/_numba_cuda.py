@@ -101,7 +101,7 @@ def partial_sums_kernel(x3, shift, parts):  # pragma: no cover - device code
 
 @cuda.jit
 def combine_kernel(parts, shift, n, out):  # pragma: no cover - device code
-    """out[c] = [shift, S1, S2, bound on sum|d|] from the per-thread compensated sums."""
+    """out[c] = [shift, S1, comp1, S2, bound on sum|d|] from the per-thread compensated sums."""
     c = cuda.grid(1)
     if c < parts.shape[0]:
         s1 = 0.0
@@ -115,9 +115,10 @@ def combine_kernel(parts, shift, n, out):  # pragma: no cover - device code
             s2, c2 = _neumaier(s2, c2, parts[c, t, 3])
         sq = s2 + c2
         out[c, 0] = shift[c]
-        out[c, 1] = s1 + c1
-        out[c, 2] = sq
-        out[c, 3] = math.sqrt(n * sq) * _SA_SLACK  # >= sum|d| (Cauchy-Schwarz)
+        out[c, 1] = s1
+        out[c, 2] = c1 if math.isfinite(s1) else 0.0
+        out[c, 3] = sq
+        out[c, 4] = math.sqrt(n * sq) * _SA_SLACK  # >= sum|d| (Cauchy-Schwarz)
 
 
 @cuda.jit(device=True)

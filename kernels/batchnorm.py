@@ -31,7 +31,8 @@ class KernelStats:
     fallback_elements: int = 0  # elements decided by exact arithmetic (tier 3; narrow formats: at a tie)
     fallback_channels: int = 0  # channels whose exact statistics were computed
     running_fallbacks: int = 0
-    refined_channels: int = 0  # channels whose plan was rebuilt from exact statistics (tier 2)
+    resummed_channels: int = 0  # channels whose plan was rebuilt from error-free sums (tier 2)
+    refined_channels: int = 0  # channels whose plan was rebuilt from exact statistics (tier 3)
 
 
 last_run = KernelStats()
@@ -91,10 +92,10 @@ def _number(value: Any, name: str) -> float:
 
 
 def _stats(x3: np.ndarray, backend: Any) -> tuple[np.ndarray, int, int]:
-    """Per channel [shift, S1, S2, bound on sum|d|], the m of their error bound and its block
-    term (the ``chunk`` of ``plan_from_sums``)."""
+    """Per channel [shift, S1, comp1, S2, bound on sum|d|], the m of their error bound and its
+    block term (the ``chunk`` of ``plan_from_sums``)."""
     a_n, c_n, b_n = x3.shape
-    out = np.empty((c_n, 4))
+    out = np.empty((c_n, backend.STATS_COLUMNS))
     if b_n == 1:
         chunks = _row_chunks(a_n)
         backend.stats_rows(x3[:, :, 0], out, chunks)
@@ -118,7 +119,8 @@ class _Plan:
 
     table: np.ndarray
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
-    refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 2)
+    resummed: set[int] = field(default_factory=set)  # channels whose plan came from error-free sums (tier 2)
+    refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 3)
     finite: np.ndarray | None = None  # training: channels holding only finite values (from their sums)
 
     mu = property(lambda self: self.table[:, 0])
@@ -156,6 +158,18 @@ class _HostData:
 
     def channel_stats_many(self, channels: list[int]) -> list[tuple[Fraction, Fraction]]:
         return _exact.channel_stats_many(self.x3, channels)
+
+    def channel_sums_eft(self, channels: list[int]) -> tuple[np.ndarray, int, int] | None:
+        """The channels' sums with S1 carried error-free (rows as in ``_stats``), the m of their
+        bound and its block term; None where there is no such pass (channels last: B = 1)."""
+        from normspec.kernels import _numba_cpu as cpu
+
+        a_n, _, b_n = self.x3.shape
+        if b_n == 1:
+            return None
+        out = np.empty((len(channels), cpu.STATS_COLUMNS))
+        cpu.stats_channels_eft(self.x3, np.asarray(channels, np.int64), out)
+        return out, cpu.neumaier_terms(a_n, b_n, 1), cpu.ROW_BOUND
 
 
 @dataclass
@@ -249,6 +263,7 @@ def _finish(
     if flags.any():
         _fallback(data, flags, plan, setup, training, stats, backend)
     stats.refined_channels = len(plan.refined)
+    stats.resummed_channels = len(plan.resummed)
     rm, rv = setup.rm, setup.rv
     if rm is None or rv is None:
         return None, None
@@ -365,7 +380,7 @@ def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, sta
     if training:
         st, m, chunk = _stats(x3, backend) if stats is None else stats(x3)
         backend.plans_from_stats(st, setup.n, m, chunk, setup.gamma, setup.beta, setup.eps, guard, plan.table)
-        plan.finite = np.isfinite(st[:, 1:3]).all(axis=1)
+        plan.finite = np.isfinite(st[:, [1, 3]]).all(axis=1)
     else:
         assert setup.rm is not None and setup.rv is not None
         rm, rv = setup.rm.astype(np.float64), setup.rv.astype(np.float64)
@@ -382,8 +397,26 @@ def _certify(data: Any, a: int, c: int, plan: _Plan, backend: Any) -> np.ndarray
     return np.isfinite(row) if plan.uncertain[c] else bad
 
 
+def _resum(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> bool:
+    """Tier 2: the channels' sums again with S1 carried error-free (about twice the arithmetic of
+    the first pass, channels in parallel) and each plan rebuilt from them: the mean's error bound
+    falls from about 8u sum|x - shift| / n to O(m**2 u**2) of it, which closes most elements left
+    open near y = 0.  False where the data has no such pass."""
+    sums = data.channel_sums_eft(channels) if hasattr(data, "channel_sums_eft") else None
+    if sums is None:
+        return False
+    st, m, chunk = sums
+    guard = setup.prof.zero_var_guard
+    for k, c in enumerate(channels):
+        shift, s1, c1, s2, sa = st[k]
+        g, b = float(setup.gamma[c]), float(setup.beta[c])
+        backend.plan_from_sums(shift, s1, c1, s2, sa, setup.n, m, chunk, True, g, b, setup.eps, guard, plan.table[c])
+        plan.resummed.add(c)
+    return True
+
+
 def _refine(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> None:
-    """Tier 2: the channels' exact means and variances (integer exponent bins, about 2 ns a value,
+    """Tier 3: the channels' exact means and variances (integer exponent bins, about 2 ns a value,
     channels in parallel); each plan is rebuilt from them: the mean as a pair of float64s
     (its error below 2**-100 of it), the variance rounded once, both errors known exactly."""
     for c, (mean, var) in zip(channels, data.channel_stats_many(channels), strict=True):
@@ -412,10 +445,11 @@ def _exact_stats(data: Any, c: int, plan: _Plan, setup: _Setup) -> tuple[Fractio
 def _fallback(
     data: Any, flags: np.ndarray, plan: _Plan, setup: _Setup, training: bool, stats: KernelStats, backend: Any
 ) -> None:
-    """Rows with uncertified elements: recheck with the full bound; in training refine the
-    statistics of the channels still uncertified (tier 2, all at once) and recheck; what is
-    still uncertified goes exact (tier 3).  A channel holding inf or NaN is left as computed:
-    its float result (NaN) is the defined one."""
+    """Rows with uncertified elements: recheck with the full bound (tier 1); in training re-sum the
+    channels still uncertified error-free (tier 2, all at once) and recheck, then refine the
+    statistics of those still uncertified exactly (tier 3) and recheck; what is still
+    uncertified goes exact element by element (tier 4).  A channel holding inf or NaN is left
+    as computed: its float result (NaN) is the defined one."""
     beta = setup.beta
     rows = list(zip(*np.nonzero(flags), strict=True))
     bad_rows = {}
@@ -423,13 +457,23 @@ def _fallback(
         bad_rows[a, c] = _certify(data, a, c, plan, backend)
     finite = np.ones(plan.table.shape[0], bool) if not training or plan.finite is None else plan.finite
     if training:
-        todo = sorted({int(c) for (a, c), bad in bad_rows.items() if bad.any() and finite[c]} - plan.refined)
+
+        def still_open(done: set[int]) -> list[int]:
+            return sorted({int(c) for (a, c), bad in bad_rows.items() if bad.any() and finite[c]} - done)
+
+        def recheck(channels: list[int]) -> None:
+            for a, c in rows:
+                if c in channels:  # certified elements improve too
+                    bad_rows[a, c] = _certify(data, a, c, plan, backend)
+
+        todo = still_open(plan.resummed | plan.refined)
+        if todo and _resum(data, todo, plan, setup, backend):
+            recheck(todo)
+        todo = still_open(plan.refined)
         if todo:
             _refine(data, todo, plan, setup, backend)
             stats.fallback_channels += len(todo)
-            for a, c in rows:
-                if c in todo:  # certified elements improve too
-                    bad_rows[a, c] = _certify(data, a, c, plan, backend)
+            recheck(todo)
     for (a, c), bad in bad_rows.items():
         if not bad.any() or not finite[c]:
             continue
@@ -577,10 +621,10 @@ def _backward(
             raise DegenerateInputError(
                 expected("more than 1 value per channel when training", "x viewed (A, C, B)", x3.shape)
             )
-        st, _, _ = stats(x3)
+        st = stats(x3)[0]
         mean1 = st[:, 1] / n
         mu = st[:, 0] + mean1
-        var = np.maximum(st[:, 2] / n - mean1 * mean1, 0.0)
+        var = np.maximum(st[:, 3] / n - mean1 * mean1, 0.0)
     else:
         if running_mean is None or running_var is None:
             raise ShapeError("evaluation backward needs running_mean and running_var")

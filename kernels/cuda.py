@@ -102,19 +102,20 @@ def _check_grid(shape3: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _device_stats(x3: Any, kern: Any) -> tuple[np.ndarray, int, int]:
-    """Per channel [shift, S1, S2, bound on sum|d|] on the device, and the m of the bound."""
+    """Per channel [shift, S1, comp1, S2, bound on sum|d|] on the device, and the m of the bound."""
+    from normspec.kernels._numba_cpu import STATS_COLUMNS
     from numba import cuda
 
     a_n, c_n, b_n = x3.shape
     n = a_n * b_n
     if c_n == 0:
-        return np.empty((0, 4)), 0, kern.CHUNK
+        return np.empty((0, STATS_COLUMNS)), 0, kern.CHUNK
     shift = cuda.device_array(c_n, np.float64)
     kern.shifts_kernel[kern.blocks_for(c_n), kern.THREADS](x3, shift)
     slabs = _slabs(n, c_n, kern)
     parts = cuda.device_array((c_n, slabs, 4), np.float64)
     kern.partial_sums_kernel[(slabs, c_n), kern.THREADS](x3, shift, parts)
-    out = cuda.device_array((c_n, 4), np.float64)
+    out = cuda.device_array((c_n, STATS_COLUMNS), np.float64)
     kern.combine_kernel[kern.blocks_for(c_n), kern.THREADS](parts, shift, n, out)
     terms = n // kern.CHUNK + 6 * kern.THREADS * slabs + 130
     return out.copy_to_host(), 2 * terms, kern.CHUNK  # sequential blocks of CHUNK values

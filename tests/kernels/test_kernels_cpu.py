@@ -177,3 +177,108 @@ def test_narrow_inputs_correctly_rounded_in_their_format(fmt, kind):
     assert ulp_distance(nrm, o.running_mean).max() == 0 and ulp_distance(nrv, o.running_var).max() == 0
     out = np.empty(x.shape, dtype)
     assert batch_norm(x, w, b, rm, rv, True, out=out)[0] is out and (out.view(np.uint16) == y.view(np.uint16)).all()
+
+
+_U = 2.0**-53
+
+
+def _row_values(draw_kind, rng, n):
+    """Rows that stress a shifted sum: cancellation around a large mean, exponents far apart,
+    and plain normal values."""
+    if draw_kind == "large_mean":
+        return (1e4 + rng.random(n)).astype(F32)
+    if draw_kind == "wide":
+        return (rng.standard_normal(n) * 10.0 ** rng.integers(-20, 20, n)).astype(F32)
+    if draw_kind == "cancel":
+        v = rng.standard_normal(n).astype(F32) * F32(1e6)
+        v[1::2] = -v[::2][: v[1::2].size] + F32(1e-3)
+        return v
+    return rng.standard_normal(n).astype(F32)
+
+
+@given(
+    st.integers(1, 4),  # vectors of 16 in the block
+    st.sampled_from(["normal", "large_mean", "wide", "cancel"]),
+    st.sampled_from(["zero", "first", "far"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_error_free_block_sums_within_their_bound(nv, kind, shift_kind, seed):
+    """block_sums16_eft's pair (S1 + S1_lo) is within (2k + 8)(k + 5) u**2 sum|d| of the exact
+    shifted sum (k = nv terms per lane), and _tail_sums' within (k + 1)**2 u**2 sum|d| (k <= 6),
+    against exact rationals; S2 of both as block_sums16's."""
+    from fractions import Fraction
+
+    from normspec.kernels import _numba_cpu as cpu
+
+    rng = np.random.default_rng(seed)
+    row = _row_values(kind, rng, 16 * nv + 6)
+    shift = {"zero": 0.0, "first": float(row[0]) * (1 + 2.0**-30), "far": 1e5}[shift_kind]
+    for lo_i, hi_i, coef, got in (
+        (0, 16 * nv, (2 * nv + 8) * (nv + 5), cpu._block(row, 0, nv, shift, True)),
+        (16 * nv, 16 * nv + 6, 49, cpu._tail_sums(row[16 * nv :], shift)),
+    ):
+        d = [Fraction(float(v)) - Fraction(shift) for v in row[lo_i:hi_i]]
+        exact, total = sum(d), sum(abs(t) for t in d)
+        s1, s1_lo, s2 = got
+        assert abs(Fraction(s1) + Fraction(s1_lo) - exact) <= Fraction(coef * _U * _U) * total * Fraction(1 + 1e-14)
+        plain = cpu._block(row, 0, nv, shift, False) if lo_i == 0 else None
+        if plain is not None:
+            assert plain[1] == 0.0 and plain[2] == s2  # the same S2; plain S1 has no low part
+
+
+def test_plain_block_sums_can_miss_the_error_free_bound():
+    """The bound above tells the two sums apart: where the subtraction rounds, the plain S1 errs
+    by more."""
+    from fractions import Fraction
+
+    from normspec.kernels import _numba_cpu as cpu
+
+    row = _row_values("wide", np.random.default_rng(1), 64)
+    d = [Fraction(float(v)) - Fraction(0.1) for v in row]  # x - 0.1 rounds in float64
+    exact, total = sum(d), sum(abs(t) for t in d)
+    plain, eft = cpu._block(row, 0, 4, 0.1, False), cpu._block(row, 0, 4, 0.1, True)
+    assert abs(Fraction(plain[0]) - exact) > Fraction(144 * _U * _U) * total
+    assert abs(Fraction(eft[0]) + Fraction(eft[1]) - exact) <= Fraction(144 * _U * _U) * total
+
+
+@pytest.mark.parametrize("kind", ["normal", "large_mean", "wide", "constant"])
+def test_error_free_resum_plan_holds_the_exact_mean(kind):
+    """stats_channels_eft and plan_from_sums(eft=True): the mean pair mu + mu_lo is within the
+    plan's mu_err of the exact mean, and that bound is far below the plain one (on normal data
+    by more than 1e6: the gain that closes elements near y = 0)."""
+    from fractions import Fraction
+
+    from normspec.kernels import _exact
+    from normspec.kernels import _numba_cpu as cpu
+
+    rng = np.random.default_rng(3)
+    shape = (6, 3, 200)
+    x = _row_values(kind if kind != "constant" else "normal", rng, int(np.prod(shape))).reshape(shape)
+    if kind == "constant":
+        x[:] = F32(1.2345678e7)
+        x[0, :, 5] = np.nextafter(F32(1.2345678e7), F32(np.inf))
+    n, a_n, b_n = shape[0] * shape[2], shape[0], shape[2]
+    eft_st = np.empty((3, cpu.STATS_COLUMNS))
+    cpu.stats_channels_eft(x, np.arange(3, dtype=np.int64), eft_st)
+    plain_st, m_plain, chunk = kb._stats(x, cpu)
+    for c in range(3):
+        mean, _ = _exact.channel_stats(x, c)
+        eft_plan, plain_plan = np.empty(cpu.PLAN_COLUMNS), np.empty(cpu.PLAN_COLUMNS)
+        cpu.plan_from_sums(
+            *eft_st[c], n, cpu.neumaier_terms(a_n, b_n, 1), cpu.ROW_BOUND, True, 1.0, 0.0, 1e-5, False, eft_plan
+        )
+        cpu.plan_from_sums(*plain_st[c], n, m_plain, chunk, False, 1.0, 0.0, 1e-5, False, plain_plan)
+        for p in (eft_plan, plain_plan):
+            assert abs(Fraction(p[0]) + Fraction(p[5]) - mean) <= Fraction(p[6])
+        if kind == "normal":
+            assert eft_plan[6] * 1e6 < plain_plan[6]
+
+
+def test_error_free_resum_closes_open_channels():
+    """Normal data on which the plain sums' mean bound leaves an element near y = 0 open in one
+    channel (seed 0): tier 2 re-sums it error-free and decides it, with no exact statistics; y
+    and the running statistics are the oracle's."""
+    x = np.random.default_rng(0).standard_normal((8, 16, 4096), dtype=F32)
+    check(x, None, None, np.zeros(16, F32), np.ones(16, F32), True)
+    assert kb.last_run.resummed_channels >= 1
+    assert kb.last_run.refined_channels == 0 and kb.last_run.fallback_elements == 0
