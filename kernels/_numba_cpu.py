@@ -31,12 +31,14 @@ _MAX_F32 = 3.4028234663852886e38
 # sequential blocks of at most 6.
 # * sum d**2: no term meets more than 10 roundings from its subtraction on, so a block errs by at
 #   most (ROW_BOUND + 4) u sum d**2 with ROW_BOUND = 6.
-# * sum d: likewise (ROW_BOUND + 2) u sum|d|.  Or, for the few channels whose elements the
-#   certificate leaves open (``eft``, block_sums16_eft), carried error-free (TwoSum at the
-#   subtraction and at every addition) as a pair whose low part collects the errors; the low
-#   parts' own rounding leaves a block within EFT_BLOCK u**2 sum|d| of the exact sum.  The
-#   mean's error bound is what leaves elements near y = 0 open, and this re-summing closes them
-#   at about a third of the cost of exact statistics.
+# * sum d: likewise (ROW_BOUND + 2) u sum|d|.
+# Or, for the few channels whose elements the certificate leaves open (``eft``,
+# block_sums16_eft), both sums carried error-free (TwoSum at the subtraction and at every
+# addition, an fma for each square) as pairs whose low parts collect the errors; the low parts'
+# own rounding leaves a block within EFT_BLOCK u**2 sum|d| (sum d**2) of the exact sums.  The
+# mean's error bound is what leaves elements near y = 0 open, the variance's (through the
+# relative error of s) those elsewhere; this re-summing closes most of them at about a third of
+# the cost of exact statistics.
 # The block sums are combined with Neumaier's compensated summation, which must not be
 # reassociated (it lives in functions without fastmath); the blocks' low parts go into the
 # compensation, and S1 stays the pair (sum, compensation): within 4 m^2 u^2 sum|d| more of the
@@ -47,7 +49,7 @@ _MAX_F32 = 3.4028234663852886e38
 # the CUDA kernel use.
 CHUNK = 65
 ROW_BOUND = 6
-EFT_BLOCK = 150
+EFT_BLOCK = 220  # above 144 (S1) and 199 (S2), block_sums16_eft's bounds at 4 terms a lane
 _BLOCK = 64
 _SA_SLACK = 1.0 + 2.0**-20
 
@@ -61,19 +63,23 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - c
 
 
 @njit(cache=True)
-def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
-    """Sequential (S1, S1_lo, S2) of at most ROW_BOUND values, S1 + S1_lo carried as in
-    block_sums16 (k terms: low parts of at most (k + 1) u sum|d|, each meeting at most k + 1
-    roundings: within 49 u**2 sum|d| at k = 6)."""
+def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float, float, float]:  # pragma: no cover
+    """Sequential (S1, S1_lo, S2, S2_lo) of at most ROW_BOUND values, carried as in
+    block_sums16_eft.  k terms: S1's low parts add up to at most (k + 1) u sum|d| and each meets
+    at most k + 1 roundings (within 49 u**2 sum|d| at k = 6); S2's to (k + 3) u sum d**2, each
+    meeting at most k + 2, and de**2 is dropped (within 73 u**2 sum d**2 at k = 6)."""
     p1 = 0.0
-    lo = 0.0
+    lo1 = 0.0
     p2 = 0.0
+    lo2 = 0.0
     for i in range(v.size):
         d, de = _two_sum(np.float64(v[i]), -shift)
         p1, te = _two_sum(p1, d)
-        lo += de + te
-        p2 += d * d
-    return p1, lo, p2
+        lo1 += de + te
+        p = d * d
+        p2, qe = _two_sum(p2, p)
+        lo2 += fma(d + d, de, fma(d, d, -p) + qe)
+    return p1, lo1, p2, lo2
 
 
 @njit(cache=True)
@@ -96,12 +102,14 @@ def _add_low(comp: float, lo: float) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _block(row: np.ndarray, k: int, nv: int, shift: float, eft: bool) -> tuple[float, float, float]:  # pragma: no cover
-    """block_sums16 or block_sums16_eft of row[k : k + 16 nv] as (S1, S1_lo, S2)."""
+def _block(
+    row: np.ndarray, k: int, nv: int, shift: float, eft: bool
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """block_sums16 or block_sums16_eft of row[k : k + 16 nv] as (S1, S1_lo, S2, S2_lo)."""
     if eft:
         return block_sums16_eft(row, k, nv, shift)
     p1, p2 = block_sums16(row, k, nv, shift)
-    return p1, 0.0, p2
+    return p1, 0.0, p2, 0.0
 
 
 @njit(cache=True)
@@ -110,25 +118,25 @@ def _sums_of(
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Add the shifted sums of one contiguous row to (S1, comp1, S2, comp2): blocks of 64 values
     (and the row's shorter last blocks) in block_sums16's fixed order, combined compensated
-    (``eft``: block_sums16_eft, the blocks' low parts into comp1)."""
+    (``eft``: block_sums16_eft, the blocks' low parts into the compensations)."""
     B = row.size
     k = 0
     while k + _BLOCK <= B:
-        p1, lo, p2 = _block(row, k, _BLOCK // W, shift, eft)
-        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
-        s2, c2 = _neumaier(s2, c2, p2)
+        p1, lo1, p2, lo2 = _block(row, k, _BLOCK // W, shift, eft)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo1), p1)
+        s2, c2 = _neumaier(s2, _add_low(c2, lo2), p2)
         k += _BLOCK
     nv = (B - k) // W
     if nv > 0:
-        p1, lo, p2 = _block(row, k, nv, shift, eft)
-        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
-        s2, c2 = _neumaier(s2, c2, p2)
+        p1, lo1, p2, lo2 = _block(row, k, nv, shift, eft)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo1), p1)
+        s2, c2 = _neumaier(s2, _add_low(c2, lo2), p2)
         k += nv * W
     while k < B:
         e = min(B, k + ROW_BOUND)
-        p1, lo, p2 = _tail_sums(row[k:e], shift)
-        s1, c1 = _neumaier(s1, _add_low(c1, lo), p1)
-        s2, c2 = _neumaier(s2, c2, p2)
+        p1, lo1, p2, lo2 = _tail_sums(row[k:e], shift)
+        s1, c1 = _neumaier(s1, _add_low(c1, lo1), p1)
+        s2, c2 = _neumaier(s2, _add_low(c2, lo2), p2)
         k = e
     return s1, c1, s2, c2
 
@@ -201,7 +209,7 @@ def stats_inner(x3: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - 
 @njit(parallel=True, cache=True)
 def stats_channels_eft(x3: np.ndarray, chans: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """:func:`stats_inner`'s table for channels ``chans`` only (out[k] for chans[k], one task
-    each), S1 carried error-free (block_sums16_eft): the re-summing of channels with open
+    each), the sums carried error-free (block_sums16_eft): the re-summing of channels with open
     elements (the ``eft`` of :func:`plan_from_sums`, with m = neumaier_terms(A, B, 1))."""
     A, _, B = x3.shape
     for k in prange(chans.size):
@@ -277,19 +285,21 @@ def plan_from_sums(
     Sums: chunks of at most ``chunk`` terms (reassociated), then compensated over m chunk sums,
     the sum d kept as the pair s1 + c1, so |dS1| <= (chunk + 2) u sum|d| + 4 m^2 u^2 sum|d|
     (d**2: (chunk + 4) u S2 + 2u S2 + 4 m^2 u^2 S2, S2 rounded once), times 1.01 for the
-    higher-order terms.  ``eft``: sum d was carried error-free through the chunks (block_sums16),
-    |dS1| <= (EFT_BLOCK + 4 m^2) u^2 sum|d| instead.  Then S1/n is mean1 plus a low part (the
+    higher-order terms.  ``eft``: both sums were carried error-free through the chunks
+    (block_sums16_eft), |dS1| <= (EFT_BLOCK + 4 m^2) u^2 sum|d| and
+    |dS2| <= u S2 + (EFT_BLOCK + 4 m^2) u^2 S2 instead.  Then S1/n is mean1 plus a low part (the
     division's remainder, exact by an fma, with c1), the mean is shift + mean1 + low as the
-    pair (mu, mu_lo) (Fast2Sum, then one rounding of the low parts), var = S2/n - mean1^2, and
-    :func:`plan_finish`.
+    pair (mu, mu_lo) (Fast2Sum, then one rounding of the low parts), var = S2/n - (mean1 + low)^2,
+    and :func:`plan_finish`.
     """
     if not np.isfinite(s1) or not np.isfinite(c1):  # a channel holding inf or NaN: s1 says it
         c1 = 0.0
     if eft:
         ds1 = 1.01 * (EFT_BLOCK + 4.0 * m * m) * _U * _U * sa
+        ds2 = 1.01 * (_U + (EFT_BLOCK + 4.0 * m * m) * _U * _U) * s2
     else:
         ds1 = 1.01 * ((chunk + 2) * _U * sa + 4.0 * m * m * _U * _U * sa)
-    ds2 = 1.01 * ((chunk + 4) * _U * s2 + 2 * _U * s2 + 4.0 * m * m * _U * _U * s2)
+        ds2 = 1.01 * ((chunk + 4) * _U * s2 + 2 * _U * s2 + 4.0 * m * m * _U * _U * s2)
     mean1 = s1 / n
     # s1 - mean1 n, exact (the remainder of a correctly rounded quotient; away from underflow,
     # hence the 2**-1074 in mu_err)
@@ -308,11 +318,10 @@ def plan_from_sums(
         add_err = 0.0
     mu_lo = add_err + low
     mu_err = 1.01 * (ds1 / n + 2.01 * _U * (abs(rem) + abs(c1)) / n + _U * abs(mu_lo) + 2.0**-1074)
-    e_mean1 = ds1 / n + _U * abs(mean1) + abs(c1) / n  # |S1 / n - mean1|, S1 exact
-    var = s2 / n - mean1 * mean1
-    var_err = 1.01 * (
-        ds2 / n + _U * s2 / n + 2 * abs(mean1) * e_mean1 + e_mean1 * e_mean1 + 2 * _U * mean1 * mean1 + _U * abs(var)
-    )
+    mf = mean1 + low
+    e_mf = ds1 / n + 2.01 * _U * (abs(rem) + abs(c1)) / n + _U * abs(mf)  # |S1 / n - mf|, S1 exact
+    var = s2 / n - mf * mf
+    var_err = 1.01 * (ds2 / n + _U * s2 / n + 2 * abs(mf) * e_mf + e_mf * e_mf + 2 * _U * mf * mf + _U * abs(var))
     plan_finish(mu, mu_lo, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
 
 
@@ -342,9 +351,10 @@ def plan_finish(
     2**-126, where the spacing is fixed), except below a power of two r <= |y64|, where the binade
     below has half the spacing; the bracket reaches that side by no more than K|y64| + G, under
     half the distance once the doubled bound fits.  As K|y64| < 2K 2**E, the kernels test
-    |y64 - r| < 2**E gap_k - G2 with gap_k = HALF_GAP - 4K and G2 = 2G, the plan's column 10
-    (see :func:`_decided`).  k and cg (columns 3 and 4) are the terms of a
-    mean taken as mu alone, for callers that fold the affine into their own bound (``rows_norm``).
+    |y64 - r| < 2**E gap_k - G2 with gap_k = HALF_GAP - 4K and G2 = 2G, the plan's column 10;
+    the host rechecks the rows they flag with the bracket itself (:func:`_decided`).  k and cg
+    (columns 3 and 4) are the terms of a mean taken as mu alone, for callers that fold the affine
+    into their own bound (``rows_norm``).
 
     A channel whose bounds are vacuous is marked uncertain (every element goes exact).
     """
@@ -393,13 +403,33 @@ def plan_finish(
 
 
 @njit(cache=True)
-def _decided(yv: float, r: np.float32, big_g: float, gap_k: float) -> bool:  # pragma: no cover - compiled
+def _decided(yv: float, r: np.float32, big_k: float, big_g2: float) -> bool:  # pragma: no cover - compiled
     """Whether the float32 r nearest y64 = yv is the correctly rounded exact y, given
-    |yv - y*| <= K|yv| + G: |yv - r| < 2**E gap_k - G, 2**E <= |yv| < 2**(E+1) (see
-    :func:`plan_finish`; 0 for yv = 0, so that an exact 0 with G = 0 passes).  A NaN or infinite
-    yv is not flagged (its inputs were NaN or infinite); a finite yv that rounds to infinity is
-    (|yv - r| is infinite)."""
-    return not (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
+    |yv - y*| <= K|yv| + G (``big_g2`` = 2G, the plan's column 10): the host's recheck of the
+    rows the bulk pass flags, with the bracket itself instead of the bulk pass's bound on it.
+
+    The bracket [|yv| - B, |yv| + B], B = (K|yv| + G)(1 + 2**-40) (covering this line's two
+    roundings), must lie strictly inside r's rounding interval: |r| plus half the float32
+    spacing above |r|, minus half the spacing below it (a quarter of the spacing above at a
+    power of two from 2**-125 up, where the binade below is finer).  The two differences
+    are exact (Sterbenz: the operands are within a factor of two, the edges exact in float64),
+    so only B is rounded.  Strict inequalities: a bracket reaching a midpoint is open.  The
+    bulk pass's test (2**E gap_k - 2G) is the same one with K|yv| <= 2K 2**E and the bound
+    doubled for every r, so what it passes passes here.  A NaN or infinite yv is not flagged
+    (its inputs were NaN or infinite); a finite yv that rounds to infinity is."""
+    if not np.isfinite(yv):
+        return True
+    a = abs(float(r))
+    if not np.isfinite(a):
+        return False
+    ya = abs(yv)
+    b = (big_k * ya + 0.5 * big_g2) * (1 + 2.0**-40)
+    if a == 0.0:
+        return ya + b < 2.0**-150
+    m, ex = math.frexp(a)  # a = m 2**ex, 0.5 <= m < 1
+    spacing = math.ldexp(1.0, max(ex - 1, -126) - 23)
+    below = 0.25 * spacing if m == 0.5 and ex - 1 >= -125 else 0.5 * spacing
+    return ya - (a - below) > b and (a + 0.5 * spacing) - ya > b
 
 
 @njit(cache=True)
@@ -480,7 +510,7 @@ def _normalize_row(
     x: np.ndarray, y: np.ndarray, mu: float, sc: float, bt: float, gap_k: float, big_g: float
 ) -> np.bool_:  # pragma: no cover - compiled
     """One row of y; True when some element needs the host's recheck (its rounding is not
-    decided by :func:`_decided`, inlined).  ``contract`` lets the multiply and add fuse (one
+    decided by the bulk test of :func:`plan_finish`).  ``contract`` lets the multiply and add fuse (one
     rounding where the bound counts two); a boolean OR instead of a count."""
     bad: np.bool_ = np.bool_(False)
     for b in range(x.size):
@@ -604,20 +634,20 @@ def certify_row(
     mu: float,
     s: float,
     beta: float,
-    gap_k: float,
+    big_k: float,
     big_g: float,
     y: np.ndarray,
     bad: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """One row again, element by element: writes y and marks in ``bad`` the finite-x elements
-    whose rounding :func:`_decided` leaves open."""
+    whose rounding :func:`_decided` leaves open (K and 2G: the plan's columns 9 and 10)."""
     count = 0
     for b in range(x.size):
         xv = np.float64(x[b])
         yv = (xv - mu) * s + beta
         r = np.float32(yv)
         y[b] = r
-        bad[b] = not _decided(yv, r, big_g, gap_k) and np.isfinite(xv)
+        bad[b] = not _decided(yv, r, big_k, big_g) and np.isfinite(xv)
         count += bad[b]
     return count
 

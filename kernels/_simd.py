@@ -192,7 +192,7 @@ def _block_sums(eft: bool) -> Any:
     def typer(typingctx: Any, v: Any, q: Any, nvec: Any, shift: Any) -> Any:
         if not (isinstance(v, types.Array) and v.dtype == types.float32 and v.layout == "C"):
             return None
-        sig = types.UniTuple(types.float64, 3 if eft else 2)(v, types.intp, types.intp, types.float64)
+        sig = types.UniTuple(types.float64, 4 if eft else 2)(v, types.intp, types.intp, types.float64)
 
         def codegen(ctx: Any, builder: Any, s: Any, args: Any) -> Any:
             return _sums_code(ctx, builder, s, args, eft)
@@ -204,27 +204,32 @@ def _block_sums(eft: bool) -> Any:
 
 
 def _sums_code(ctx: Any, builder: Any, s: Any, args: Any, eft: bool) -> Any:
-    """(S1, S2) or, with ``eft``, (S1, S1_lo, S2) over v[q : q + 16 nvec] of a contiguous float32
-    array, d = v[i] - shift, in a fixed order: 16 lane-wise running sums (no reassociation), then
-    the lanes added by a fixed tree (halves, four levels).
+    """(S1, S2) or, with ``eft``, (S1, S1_lo, S2, S2_lo) over v[q : q + 16 nvec] of a contiguous
+    float32 array, d = v[i] - shift, in a fixed order: 16 lane-wise running sums (no
+    reassociation), then the lanes added by a fixed tree (halves, four levels).
 
-    S2 = sum d**2: a term meets at most nvec - 1 + 4 roundings after its own (the subtraction and
-    the product, fused into the first step).  Plain S1 likewise (its subtraction, then at most
-    nvec - 1 + 4 additions).  With ``eft``, S1 + S1_lo is sum d carried error-free (TwoSum for
-    the subtraction, each running-sum step and each tree addition) up to the rounding of the
-    low parts themselves: with k = nvec terms per lane the low parts sum to at most
-    (k + 5)(1 + 3u) u sum|d|, and each meets at most 2k + 8 roundings, so S1 + S1_lo is within
-    (2k + 8)(k + 5) u**2 sum|d| (1 + 1e-14) of sum d (144 u**2 sum|d| at k = 4).  About twice
-    the arithmetic of the plain sums: the host uses it to re-sum the few channels whose plain
-    bound leaves elements open."""
+    Plain: a term of S2 = sum d**2 meets at most nvec - 1 + 4 roundings after its own (the
+    subtraction and the product, fused into the first step), a term of S1 as many after its
+    subtraction.
+
+    ``eft``: both sums carried error-free, up to the rounding of their low parts.  TwoSum gives
+    d + de = x - shift, each running-sum step and each tree addition; d**2 = p + pe (an fma),
+    and (d + de)**2 - d**2 is taken as 2 d de (dropping de**2 <= u**2 d**2).  With k = nvec
+    terms per lane:
+    * S1's low parts sum to at most (k + 5)(1 + 3u) u sum|d| and each meets at most 2k + 8
+      roundings: S1 + S1_lo is within (2k + 8)(k + 5) u**2 sum|d| (1 + 1e-14) of sum d
+      (144 u**2 sum|d| at k = 4);
+    * S2's sum to at most (k + 7)(1 + 3u) u sum d**2 and each meets at most 2k + 10:
+      S2 + S2_lo is within ((2k + 10)(k + 7) + 1) u**2 sum d**2 (1 + 1e-14) of sum d**2
+      (199 u**2 at k = 4).
+    About three times the arithmetic of the plain sums: the host uses it to re-sum the few
+    channels whose plain bounds leave elements open."""
     arr = ctx.make_array(s.args[0])(ctx, builder, args[0])
     base = builder.gep(arr.data, [args[1]])
     neg_sh = _splat(builder, builder.fneg(args[3]), _V64)
     fma = _fn(builder, "llvm.fma.v16f64", _V64, [_V64, _V64, _V64])
     zero = ir.Constant(_V64, [0.0] * W)
-    acc1 = cgutils.alloca_once_value(builder, zero)
-    lo1 = cgutils.alloca_once_value(builder, zero)
-    acc2 = cgutils.alloca_once_value(builder, zero)
+    acc1, lo1, acc2, lo2 = (cgutils.alloca_once_value(builder, zero) for _ in range(4))
     with cgutils.for_range(builder, args[2]) as loop:
         ptr = builder.bitcast(
             builder.gep(base, [builder.mul(loop.index, ir.Constant(loop.index.type, W))]), _V32.as_pointer()
@@ -234,31 +239,38 @@ def _sums_code(ctx: Any, builder: Any, s: Any, args: Any, eft: bool) -> Any:
             d, de = _two_sum(builder, xv, neg_sh)
             t, te = _two_sum(builder, builder.load(acc1), d)
             builder.store(builder.fadd(builder.load(lo1), builder.fadd(de, te)), lo1)
+            p = builder.fmul(d, d)
+            pe = builder.call(fma, [d, d, builder.fneg(p)])
+            q, qe = _two_sum(builder, builder.load(acc2), p)
+            cross = builder.call(fma, [builder.fadd(d, d), de, builder.fadd(pe, qe)])
+            builder.store(builder.fadd(builder.load(lo2), cross), lo2)
+            builder.store(q, acc2)
         else:
             d = builder.fadd(xv, neg_sh)
             t = builder.fadd(builder.load(acc1), d)
+            builder.store(builder.call(fma, [d, d, builder.load(acc2)]), acc2)
         builder.store(t, acc1)
-        builder.store(builder.call(fma, [d, d, builder.load(acc2)]), acc2)
 
     def halves(v: ir.Value, n: int) -> tuple[ir.Value, ir.Value]:
         lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
         hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
         return lo, hi
 
-    h, lo, sq = builder.load(acc1), builder.load(lo1), builder.load(acc2)
+    def add(hi: ir.Value, lo: ir.Value, n: int) -> tuple[ir.Value, ir.Value]:
+        (ha, hb), (la, lb) = halves(hi, n), halves(lo, n)
+        if not eft:
+            return builder.fadd(ha, hb), la
+        h, e = _two_sum(builder, ha, hb)
+        return h, builder.fadd(builder.fadd(la, lb), e)
+
+    h1, l1, h2, l2 = (builder.load(a) for a in (acc1, lo1, acc2, lo2))
     n = W
     while n > 1:
         n //= 2
-        (ha, hb), (qa, qb) = halves(h, n), halves(sq, n)
-        if eft:
-            la, lb = halves(lo, n)
-            h, e = _two_sum(builder, ha, hb)
-            lo = builder.fadd(builder.fadd(la, lb), e)
-        else:
-            h = builder.fadd(ha, hb)
-        sq = builder.fadd(qa, qb)
+        h1, l1 = add(h1, l1, n)
+        h2, l2 = add(h2, l2, n)
     first = ir.Constant(_I32, 0)
-    parts = [builder.extract_element(v, first) for v in ((h, lo, sq) if eft else (h, sq))]
+    parts = [builder.extract_element(v, first) for v in ((h1, l1, h2, l2) if eft else (h1, h2))]
     return ctx.make_tuple(builder, s.return_type, parts)
 
 

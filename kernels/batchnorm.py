@@ -392,7 +392,7 @@ def _certify(data: Any, a: int, c: int, plan: _Plan, backend: Any) -> np.ndarray
     row, out = data.row(a, c), data.out_row(a, c)
     bad = np.empty(row.shape, np.bool_)
     t = plan.table[c]
-    backend.certify_row(row, t[0], t[2], t[12], t[11], t[10], out, bad)
+    backend.certify_row(row, t[0], t[2], t[12], t[9], t[10], out, bad)
     data.store_row(a, c, out)
     return np.isfinite(row) if plan.uncertain[c] else bad
 

@@ -203,9 +203,10 @@ def _row_values(draw_kind, rng, n):
     st.integers(0, 2**32 - 1),
 )
 def test_error_free_block_sums_within_their_bound(nv, kind, shift_kind, seed):
-    """block_sums16_eft's pair (S1 + S1_lo) is within (2k + 8)(k + 5) u**2 sum|d| of the exact
-    shifted sum (k = nv terms per lane), and _tail_sums' within (k + 1)**2 u**2 sum|d| (k <= 6),
-    against exact rationals; S2 of both as block_sums16's."""
+    """block_sums16_eft's pairs against exact rationals: S1 + S1_lo within (2k + 8)(k + 5) u**2
+    sum|d| of the exact shifted sum and S2 + S2_lo within ((2k + 10)(k + 7) + 1) u**2 sum d**2 of
+    the exact sum of squares (k = nv terms per lane); _tail_sums' within (k + 1)**2 and
+    (k + 2)(k + 3) + 1 (k = 6 values).  The plain block's S2 errs within its own bound."""
     from fractions import Fraction
 
     from normspec.kernels import _numba_cpu as cpu
@@ -213,17 +214,21 @@ def test_error_free_block_sums_within_their_bound(nv, kind, shift_kind, seed):
     rng = np.random.default_rng(seed)
     row = _row_values(kind, rng, 16 * nv + 6)
     shift = {"zero": 0.0, "first": float(row[0]) * (1 + 2.0**-30), "far": 1e5}[shift_kind]
-    for lo_i, hi_i, coef, got in (
-        (0, 16 * nv, (2 * nv + 8) * (nv + 5), cpu._block(row, 0, nv, shift, True)),
-        (16 * nv, 16 * nv + 6, 49, cpu._tail_sums(row[16 * nv :], shift)),
+    slack = Fraction(1 + 1e-14) * Fraction(_U * _U)
+    for lo_i, hi_i, coef1, coef2, got in (
+        (0, 16 * nv, (2 * nv + 8) * (nv + 5), (2 * nv + 10) * (nv + 7) + 1, cpu._block(row, 0, nv, shift, True)),
+        (16 * nv, 16 * nv + 6, 49, 73, cpu._tail_sums(row[16 * nv :], shift)),
     ):
         d = [Fraction(float(v)) - Fraction(shift) for v in row[lo_i:hi_i]]
-        exact, total = sum(d), sum(abs(t) for t in d)
-        s1, s1_lo, s2 = got
-        assert abs(Fraction(s1) + Fraction(s1_lo) - exact) <= Fraction(coef * _U * _U) * total * Fraction(1 + 1e-14)
-        plain = cpu._block(row, 0, nv, shift, False) if lo_i == 0 else None
-        if plain is not None:
-            assert plain[1] == 0.0 and plain[2] == s2  # the same S2; plain S1 has no low part
+        s1, s1_lo, s2, s2_lo = (Fraction(v) for v in got)
+        total1, total2 = sum(abs(t) for t in d), sum(t * t for t in d)
+        assert abs(s1 + s1_lo - sum(d)) <= coef1 * slack * total1
+        assert abs(s2 + s2_lo - total2) <= coef2 * slack * total2
+    plain = cpu._block(row, 0, nv, shift, False)
+    d = [Fraction(float(v)) - Fraction(shift) for v in row[: 16 * nv]]
+    total2 = sum(t * t for t in d)
+    assert plain[1] == plain[3] == 0.0
+    assert abs(Fraction(plain[2]) - total2) <= Fraction((nv + 6) * _U * 1.01) * total2
 
 
 def test_plain_block_sums_can_miss_the_error_free_bound():
@@ -275,10 +280,43 @@ def test_error_free_resum_plan_holds_the_exact_mean(kind):
 
 
 def test_error_free_resum_closes_open_channels():
-    """Normal data on which the plain sums' mean bound leaves an element near y = 0 open in one
-    channel (seed 0): tier 2 re-sums it error-free and decides it, with no exact statistics; y
-    and the running statistics are the oracle's."""
-    x = np.random.default_rng(0).standard_normal((8, 16, 4096), dtype=F32)
+    """Normal data on which the plain sums' bounds leave an element open in one channel even
+    under the recheck's bracket (seed 6): tier 2 re-sums it error-free and decides it, with no
+    exact statistics; y and the running statistics are the oracle's."""
+    x = np.random.default_rng(6).standard_normal((8, 16, 4096), dtype=F32)
     check(x, None, None, np.zeros(16, F32), np.ones(16, F32), True)
     assert kb.last_run.resummed_channels >= 1
     assert kb.last_run.refined_channels == 0 and kb.last_run.fallback_elements == 0
+
+
+@given(
+    st.floats(-(2.0**-120), 2.0**-120) | st.floats(-1e30, 1e30),
+    st.integers(-3, 3),  # ULPs of float64 away from a float32 midpoint or value
+    st.sampled_from([0.0, 2.0**-53, 2.0**-48, 2.0**-30]),
+    st.sampled_from([0.0, 2.0**-160, 2.0**-70, 1e-20]),
+    st.booleans(),
+)
+def test_recheck_bracket_is_inside_the_rounding_interval(v, nudge, big_k, g, at_midpoint):
+    """_decided (the host's recheck) against exact rationals: when it passes, both ends of the
+    bracket |yv - y*| <= K|yv| + G round to r (so every point between does); values near float32
+    midpoints and powers of two included.  Whatever the bulk pass's test passes, it passes too."""
+    import math
+    from fractions import Fraction
+
+    from normspec.kernels import _exact
+    from normspec.kernels import _numba_cpu as cpu
+
+    yv = float(np.float32(v))
+    if at_midpoint and np.isfinite(yv):
+        yv = 0.5 * (yv + float(np.nextafter(np.float32(yv), np.float32(np.inf))))
+    yv = float(yv + nudge * np.spacing(yv)) if yv != 0 else nudge * 2.0**-1074
+    r = np.float32(yv)
+    decided = cpu._decided(yv, r, big_k, 2 * g)
+    floor = math.ldexp(1.0, math.frexp(yv)[1] - 1) if yv != 0 and abs(yv) >= 2.0**-1022 else 0.0
+    bulk = not (abs(yv - float(r)) > floor * (cpu._HALF_GAP - 4 * big_k * (1 + 2.0**-40)) - 2 * g)
+    if bulk:
+        assert decided
+    if decided:
+        b = Fraction(big_k) * abs(Fraction(yv)) + Fraction(g)
+        for end in (Fraction(yv) - b, Fraction(yv) + b):
+            assert _exact.round_f32(end) == r
