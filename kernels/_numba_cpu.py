@@ -210,7 +210,8 @@ def stats_inner(x3: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - 
 def stats_channels_eft(x3: np.ndarray, chans: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """:func:`stats_inner`'s table for channels ``chans`` only (out[k] for chans[k], one task
     each), the sums carried error-free (block_sums16_eft): the re-summing of channels with open
-    elements (the ``eft`` of :func:`plan_from_sums`, with m = neumaier_terms(A, B, 1))."""
+    elements (the ``eft`` of :func:`plan_from_sums`, with m = neumaier_terms(A, B, 1)).  A sixth
+    column keeps S2's low part (S2 + out[k, 5] is the unrounded pair), for :func:`dd_plan`."""
     A, _, B = x3.shape
     for k in prange(chans.size):
         c = chans[k]
@@ -219,6 +220,8 @@ def stats_channels_eft(x3: np.ndarray, chans: np.ndarray, out: np.ndarray) -> No
         for a in range(A):
             _row_sums(x3[a, c], shift, acc, True)
         _finish_sums(shift, acc, A * B, out[k])
+        s2, lo2 = _two_sum(acc[2], acc[3])
+        out[k, 5] = lo2 if np.isfinite(s2) else 0.0
 
 
 @njit(parallel=True, cache=True)
@@ -256,6 +259,7 @@ def stats_linear(x3: np.ndarray, tasks: int, out: np.ndarray) -> None:  # pragma
 
 _U = 2.0**-53
 STATS_COLUMNS = 5  # shift, S1, comp1 (S1 + comp1 is the shifted sum), S2, bound on sum|d|
+EFT_COLUMNS = 6  # the same and S2's low part (stats_channels_eft)
 KAPPA = 2.0**-26 * (1 - 2.0**-23)
 # plan columns: mu, var, s, k, cg, mu_lo, mu_err, var_err, uncertain, K, G, gap_k, beta'
 PLAN_COLUMNS = 13
@@ -635,19 +639,22 @@ def certify_row(
     s: float,
     beta: float,
     big_k: float,
+    gap_k: float,
     big_g: float,
     y: np.ndarray,
     bad: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """One row again, element by element: writes y and marks in ``bad`` the finite-x elements
-    whose rounding :func:`_decided` leaves open (K and 2G: the plan's columns 9 and 10)."""
+    whose rounding the bulk test leaves open and :func:`_decided` too (K, gap_k and 2G: the
+    plan's columns 9 to 11)."""
     count = 0
     for b in range(x.size):
         xv = np.float64(x[b])
         yv = (xv - mu) * s + beta
         r = np.float32(yv)
         y[b] = r
-        bad[b] = not _decided(yv, r, big_k, big_g) and np.isfinite(xv)
+        bulk = not (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
+        bad[b] = not bulk and not _decided(yv, r, big_k, big_g) and np.isfinite(xv)
         count += bad[b]
     return count
 
@@ -1091,3 +1098,133 @@ def f32_to_f16(src: np.ndarray, src_bits: np.ndarray, dst: np.ndarray) -> None: 
     even (see :func:`_f16_bits`)."""
     for i in prange(src.size):
         dst[i] = _f16_bits(np.uint32(src_bits[i]), np.float64(src[i]))
+
+
+# ---------------------------------------------------------------- double-double recheck (tier 2)
+
+# dd_plan columns: mean (hi, lo), s (hi, lo), the mean's error, s's relative error, beta
+DD_COLUMNS = 7
+_U2 = _U * _U
+
+
+@njit(cache=True)
+def _two_prod(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """(p, e): p = fl(a b), a b = p + e exactly (no underflow)."""
+    p = a * b
+    return p, fma(a, b, -p)
+
+
+@njit(cache=True)
+def _quotient(s: float, c: float, n: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """(s + c) / n as a pair (q, q_lo) and a bound on its error: q = fl(s / n), the remainder
+    s - q n exact by an fma, q_lo = fl(fl(remainder + c) / n)."""
+    q = s / n
+    r = fma(-q, n, s)
+    return q, (r + c) / n, 2.02 * _U * (abs(r) + abs(c)) / n
+
+
+@njit(cache=True)
+def dd_plan(
+    st: np.ndarray, n: int, m: int, gamma: float, beta: float, eps: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """The channel's mean and s = gamma / sqrt(var + eps) as pairs of float64s, with error bounds,
+    from its error-free sums (a row of :func:`stats_channels_eft`: shift, S1 + comp1, S2 + S2_lo
+    within (EFT_BLOCK + 4 m^2) u^2 of sum|d| and of S2).
+
+    Each step is an error-free transformation (TwoSum, an fma for products and remainders) up
+    to the rounding of the low parts, bounded as it goes: mean = shift + S1/n; var = S2/n -
+    (S1/n)^2; D = var + eps; s from t = 1/sqrt(D_hi) by one Newton step,
+    s = gamma t (1 + w/2) with w = 1 - D t^2 (|w| <~ 3u; the step's own error is below
+    3 w^2 / 8).  out = [mean_hi, mean_lo, s_hi, s_lo, mean error, s's relative error, beta]; the
+    relative error is inf where D's bound does not keep it positive (the recheck then decides
+    nothing).  Bounds are about 1e-30 of the values on ordinary data, against about 1e-15 for
+    the float64 plan: the recheck decides elements the float64 bound leaves open, those near
+    y = 0 with a nonzero beta included (where |y| is far below the terms that cancel)."""
+    nf = np.float64(n)
+    shift, s1, c1, s2, sa, c2 = st[0], st[1], st[2], st[3], st[4], st[5]
+    err_sums = 1.01 * (EFT_BLOCK + 4.0 * m * m) * _U2
+    q, q_lo, e_q = _quotient(s1, c1, nf)
+    e_q += err_sums * sa / nf
+    mh, me = _two_sum(shift, q)
+    ml = me + q_lo
+    e_mean = 1.01 * (e_q + _U * abs(ml))
+    v, v_lo, e_v = _quotient(s2, c2, nf)
+    e_v += err_sums * (abs(s2) + abs(c2)) / nf
+    qq, qqe = _two_prod(q, q)
+    qq_lo = qqe + 2 * q * q_lo
+    e_sq = 1.01 * (2 * abs(q) * e_q + e_q * e_q + q_lo * q_lo + 2.02 * _U * (abs(qqe) + abs(2 * q * q_lo)))
+    vh, ve = _two_sum(v, -qq)
+    v_rest = ve + (v_lo - qq_lo)
+    e_var = e_v + e_sq + 2.02 * _U * (abs(ve) + abs(v_lo) + abs(qq_lo))
+    dh, de = _two_sum(vh, eps)
+    dl = de + v_rest
+    e_d = e_var + 1.01 * _U * (abs(de) + abs(v_rest))
+    dh, dl = _two_sum(dh, dl)
+    out[0], out[1], out[4], out[6] = mh, ml, e_mean, beta
+    floor = dh - abs(dl) - e_d
+    if not (floor > 0 and np.isfinite(dh) and np.isfinite(e_mean)):
+        out[2], out[3], out[5] = 0.0, 0.0, np.inf
+        return
+    t = 1.0 / np.sqrt(dh)
+    tt, tte = _two_prod(t, t)
+    h = fma(-dh, tt, 1.0)
+    w = h - (dh * tte + dl * tt)
+    e_w = 3.03 * _U * (abs(h) + abs(dh * tte) + abs(dl * tt)) + abs(dl * tte)
+    sh, se = _two_prod(gamma, t)
+    half = gamma * t * w * 0.5
+    sl = se + half
+    s_abs = abs(sh)
+    rel_round = 3.03 * _U * (abs(se) + abs(half)) / s_abs if s_abs > 0 else 0.0
+    rho = 1.02 * (e_d / (2 * floor) + 0.5 * w * w + e_w + rel_round) + 4 * _U2
+    out[2], out[3], out[5] = sh, sl, rho
+
+
+@njit(cache=True)
+def certify_row_dd(x: np.ndarray, dd: np.ndarray, y: np.ndarray, bad: np.ndarray) -> int:  # pragma: no cover
+    """The elements of one row marked in ``bad`` again, in double-double arithmetic from
+    :func:`dd_plan`'s row ``dd``: y = (x - mean) s + beta as yh + yl, with a bound B on its
+    distance from the exact y; where the bracket lies strictly inside the rounding interval of
+    the float32 r nearest yh + yl (the edges as in :func:`_decided`, the distances to them
+    computed as an exact difference plus yl), y = r and the mark is cleared.  Returns how many
+    stay marked."""
+    mh, ml, sh, sl, e_mean, rho, beta = dd[0], dd[1], dd[2], dd[3], dd[4], dd[5], dd[6]
+    count = 0
+    if not np.isfinite(rho):
+        for b in range(x.size):
+            count += bad[b]
+        return count
+    s_abs = abs(sh) + abs(sl)
+    for b in range(x.size):
+        if not bad[b]:
+            continue
+        d, de = _two_sum(np.float64(x[b]), -mh)
+        dl = de - ml
+        p, pe = _two_prod(d, sh)
+        pl = pe + (d * sl + dl * sh)
+        yh, ye = _two_sum(p, beta)
+        yl = ye + pl
+        arith = 3.03 * _U * (abs(pe) + abs(d * sl) + abs(dl * sh)) + abs(dl * sl) + 1.01 * _U * (abs(ye) + abs(pl))
+        big_b = 1.01 * (rho * (abs(p) + abs(pl)) + (e_mean + _U * abs(dl)) * s_abs * (1 + 1.01 * rho) + arith)
+        big_b = big_b * (1 + 2.0**-40) + 2.0**-1060
+        r = np.float32(yh + yl)
+        a = abs(float(r))
+        if not np.isfinite(a):
+            count += 1
+            continue
+        if r < 0 or (r == 0 and yh < 0):
+            yh, yl = -yh, -yl
+        if a == 0.0:
+            ok = (yh + abs(yl)) * (1 + 2.0**-40) + big_b < 2.0**-150
+        else:
+            mant, ex = math.frexp(a)
+            spacing = math.ldexp(1.0, max(ex - 1, -126) - 23)
+            below = 0.25 * spacing if mant == 0.5 and ex - 1 >= -125 else 0.5 * spacing
+            lo_gap = (yh - (a - below)) + yl
+            hi_gap = ((a + 0.5 * spacing) - yh) - yl
+            ok = min(lo_gap, hi_gap) * (1 - 2.0**-40) > big_b
+        if ok:
+            y[b] = r
+            bad[b] = False
+        else:
+            count += 1
+    return count

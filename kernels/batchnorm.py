@@ -28,7 +28,7 @@ _STREAM_BYTES = 4 << 20
 class KernelStats:
     """What the last call did: how many elements needed the exact fallback."""
 
-    fallback_elements: int = 0  # elements decided by exact arithmetic (tier 3; narrow formats: at a tie)
+    fallback_elements: int = 0  # elements decided by exact arithmetic (tier 4; narrow formats: at a tie)
     fallback_channels: int = 0  # channels whose exact statistics were computed
     running_fallbacks: int = 0
     resummed_channels: int = 0  # channels whose plan was rebuilt from error-free sums (tier 2)
@@ -120,6 +120,7 @@ class _Plan:
     table: np.ndarray
     exact: dict[int, tuple[Fraction, Fraction]] = field(default_factory=dict)  # channels the fallback solved
     resummed: set[int] = field(default_factory=set)  # channels whose plan came from error-free sums (tier 2)
+    dd: dict[int, np.ndarray] = field(default_factory=dict)  # their double-double plans (dd_plan)
     refined: set[int] = field(default_factory=set)  # channels whose plan came from exact statistics (tier 3)
     finite: np.ndarray | None = None  # training: channels holding only finite values (from their sums)
 
@@ -167,7 +168,7 @@ class _HostData:
         a_n, _, b_n = self.x3.shape
         if b_n == 1:
             return None
-        out = np.empty((len(channels), cpu.STATS_COLUMNS))
+        out = np.empty((len(channels), cpu.EFT_COLUMNS))
         cpu.stats_channels_eft(self.x3, np.asarray(channels, np.int64), out)
         return out, cpu.neumaier_terms(a_n, b_n, 1), cpu.ROW_BOUND
 
@@ -258,7 +259,7 @@ def _finish(
     stats: KernelStats,
     backend: Any,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """After the bulk pass: the flagged rows (tiers 1-3), then the running statistics."""
+    """After the bulk pass: the flagged rows (tiers 1-4), then the running statistics."""
     flags[:, plan.uncertain] = 1
     if flags.any():
         _fallback(data, flags, plan, setup, training, stats, backend)
@@ -302,9 +303,13 @@ def batch_norm(
     rigorous per-element error bound, and a certificate per element: the float32 nearest the
     float64 value is the answer when the value's error interval stays inside that float32's
     rounding interval.  Elements the certificate leaves open (those within the bound of a
-    rounding boundary, a few per million on ordinary data) are decided from their channel's
-    exact statistics (integer sums binned by exponent), and exactly where those still leave
-    them open (Python integers; ``last_run`` counts them).
+    rounding boundary, a few per million on ordinary data) go through tiers, each decisive
+    where the one before is not (``last_run`` counts them): their rows rechecked against the
+    error bracket itself; in training their channel re-summed error-free (TwoSum, an fma for
+    each square) and the rows rechecked in float64, then in double-double arithmetic with
+    bounds near 1e-30 of the values; the channel's exact statistics (integer sums binned by
+    exponent); and exact rationals for what is still open (an output exactly 0 or on a
+    midpoint, say).
 
     Semantics follow ``convention`` (momentum direction and default, eps
     default, clamp and cast, Bessel correction, n = 1 behaviour, the
@@ -392,7 +397,7 @@ def _certify(data: Any, a: int, c: int, plan: _Plan, backend: Any) -> np.ndarray
     row, out = data.row(a, c), data.out_row(a, c)
     bad = np.empty(row.shape, np.bool_)
     t = plan.table[c]
-    backend.certify_row(row, t[0], t[2], t[12], t[9], t[10], out, bad)
+    backend.certify_row(row, t[0], t[2], t[12], t[9], t[11], t[10], out, bad)
     data.store_row(a, c, out)
     return np.isfinite(row) if plan.uncertain[c] else bad
 
@@ -408,11 +413,21 @@ def _resum(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: 
     st, m, chunk = sums
     guard = setup.prof.zero_var_guard
     for k, c in enumerate(channels):
-        shift, s1, c1, s2, sa = st[k]
+        shift, s1, c1, s2, sa = st[k, :5]
         g, b = float(setup.gamma[c]), float(setup.beta[c])
         backend.plan_from_sums(shift, s1, c1, s2, sa, setup.n, m, chunk, True, g, b, setup.eps, guard, plan.table[c])
+        plan.dd[c] = np.empty(backend.DD_COLUMNS)
+        backend.dd_plan(st[k], setup.n, m, g, b, setup.eps, plan.dd[c])
         plan.resummed.add(c)
     return True
+
+
+def _certify_dd(data: Any, a: int, c: int, bad: np.ndarray, plan: _Plan, backend: Any) -> None:
+    """The elements of row (a, c) marked in ``bad`` again in double-double arithmetic (tier 2's
+    second step, see ``certify_row_dd``): those it decides are stored and unmarked."""
+    out = data.out_row(a, c)
+    backend.certify_row_dd(data.row(a, c), plan.dd[c], out, bad)
+    data.store_row(a, c, out)
 
 
 def _refine(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> None:
@@ -445,10 +460,11 @@ def _exact_stats(data: Any, c: int, plan: _Plan, setup: _Setup) -> tuple[Fractio
 def _fallback(
     data: Any, flags: np.ndarray, plan: _Plan, setup: _Setup, training: bool, stats: KernelStats, backend: Any
 ) -> None:
-    """Rows with uncertified elements: recheck with the full bound (tier 1); in training re-sum the
-    channels still uncertified error-free (tier 2, all at once) and recheck, then refine the
-    statistics of those still uncertified exactly (tier 3) and recheck; what is still
-    uncertified goes exact element by element (tier 4).  A channel holding inf or NaN is left
+    """Rows with uncertified elements: recheck against the error bracket (tier 1); in training
+    re-sum the channels still uncertified error-free (tier 2, all at once) and recheck, in
+    float64 and then in double-double arithmetic; then refine the statistics of those still
+    uncertified exactly (tier 3) and recheck; what is still uncertified goes exact element by
+    element (tier 4).  A channel holding inf or NaN is left
     as computed: its float result (NaN) is the defined one."""
     beta = setup.beta
     rows = list(zip(*np.nonzero(flags), strict=True))
@@ -469,6 +485,9 @@ def _fallback(
         todo = still_open(plan.resummed | plan.refined)
         if todo and _resum(data, todo, plan, setup, backend):
             recheck(todo)
+            for (a, c), bad in bad_rows.items():
+                if c in todo and bad.any():
+                    _certify_dd(data, a, c, bad, plan, backend)
         todo = still_open(plan.refined)
         if todo:
             _refine(data, todo, plan, setup, backend)

@@ -129,12 +129,17 @@ def test_bad_input(call, exc):
 
 
 def test_exact_fallback_is_exercised_and_correct():
-    """An output that cancels to far below its terms: the certificate fails and the exact path decides."""
+    """An output that cancels exactly: var + eps = 4, so y at x = 3 is 1.5 / 2 - 0.75 = 0.  No
+    bound, float64 or double-double, puts a bracket around 0 inside 0's rounding interval, so
+    the channel gets exact statistics and the element the exact path.  An output that cancels
+    to far below its terms without being 0 is decided by the double-double recheck (tier 2)."""
     x = np.array([[[0.0, 1.0, 2.0, 3.0]]], F32)  # mean 1.5, var 1.25
+    check(x, None, np.array([-0.75], F32), np.zeros(1, F32), np.ones(1, F32), True, eps=2.75)
+    assert kb.last_run.refined_channels == 1 and kb.last_run.fallback_elements >= 1
     s = 1 / np.sqrt(1.25 + 1e-5)
     b = np.array([-(1.5 * s)], F32)  # y at x = 3 is 1.5 s + b: tiny
     check(x, None, b, np.zeros(1, F32), np.ones(1, F32), True)
-    assert kb.last_run.fallback_elements + kb.last_run.refined_channels > 0
+    assert kb.last_run.resummed_channels == 1 and kb.last_run.refined_channels == 0
 
 
 def test_backward_within_one_ulp_of_the_term_magnitude():
@@ -250,9 +255,12 @@ def test_plain_block_sums_can_miss_the_error_free_bound():
 def test_error_free_resum_plan_holds_the_exact_mean(kind):
     """stats_channels_eft and plan_from_sums(eft=True): the mean pair mu + mu_lo is within the
     plan's mu_err of the exact mean, and that bound is far below the plain one (on normal data
-    by more than 1e6: the gain that closes elements near y = 0)."""
+    by more than 1e6: the gain that closes elements near y = 0).  dd_plan: its mean pair within
+    its bound, and s = gamma / sqrt(var + eps) as a pair within its relative bound of the exact
+    value (200-bit mpmath from the exact variance)."""
     from fractions import Fraction
 
+    import mpmath
     from normspec.kernels import _exact
     from normspec.kernels import _numba_cpu as cpu
 
@@ -263,30 +271,49 @@ def test_error_free_resum_plan_holds_the_exact_mean(kind):
         x[:] = F32(1.2345678e7)
         x[0, :, 5] = np.nextafter(F32(1.2345678e7), F32(np.inf))
     n, a_n, b_n = shape[0] * shape[2], shape[0], shape[2]
-    eft_st = np.empty((3, cpu.STATS_COLUMNS))
+    eft_st = np.empty((3, cpu.EFT_COLUMNS))
     cpu.stats_channels_eft(x, np.arange(3, dtype=np.int64), eft_st)
     plain_st, m_plain, chunk = kb._stats(x, cpu)
     for c in range(3):
         mean, _ = _exact.channel_stats(x, c)
         eft_plan, plain_plan = np.empty(cpu.PLAN_COLUMNS), np.empty(cpu.PLAN_COLUMNS)
         cpu.plan_from_sums(
-            *eft_st[c], n, cpu.neumaier_terms(a_n, b_n, 1), cpu.ROW_BOUND, True, 1.0, 0.0, 1e-5, False, eft_plan
+            *eft_st[c, :5], n, cpu.neumaier_terms(a_n, b_n, 1), cpu.ROW_BOUND, True, 1.0, 0.0, 1e-5, False, eft_plan
         )
         cpu.plan_from_sums(*plain_st[c], n, m_plain, chunk, False, 1.0, 0.0, 1e-5, False, plain_plan)
         for p in (eft_plan, plain_plan):
             assert abs(Fraction(p[0]) + Fraction(p[5]) - mean) <= Fraction(p[6])
         if kind == "normal":
             assert eft_plan[6] * 1e6 < plain_plan[6]
+        dd = np.empty(cpu.DD_COLUMNS)
+        gamma, eps = 1.7, 1e-5
+        cpu.dd_plan(eft_st[c], n, cpu.neumaier_terms(a_n, b_n, 1), gamma, 0.0, eps, dd)
+        assert abs(Fraction(dd[0]) + Fraction(dd[1]) - mean) <= Fraction(dd[4])
+        _, var = _exact.channel_stats(x, c)
+        with mpmath.workprec(200):
+            s_exact = mpmath.mpf(gamma) / mpmath.sqrt(mpmath.mpf(var.numerator) / var.denominator + mpmath.mpf(eps))
+            assert abs(mpmath.mpf(dd[2]) + mpmath.mpf(dd[3]) - s_exact) <= dd[5] * s_exact
+        if kind in ("normal", "large_mean"):  # wide values: the bounds scale with sum|x - shift|
+            assert dd[5] < 1e-25 and dd[4] <= 1e-25 * max(abs(float(mean)), 1.0)
 
 
-def test_error_free_resum_closes_open_channels():
-    """Normal data on which the plain sums' bounds leave an element open in one channel even
-    under the recheck's bracket (seed 6): tier 2 re-sums it error-free and decides it, with no
-    exact statistics; y and the running statistics are the oracle's."""
-    x = np.random.default_rng(6).standard_normal((8, 16, 4096), dtype=F32)
-    check(x, None, None, np.zeros(16, F32), np.ones(16, F32), True)
+@pytest.mark.parametrize("affine,seed", [(False, 6), (True, 6)])
+def test_error_free_resum_closes_open_channels(affine, seed, monkeypatch):
+    """Normal data on which the float64 bounds leave an element open in one channel even under
+    the recheck's bracket (seeds where it happens): tier 2 re-sums the channel error-free and
+    decides it, with no exact statistics; y and the running statistics are the oracle's.  With a
+    random affine, the open elements are near y = 0 with beta != 0, where |y| is far below the
+    terms that cancel: the double-double recheck decides those."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 16, 4096), dtype=F32)
+    w, b = (rng.standard_normal(16).astype(F32) for _ in range(2)) if affine else (None, None)
+    check(x, w, b, np.zeros(16, F32), np.ones(16, F32), True)
     assert kb.last_run.resummed_channels >= 1
     assert kb.last_run.refined_channels == 0 and kb.last_run.fallback_elements == 0
+    if affine:  # without the double-double step, the channel needs exact statistics
+        monkeypatch.setattr(kb, "_certify_dd", lambda *args: None)
+        check(x, w, b, np.zeros(16, F32), np.ones(16, F32), True)
+        assert kb.last_run.refined_channels == 1
 
 
 @given(
