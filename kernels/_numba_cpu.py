@@ -63,15 +63,22 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - c
 
 
 @njit(cache=True)
-def _tail_sums(v: np.ndarray, shift: float) -> tuple[float, float, float, float]:  # pragma: no cover
-    """Sequential (S1, S1_lo, S2, S2_lo) of at most ROW_BOUND values, carried as in
-    block_sums16_eft.  k terms: S1's low parts add up to at most (k + 1) u sum|d| and each meets
-    at most k + 1 roundings (within 49 u**2 sum|d| at k = 6); S2's to (k + 3) u sum d**2, each
-    meeting at most k + 2, and de**2 is dropped (within 73 u**2 sum d**2 at k = 6)."""
+def _tail_sums(v: np.ndarray, shift: float, eft: bool) -> tuple[float, float, float, float]:  # pragma: no cover
+    """Sequential (S1, S1_lo, S2, S2_lo) of at most ROW_BOUND values, plain (no reassociation;
+    low parts 0) or, with ``eft``, carried as in block_sums16_eft.  k terms: S1's low parts add
+    up to at most (k + 1) u sum|d| and each meets at most k + 1 roundings (within 49 u**2 sum|d|
+    at k = 6); S2's to (k + 3) u sum d**2, each meeting at most k + 2, and de**2 is dropped
+    (within 73 u**2 sum d**2 at k = 6)."""
     p1 = 0.0
     lo1 = 0.0
     p2 = 0.0
     lo2 = 0.0
+    if not eft:
+        for i in range(v.size):
+            d = np.float64(v[i]) - shift
+            p1 += d
+            p2 += d * d
+        return p1, lo1, p2, lo2
     for i in range(v.size):
         d, de = _two_sum(np.float64(v[i]), -shift)
         p1, te = _two_sum(p1, d)
@@ -134,7 +141,7 @@ def _sums_of(
         k += nv * W
     while k < B:
         e = min(B, k + ROW_BOUND)
-        p1, lo1, p2, lo2 = _tail_sums(row[k:e], shift)
+        p1, lo1, p2, lo2 = _tail_sums(row[k:e], shift, eft)
         s1, c1 = _neumaier(s1, _add_low(c1, lo1), p1)
         s2, c2 = _neumaier(s2, _add_low(c2, lo2), p2)
         k = e

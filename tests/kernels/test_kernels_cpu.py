@@ -222,7 +222,7 @@ def test_error_free_block_sums_within_their_bound(nv, kind, shift_kind, seed):
     slack = Fraction(1 + 1e-14) * Fraction(_U * _U)
     for lo_i, hi_i, coef1, coef2, got in (
         (0, 16 * nv, (2 * nv + 8) * (nv + 5), (2 * nv + 10) * (nv + 7) + 1, cpu._block(row, 0, nv, shift, True)),
-        (16 * nv, 16 * nv + 6, 49, 73, cpu._tail_sums(row[16 * nv :], shift)),
+        (16 * nv, 16 * nv + 6, 49, 73, cpu._tail_sums(row[16 * nv :], shift, True)),
     ):
         d = [Fraction(float(v)) - Fraction(shift) for v in row[lo_i:hi_i]]
         s1, s1_lo, s2, s2_lo = (Fraction(v) for v in got)
