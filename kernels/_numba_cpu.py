@@ -542,6 +542,7 @@ def normalize(
     big_g: np.ndarray,
     y3: np.ndarray,
     uncertified: np.ndarray,
+    spans: np.ndarray,
     tasks: int,
     stream: bool,
 ) -> None:  # pragma: no cover - compiled
@@ -549,7 +550,9 @@ def normalize(
     certificate of :func:`plan_finish` per element.
 
     ``uncertified[a, c]`` is nonzero when row (a, c) has elements whose rounding the certificate
-    leaves open (the host decides them).  ``tasks``: how many slabs of rows to share among the
+    leaves open (the host decides them); they lie in its ``spans[a * C + c]`` = [lo, hi) (the
+    whole row on the scalar path, the flagged 16-lane chunks on the streaming one: a long row
+    with one open element is rechecked around it, not whole).  ``tasks``: how many slabs of rows to share among the
     threads (a few per thread).  ``stream``: use the 16-lane streaming-store code of
     :mod:`._simd` (same arithmetic; rows of at least 16 values; the host asks for it on outputs
     too large to stay in cache, where skipping the read of y's lines pays).
@@ -566,12 +569,13 @@ def normalize(
         r0 = t * step
         r1 = min(rows, r0 + step)
         if stream:
-            _normalize_span(xf, yf, r0, r1, B, C, mu, s, beta, gap_k, big_g, flags)
+            _normalize_span(xf, yf, r0, r1, B, C, mu, s, beta, gap_k, big_g, flags, spans)
             store_fence()
         else:
             for r in range(r0, r1):
                 c = r % C
                 flags[r] = _normalize_row(x3[r // C, c], y3[r // C, c], mu[c], s[c], beta[c], gap_k[c], big_g[c])
+                spans[r, 0], spans[r, 1] = 0, B
 
 
 @njit(cache=True)
@@ -588,15 +592,18 @@ def _normalize_span(
     gap_k: np.ndarray,
     big_g: np.ndarray,
     flags: np.ndarray,
+    spans: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Rows r0 .. r1-1 of the flat arrays (row r: channel r % C, values r*B .. r*B + B - 1,
     B >= 16) in 16-lane chunks aligned to y's cache lines: full chunks streamed, the partial
     ones at either end masked; a chunk may straddle two rows.  Sets flags[r] for the rows
-    with flagged elements (clears the others)."""
+    with flagged elements (clears the others) and spans[r] to the offsets [lo, hi) in the row
+    that the flagged chunks cover."""
     start = r0 * B
     end = r1 * B
     for r in range(r0, r1):
         flags[r] = 0
+        spans[r, 0], spans[r, 1] = B, 0
     q = start - (address(yf) // 4 + start) % W
     r = r0  # the row of the chunk's first lane (of lane lo for the first chunk)
     row_end = (r + 1) * B
@@ -604,12 +611,10 @@ def _normalize_span(
     while q < end:
         if q >= start and q + W <= min(row_end, end):  # full chunks inside row r: one parameter set
             m, sc, bt, kk, gg = mu[c], s[c], beta[c], gap_k[c], big_g[c]
-            bad = 0
             while q + W <= min(row_end, end):
-                bad |= chunk_stream(xf, yf, q, 0, W, W, m, sc, bt, kk, gg, m, sc, bt, kk, gg)
+                if chunk_stream(xf, yf, q, 0, W, W, m, sc, bt, kk, gg, m, sc, bt, kk, gg):
+                    _mark(flags, spans, r, q - r * B, B)
                 q += W
-            if bad:
-                flags[r] = 1
             if q >= end:
                 break
             if q == row_end:
@@ -629,14 +634,22 @@ def _normalize_span(
         else:
             f = chunk_masked(xf, yf, q, lo, hi, split, m, sc, bt, kk, gg, m2, sc2, bt2, kk2, gg2)
         if f & 1:
-            flags[r] = 1
+            _mark(flags, spans, r, q - r * B, B)
         if f & 2:
-            flags[r + 1] = 1
+            _mark(flags, spans, r + 1, q - (r + 1) * B, B)
         q += W
         if q >= row_end:  # B >= 16: one row boundary at most
             r += 1
             row_end += B
             c = c2
+
+
+@njit(cache=True)
+def _mark(flags: np.ndarray, spans: np.ndarray, r: int, off: int, B: int) -> None:  # pragma: no cover - compiled
+    """Row r has a flagged chunk at offsets off .. off + 15 (clipped to the row)."""
+    flags[r] = 1
+    spans[r, 0] = min(spans[r, 0], max(off, 0))
+    spans[r, 1] = max(spans[r, 1], min(off + W, B))
 
 
 @njit(cache=True)

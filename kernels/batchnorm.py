@@ -258,11 +258,13 @@ def _finish(
     training: bool,
     stats: KernelStats,
     backend: Any,
+    spans: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """After the bulk pass: the flagged rows (tiers 1-4), then the running statistics."""
+    """After the bulk pass: the flagged rows (tiers 1-4), then the running statistics.
+    ``spans[a * C + c]``: the offsets in row (a, c) that hold its open elements (None: whole rows)."""
     flags[:, plan.uncertain] = 1
     if flags.any():
-        _fallback(data, flags, plan, setup, training, stats, backend)
+        _fallback(data, flags, plan, setup, training, stats, backend, spans)
     stats.refined_channels = len(plan.refined)
     stats.resummed_channels = len(plan.resummed)
     rm, rv = setup.rm, setup.rv
@@ -343,16 +345,19 @@ def batch_norm(
     y = out if out is not None and low is None else _buffers.empty(xa.shape, np.float32)
     y3 = y.reshape(x3.shape)
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
+    spans = np.empty((a_n * c_n, 2), np.int64)  # the offsets in row (a, c) that hold its open elements
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
     _plan(x3, plan, setup, training, backend)
     p = plan
     if b_n == 1:
         backend.normalize_rows(x3[:, :, 0], p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
+        spans[:] = (0, 1)
     else:
         stream = y.nbytes >= _STREAM_BYTES
-        backend.normalize(x3, p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3, flags, 4 * backend.threads(), stream)
-    new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend)
+        tasks = 4 * backend.threads()
+        backend.normalize(x3, p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3, flags, spans, tasks, stream)
+    new_rm, new_rv = _finish(_HostData(x3, y3), flags, plan, setup, training, stats, backend, spans)
     last_run = stats
     if low is not None:
         narrow = _to_narrow(y3, _HostData(x3, y3), plan, setup, low, stats).reshape(xa.shape)
@@ -392,12 +397,16 @@ def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, sta
         backend.plans_finish(rm, rv, setup.gamma, setup.beta, setup.eps, guard, plan.table)
 
 
-def _certify(data: Any, a: int, c: int, plan: _Plan, backend: Any) -> np.ndarray:
-    """Row (a, c) of y again under ``plan``, stored; the mask of its finite-x elements not certified."""
+def _certify(data: Any, a: int, c: int, span: tuple[int, int], plan: _Plan, backend: Any) -> np.ndarray:
+    """Offsets [lo, hi) = ``span`` of row (a, c) of y again under ``plan``, stored; the mask of
+    the row's finite-x elements not certified (elements outside the span were)."""
     row, out = data.row(a, c), data.out_row(a, c)
-    bad = np.empty(row.shape, np.bool_)
+    if plan.uncertain[c]:
+        span = (0, row.size)
+    lo, hi = span
+    bad = np.zeros(row.shape, np.bool_)
     t = plan.table[c]
-    backend.certify_row(row, t[0], t[2], t[12], t[9], t[11], t[10], out, bad)
+    backend.certify_row(row[lo:hi], t[0], t[2], t[12], t[9], t[11], t[10], out[lo:hi], bad[lo:hi])
     data.store_row(a, c, out)
     return np.isfinite(row) if plan.uncertain[c] else bad
 
@@ -458,19 +467,31 @@ def _exact_stats(data: Any, c: int, plan: _Plan, setup: _Setup) -> tuple[Fractio
 
 
 def _fallback(
-    data: Any, flags: np.ndarray, plan: _Plan, setup: _Setup, training: bool, stats: KernelStats, backend: Any
+    data: Any,
+    flags: np.ndarray,
+    plan: _Plan,
+    setup: _Setup,
+    training: bool,
+    stats: KernelStats,
+    backend: Any,
+    spans: np.ndarray | None,
 ) -> None:
     """Rows with uncertified elements: recheck against the error bracket (tier 1); in training
     re-sum the channels still uncertified error-free (tier 2, all at once) and recheck, in
     float64 and then in double-double arithmetic; then refine the statistics of those still
     uncertified exactly (tier 3) and recheck; what is still uncertified goes exact element by
-    element (tier 4).  A channel holding inf or NaN is left
-    as computed: its float result (NaN) is the defined one."""
+    element (tier 4).  A channel holding inf or NaN is left as computed: its float result (NaN)
+    is the defined one.  Only the ``spans`` of the rows (their flagged chunks) are rechecked."""
     beta = setup.beta
     rows = list(zip(*np.nonzero(flags), strict=True))
+    c_n, b_n = flags.shape[1], setup.shape3[2]
+
+    def span(a: int, c: int) -> tuple[int, int]:
+        return (0, b_n) if spans is None else (int(spans[a * c_n + c, 0]), int(spans[a * c_n + c, 1]))
+
     bad_rows = {}
     for a, c in rows:
-        bad_rows[a, c] = _certify(data, a, c, plan, backend)
+        bad_rows[a, c] = _certify(data, a, c, span(a, c), plan, backend)
     finite = np.ones(plan.table.shape[0], bool) if not training or plan.finite is None else plan.finite
     if training:
 
@@ -479,8 +500,8 @@ def _fallback(
 
         def recheck(channels: list[int]) -> None:
             for a, c in rows:
-                if c in channels:  # certified elements improve too
-                    bad_rows[a, c] = _certify(data, a, c, plan, backend)
+                if c in channels:
+                    bad_rows[a, c] = _certify(data, a, c, span(a, c), plan, backend)
 
         todo = still_open(plan.resummed | plan.refined)
         if todo and _resum(data, todo, plan, setup, backend):

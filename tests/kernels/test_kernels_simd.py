@@ -37,7 +37,8 @@ def _values(rng, n):
 )
 def test_span_matches_the_scalar_loop(c_n, b_len, data, yoff, g, k, seed):
     """Rows r0 .. r1-1 in 16-lane chunks (aligned to y's lines, straddling rows): the same y bits
-    and the same row flags as _normalize_row, nothing written outside the span."""
+    and the same row flags as _normalize_row, every flagged element inside its row's recorded
+    span, nothing written outside the span."""
     rng = np.random.default_rng(seed)
     rows = 2 * c_n + 3
     r0 = data.draw(st.integers(0, rows - 1))
@@ -54,12 +55,17 @@ def test_span_matches_the_scalar_loop(c_n, b_len, data, yoff, g, k, seed):
     one = rng.integers(0, c_n)
     gg[one], kk[one] = 1e-30, 2.0**-24  # the certificate's constants differ between channels too
     flags = np.full(rows, 7, np.int64)
-    cpu._normalize_span(x, y, r0, r1, b_len, c_n, mu, sc, bt, kk, gg, flags)
+    spans = np.full((rows, 2), -1, np.int64)
+    cpu._normalize_span(x, y, r0, r1, b_len, c_n, mu, sc, bt, kk, gg, flags, spans)
     for r in range(r0, r1):
         c, lo = r % c_n, r * b_len
         row = (x[lo : lo + b_len], ref[lo : lo + b_len])
         want = cpu._normalize_row(*row, mu[c], sc[c], bt[c], kk[c], gg[c])
         assert flags[r] == int(want), r
+        for i in range(b_len):  # every flagged element lies in the row's span
+            one = (row[0][i : i + 1], row[1][i : i + 1].copy())
+            if cpu._normalize_row(*one, mu[c], sc[c], bt[c], kk[c], gg[c]):
+                assert spans[r, 0] <= i < spans[r, 1], (r, i, spans[r])
     assert (flags[:r0] == 7).all() and (flags[r1:] == 7).all()
     assert np.array_equal(y.view(np.int32), ref.view(np.int32))  # outside the span: untouched
 
