@@ -97,8 +97,8 @@ def y_correctly_rounded(
     while True:
         lo, hi = _sqrt_bracket(Q, bits)
         ylo, yhi = (B + lo, B + hi) if A > 0 else (B - hi, B - lo)
-        rlo = round_f32(ylo)
-        if rlo == round_f32(yhi):
+        rlo, rhi = round_f32(ylo), round_f32(yhi)
+        if rlo.view(np.uint32) == rhi.view(np.uint32):  # bits: a bracket across 0 must settle the zero's sign
             return rlo
         bits *= 2
 

@@ -75,9 +75,9 @@ def _tail_sums(v: np.ndarray, shift: float, eft: bool) -> tuple[float, float, fl
     lo2 = 0.0
     if not eft:
         for i in range(v.size):
-            d = np.float64(v[i]) - shift
-            p1 += d
-            p2 += d * d
+            t = float(v[i]) - shift
+            p1 += t
+            p2 += t * t
         return p1, lo1, p2, lo2
     for i in range(v.size):
         d, de = _two_sum(np.float64(v[i]), -shift)
@@ -392,7 +392,9 @@ def plan_finish(
             k3 = 1.01 * (rho + 3 * _U)
             big_k = k3 * (1 + _U) + 2.0**-52
             e_beta = 1.01 * _U * (abs(beta_eff) + abs(mu_lo * s))
-            big_g = (k3 * (1 + _U) * abs(beta_eff) + 1.01 * mu_err * abs(s) * (1 + rho) + e_beta) * (1 + 2.0**-40)
+            # s's error acts on mu_lo s, folded into beta', as on the product
+            prod = abs(beta_eff) + abs(mu_lo * s)
+            big_g = (k3 * (1 + _U) * prod + 1.01 * mu_err * abs(s) * (1 + rho) + e_beta) * (1 + 2.0**-40)
             gap_k = _HALF_GAP - 4 * big_k * (1 + 2.0**-40)
             big_g = 2 * big_g  # the bound counted twice (see above)
         else:
@@ -426,8 +428,9 @@ def _decided(yv: float, r: np.float32, big_k: float, big_g2: float) -> bool:  # 
     are exact (Sterbenz: the operands are within a factor of two, the edges exact in float64),
     so only B is rounded.  Strict inequalities: a bracket reaching a midpoint is open.  The
     bulk pass's test (2**E gap_k - 2G) is the same one with K|yv| <= 2K 2**E and the bound
-    doubled for every r, so what it passes passes here.  A NaN or infinite yv is not flagged
-    (its inputs were NaN or infinite); a finite yv that rounds to infinity is."""
+    doubled for every r, so what it passes passes here.  At r = 0 the bracket must also keep to
+    r's sign: an exact 0 rounds to +0, a negative value to -0.  A NaN or infinite yv is not
+    flagged (its inputs were NaN or infinite); a finite yv that rounds to infinity is."""
     if not np.isfinite(yv):
         return True
     a = abs(float(r))
@@ -435,12 +438,21 @@ def _decided(yv: float, r: np.float32, big_k: float, big_g2: float) -> bool:  # 
         return False
     ya = abs(yv)
     b = (big_k * ya + 0.5 * big_g2) * (1 + 2.0**-40)
-    if a == 0.0:
-        return ya + b < 2.0**-150
+    if a == 0.0:  # +0 takes [0, 2**-150] (an exact 0 included), -0 takes [-2**-150, 0)
+        inside = (ya + b) * (1 + 2.0**-40) < 2.0**-150
+        return inside and (yv >= b if not np.signbit(r) else -yv > b)
     m, ex = math.frexp(a)  # a = m 2**ex, 0.5 <= m < 1
     spacing = math.ldexp(1.0, max(ex - 1, -126) - 23)
     below = 0.25 * spacing if m == 0.5 and ex - 1 >= -125 else 0.5 * spacing
     return ya - (a - below) > b and (a + 0.5 * spacing) - ya > b
+
+
+@njit(cache=True)
+def decided_many(yv: np.ndarray, r: np.ndarray, bound: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """out[i]: whether float32 r[i] is the correct rounding of every value within bound[i] of
+    yv[i] (:func:`_decided` with K = 0 and G = bound[i]; NaN or infinite yv counts as decided)."""
+    for i in range(yv.size):
+        out[i] = _decided(yv[i], r[i], 0.0, 2.0 * bound[i])
 
 
 @njit(cache=True)
@@ -525,7 +537,7 @@ def _normalize_row(
     rounding where the bound counts two); a boolean OR instead of a count."""
     bad: np.bool_ = np.bool_(False)
     for b in range(x.size):
-        yv = (np.float64(x[b]) - mu) * sc + bt
+        yv = (np.float64(x[b]) - mu) * sc + bt + 0.0  # + 0.0: an exact 0 is +0 (-0 + 0 = +0)
         r = np.float32(yv)
         y[b] = r
         bad = bad | (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
@@ -670,7 +682,7 @@ def certify_row(
     count = 0
     for b in range(x.size):
         xv = np.float64(x[b])
-        yv = (xv - mu) * s + beta
+        yv = (xv - mu) * s + beta + 0.0
         r = np.float32(yv)
         y[b] = r
         bulk = not (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k - big_g)
@@ -707,7 +719,7 @@ def _normalize_across(
 ) -> np.bool_:  # pragma: no cover - compiled
     bad: np.bool_ = np.bool_(False)
     for c in range(row.size):
-        yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c]
+        yv = (np.float64(row[c]) - mu[c]) * s[c] + beta[c] + 0.0
         r = np.float32(yv)
         out[c] = r
         bad = bad | (abs(yv - np.float64(r)) > pow2_floor(yv) * gap_k[c] - big_g[c])
@@ -1223,6 +1235,7 @@ def certify_row_dd(x: np.ndarray, dd: np.ndarray, y: np.ndarray, bad: np.ndarray
         pl = pe + (d * sl + dl * sh)
         yh, ye = _two_sum(p, beta)
         yl = ye + pl
+        yh, yl = _two_sum(yh, yl)  # |yl| <= u|yh|: the gaps below are then an exact difference plus yl
         arith = 3.03 * _U * (abs(pe) + abs(d * sl) + abs(dl * sh)) + abs(dl * sl) + 1.01 * _U * (abs(ye) + abs(pl))
         big_b = 1.01 * (rho * (abs(p) + abs(pl)) + (e_mean + _U * abs(dl)) * s_abs * (1 + 1.01 * rho) + arith)
         big_b = big_b * (1 + 2.0**-40) + 2.0**-1060
@@ -1233,8 +1246,9 @@ def certify_row_dd(x: np.ndarray, dd: np.ndarray, y: np.ndarray, bad: np.ndarray
             continue
         if r < 0 or (r == 0 and yh < 0):
             yh, yl = -yh, -yl
-        if a == 0.0:
-            ok = (yh + abs(yl)) * (1 + 2.0**-40) + big_b < 2.0**-150
+        if a == 0.0:  # as in _decided: the bracket inside r's half of [-2**-150, 2**-150]
+            inside = (yh + abs(yl)) * (1 + 2.0**-40) + big_b < 2.0**-150
+            ok = inside and (yh + yl) * (1 - 2.0**-40) > big_b
         else:
             mant, ex = math.frexp(a)
             spacing = math.ldexp(1.0, max(ex - 1, -126) - 23)

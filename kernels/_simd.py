@@ -82,7 +82,8 @@ def _lanes(builder: ir.IRBuilder, ctx: Any, sig: Any, args: Any, masked: bool) -
     fma = _fn(builder, "llvm.fma.v16f64", _V64, [_V64, _V64, _V64])
     fabs = _fn(builder, "llvm.fabs.v16f64", _V64, [_V64])
     d = builder.fsub(builder.fpext(xv, _V64), per_lane(mu_a, mu_b))
-    yv = builder.call(fma, [d, per_lane(s_a, s_b), per_lane(b_a, b_b)])
+    # + 0.0: an exact 0 is +0 (fma(-0, s, -0) is -0); no fast-math flags, so LLVM keeps it
+    yv = builder.fadd(builder.call(fma, [d, per_lane(s_a, s_b), per_lane(b_a, b_b)]), ir.Constant(_V64, [0.0] * W))
     r = builder.fptrunc(yv, _V32)
     if masked:
         store = _fn(builder, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_V32, yp.type, _I32, _VI1])

@@ -272,7 +272,7 @@ def _finish(
         return None, None
     if not training:
         return rm.copy(), rv.copy()
-    return _update(data, plan, setup, stats)
+    return _update(data, plan, setup, stats, backend)
 
 
 def batch_norm(
@@ -399,11 +399,11 @@ def _plan(x3: Any, plan: _Plan, setup: _Setup, training: bool, backend: Any, sta
 
 def _certify(data: Any, a: int, c: int, span: tuple[int, int], plan: _Plan, backend: Any) -> np.ndarray:
     """Offsets [lo, hi) = ``span`` of row (a, c) of y again under ``plan``, stored; the mask of
-    the row's finite-x elements not certified (elements outside the span were)."""
+    the row's finite-x elements not certified (elements outside the span were).  Under an
+    uncertain plan the span must be the whole row (every element is rewritten and marked)."""
     row, out = data.row(a, c), data.out_row(a, c)
-    if plan.uncertain[c]:
-        span = (0, row.size)
     lo, hi = span
+    assert not plan.uncertain[c] or (lo, hi) == (0, row.size)
     bad = np.zeros(row.shape, np.bool_)
     t = plan.table[c]
     backend.certify_row(row[lo:hi], t[0], t[2], t[12], t[9], t[11], t[10], out[lo:hi], bad[lo:hi])
@@ -486,8 +486,13 @@ def _fallback(
     rows = list(zip(*np.nonzero(flags), strict=True))
     c_n, b_n = flags.shape[1], setup.shape3[2]
 
+    whole: set[tuple[int, int]] = set()  # rows once rechecked under an uncertain plan (y = beta' all along)
+
     def span(a: int, c: int) -> tuple[int, int]:
-        return (0, b_n) if spans is None else (int(spans[a * c_n + c, 0]), int(spans[a * c_n + c, 1]))
+        if spans is None or plan.uncertain[c] or (a, c) in whole:
+            whole.add((a, c))
+            return (0, b_n)
+        return (int(spans[a * c_n + c, 0]), int(spans[a * c_n + c, 1]))
 
     bad_rows = {}
     for a, c in rows:
@@ -555,7 +560,7 @@ def _to_narrow(y3: np.ndarray, data: Any, plan: _Plan, setup: _Setup, low: Any, 
     return _narrow.to_narrow(y3, low, bounds, exact)
 
 
-def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats) -> tuple[np.ndarray, np.ndarray]:
+def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats, backend: Any) -> tuple[np.ndarray, np.ndarray]:
     """The new running statistics, correctly rounded: float64 with a bound, exact where the
     bound leaves the rounding open (from the channel's exact statistics)."""
     assert setup.rm is not None and setup.rv is not None
@@ -571,13 +576,11 @@ def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats) -> tuple[
     with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
         new_m, new_v = qm.astype(np.float32), qv.astype(np.float32)
     for q, d, res in ((qm, dm, new_m), (qv, dv, new_v)):
-        # decided when q's enclosure stays inside res's rounding interval (as _decided in the kernels)
-        r64 = res.astype(np.float64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            # 2**(E-24) with 2**E <= |q| < 2**(E+1) (frexp gives E + 1); 2**-150 near 0
-            gap = np.where(q != 0, np.maximum(np.ldexp(1.0, np.frexp(q)[1] - 25), 2.0**-150), 2.0**-150)
-            gap *= 1 - 2.0**-40
-            redo = np.flatnonzero(~(np.abs(q - r64) + d <= gap) & np.isfinite(q))
+        # decided when q's enclosure [q - d, q + d] stays inside res's rounding interval (the
+        # kernels' recheck, _decided, with K = 0 and G = d)
+        decided = np.empty(q.size, np.bool_)
+        backend.decided_many(q, res, d, decided)
+        redo = np.flatnonzero(~decided)
         for c in redo:
             mean, var = _exact_stats(data, int(c), plan, setup)
             if res is new_m:

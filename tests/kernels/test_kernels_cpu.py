@@ -345,5 +345,38 @@ def test_recheck_bracket_is_inside_the_rounding_interval(v, nudge, big_k, g, at_
         assert decided
     if decided:
         b = Fraction(big_k) * abs(Fraction(yv)) + Fraction(g)
-        for end in (Fraction(yv) - b, Fraction(yv) + b):
-            assert _exact.round_f32(end) == r
+        for end in (Fraction(yv) - b, Fraction(yv) + b):  # bits: the zero's sign counts too
+            assert _exact.round_f32(end).view(np.uint32) == r.view(np.uint32)
+
+
+def _same_bits(y, want):
+    """y and the oracle's y agree bit for bit (the sign of a zero included)."""
+    want = np.asarray(want, F32)
+    assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (y.ravel(), want.ravel())
+
+
+def test_zero_outputs_carry_the_exact_values_sign():
+    """An output whose exact value is 0 is +0 and one just below 0 is -0, whichever tier decides
+    it: here the mean is exactly -32, so y at x = -32 is exactly 0 while its float64 value and
+    bound straddle 0 (tier 1 used to take the float64 value's sign); in evaluation, x = -0 with
+    a running mean of 0 and beta = -0 gives an exact 0 that float64 arithmetic writes as -0."""
+    x = np.array([[[-30, 49, -32, 46, 9]], [[45, 30, 25, 14, 44]], [[10, 11, 39, -29, -711]]], F32)
+    w, b, rm, rv = np.array([1e-38], F32), np.zeros(1, F32), np.zeros(1, F32), np.ones(1, F32)
+    y, _, _ = batch_norm(x, w, b, rm, rv, True, None, 1e-5, "torch_raw")
+    _same_bits(y, oracle(x, w, b, rm, rv, training=True, eps=1e-5, convention="torch_raw").y)
+    x0 = np.array([[[-0.0, 1.0]]], F32)
+    b0 = np.array([-0.0], F32)
+    y, _, _ = batch_norm(x0, None, b0, rm, rv, False, None, 1e-5, "torch_raw")
+    _same_bits(y, oracle(x0, None, b0, rm, rv, training=False, eps=1e-5, convention="torch_raw").y)
+
+
+def test_certificate_counts_the_error_of_s_on_the_folded_mean():
+    """beta' = beta - mu_lo s carries s's relative error on mu_lo s; with |beta'| and the product
+    far below |mu_lo s| (a mean of 0.75 + 2**-102, eps = 0, a beta near mu_lo s), the bound
+    without that term let the recheck decide two outputs one ULP off (found in review)."""
+    x = np.array([[[2.0**-100, 2.0, 1.0, 1.0]]], F32)
+    w = np.array([1067734904], np.uint32).view(F32)
+    b = np.array([216558090], np.uint32).view(F32)
+    rm, rv = np.zeros(1, F32), np.ones(1, F32)
+    y, _, _ = batch_norm(x, w, b, rm, rv, True, None, 0.0, "torch_raw")
+    _same_bits(y, oracle(x, w, b, rm, rv, training=True, eps=0.0, convention="torch_raw").y)
