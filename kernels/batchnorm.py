@@ -344,14 +344,14 @@ def batch_norm(
         return xa.astype(y_dtype), None if rm is None else rm.copy(), None if rv is None else rv.copy()
     y = out if out is not None and low is None else _buffers.empty(xa.shape, np.float32)
     y3 = y.reshape(x3.shape)
-    flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.int64)
+    flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.uint8)  # 0/1 per row; small to clear and scan
     spans = np.empty((a_n * c_n, 2), np.int64)  # the offsets in row (a, c) that hold its open elements
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
     _plan(x3, plan, setup, training, backend)
     p = plan
     if b_n == 1:
         backend.normalize_rows(x3[:, :, 0], p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3[:, :, 0], flags)
-        flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.int64)
+        flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.uint8)
         spans[:] = (0, 1)
     else:
         stream = y.nbytes >= _STREAM_BYTES
@@ -483,8 +483,8 @@ def _fallback(
     element (tier 4).  A channel holding inf or NaN is left as computed: its float result (NaN)
     is the defined one.  Only the ``spans`` of the rows (their flagged chunks) are rechecked."""
     beta = setup.beta
-    rows = list(zip(*np.nonzero(flags), strict=True))
     c_n, b_n = flags.shape[1], setup.shape3[2]
+    rows = [divmod(int(i), c_n) for i in np.flatnonzero(flags)]
 
     whole: set[tuple[int, int]] = set()  # rows once rechecked under an uncertain plan (y = beta' all along)
 
