@@ -138,7 +138,7 @@ def normalize_kernel(x3, mu, s, beta, gap_k, big_g, y3, flags):  # pragma: no co
     i = cuda.grid(1)
     while i < x3.size:
         a, c, b = _split(i, C, B)
-        yv = (float64(x3[a, c, b]) - mu[c]) * s[c] + beta[c]
+        yv = (float64(x3[a, c, b]) - mu[c]) * s[c] + beta[c] + 0.0  # + 0.0: an exact 0 is +0
         ay = abs(yv)
         if ay >= _OVERFLOW:  # what the cast gives, spelled out (the simulator's cast warns)
             r = float32(math.copysign(math.inf, yv))

@@ -7,6 +7,7 @@ Kernels import nothing from spec/oracle (layering), so they keep this copy;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -38,6 +39,15 @@ class KernelProfile:
         if self.correction == "unbiased":
             return n / (n - 1) if n > 1 else float("nan")
         return n / max(n - 1, 1)
+
+    def bessel_exact(self, n: int) -> Fraction | None:
+        """The same factor as an exact rational (None where it is NaN): n / (n - 1) rounded to
+        float64 is exact only when n - 1 is a power of two."""
+        if self.correction == "none":
+            return Fraction(1)
+        if self.correction == "unbiased":
+            return Fraction(n, n - 1) if n > 1 else None
+        return Fraction(n, max(n - 1, 1))
 
 
 def _p(

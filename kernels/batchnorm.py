@@ -572,7 +572,13 @@ def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats, backend: 
         qm = w_old * old_m + w_new * (plan.mu + plan.mu_lo)
         qv = w_old * old_v + w_new * plan.var * bessel
         dm = abs(w_new) * plan.mu_err + 6 * _U * (np.abs(w_old * old_m) + np.abs(w_new * plan.mu))
-        dv = abs(w_new) * abs(bessel) * plan.var_err + 6 * _U * (np.abs(w_old * old_v) + np.abs(w_new * plan.var))
+        # the computed w_new var bessel carries up to ~5u of itself: 8u of it, with the bound on
+        # bessel's own rounding
+        dv = (
+            abs(w_new) * abs(bessel) * plan.var_err
+            + 6 * _U * np.abs(w_old * old_v)
+            + 8 * _U * np.abs(w_new * plan.var * bessel)
+        )
     with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
         new_m, new_v = qm.astype(np.float32), qv.astype(np.float32)
     for q, d, res in ((qm, dm, new_m), (qv, dv, new_v)):
@@ -586,7 +592,9 @@ def _update(data: Any, plan: _Plan, setup: _Setup, stats: KernelStats, backend: 
             if res is new_m:
                 res[c] = _exact.update_correctly_rounded(float(rm[c]), mean, mom, prof.new_weight)
             else:
-                res[c] = _exact.update_correctly_rounded(float(rv[c]), var * Fraction(bessel), mom, prof.new_weight)
+                exact_bessel = prof.bessel_exact(setup.n)
+                assert exact_bessel is not None  # n = 1 unbiased: var * NaN, not finite, never redone
+                res[c] = _exact.update_correctly_rounded(float(rv[c]), var * exact_bessel, mom, prof.new_weight)
             stats.running_fallbacks += 1
     return new_m, new_v
 

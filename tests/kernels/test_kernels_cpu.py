@@ -380,3 +380,22 @@ def test_certificate_counts_the_error_of_s_on_the_folded_mean():
     rm, rv = np.zeros(1, F32), np.ones(1, F32)
     y, _, _ = batch_norm(x, w, b, rm, rv, True, None, 0.0, "torch_raw")
     _same_bits(y, oracle(x, w, b, rm, rv, training=True, eps=0.0, convention="torch_raw").y)
+
+
+@pytest.mark.parametrize(
+    "x,rv_bits,convention,momentum",
+    [
+        ([0, 0, 0, 1], 1024037127, "torch", None),  # n = 4: n / (n - 1) = 4/3 is not a float64
+        ([0, 0, 0, 0, 0, 0, 1], 0, "tf_keras2_fused", 0.1),
+    ],
+)
+def test_running_variance_exact_path_uses_the_exact_bessel_factor(x, rv_bits, convention, momentum):
+    """Running variances that land within ~1e-17 of a float32 midpoint go to the exact path,
+    which must multiply by n / (n - 1) exactly, not by its float64 rounding (found in review:
+    one ULP off on these)."""
+    xs = np.array([[x]], F32)
+    rm, rv = np.zeros(1, F32), np.array([rv_bits], np.uint32).view(F32)
+    _, nrm, nrv = batch_norm(xs, None, None, rm, rv, True, momentum, None, convention)
+    o = oracle(xs, None, None, rm, rv, training=True, momentum=momentum, convention=convention)
+    _same_bits(nrv, o.running_var)
+    _same_bits(nrm, o.running_mean)

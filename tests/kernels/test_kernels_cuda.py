@@ -185,3 +185,14 @@ def test_large_tensors_on_the_gpu(kind):
     y = check(x, w, b, np.zeros(64, F32), np.ones(64, F32), True, convention="torch")
     o = oracle(x, w, b, training=True)
     assert np.mean(ulp_distance(y, o.y) == 0) > 0.99
+
+
+def test_exact_zero_output_is_positive_zero():
+    """x = -0 with a running mean of 0 and beta = -0: the exact y is 0, which rounds to +0 (float64
+    arithmetic gives -0 there, and with G = 0 nothing is flagged for the host)."""
+    x = np.full((2, 1, 3), -0.0, F32)
+    b, rm, rv = np.array([-0.0], F32), np.zeros(1, F32), np.ones(1, F32)
+    for training in (True, False):
+        y, _, _ = kc.batch_norm(x, None, b, rm, rv, training, None, 0.0, "torch_raw")
+        want = np.asarray(oracle(x, None, b, rm, rv, training=training, eps=0.0, convention="torch_raw").y, F32)
+        assert np.array_equal(np.asarray(y).view(np.uint32), want.view(np.uint32))
