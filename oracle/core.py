@@ -365,7 +365,8 @@ def _exact_zero_offsets(
     """Settle undecided elements with ``x == mean`` exactly: there ``y = beta``.
 
     The fast path cannot tell the sign of a zero result (``beta = 0``); the
-    exact value has none, so it is ``+0``.  Updates ``yb`` and ``undecided``.
+    exact value has none, so it is ``+0``.  A negative beta that rounds to zero in
+    the output format keeps its sign (``-0``).  Updates ``yb`` and ``undecided``.
     """
     idx = np.nonzero(undecided)
     g = idx[1] + sl[1].start
@@ -373,7 +374,7 @@ def _exact_zero_offsets(
     if hit.any():
         sub = tuple(i[hit] for i in idx)
         beta = np.broadcast_to(_bslice(beta3, sl), xb.shape)[sub]
-        yb[sub] = round_array(beta, fmt) + 0.0
+        yb[sub] = np.where(beta == 0, 0.0, round_array(beta, fmt))
         undecided[sub] = False
 
 

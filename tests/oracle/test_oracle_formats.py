@@ -132,6 +132,19 @@ def test_sqrt_form_sign_of_zero():
     assert str(round_sqrt_form(Fraction(-1), Fraction(1, 2) - Fraction(1, 2**200), Fraction(4), FLOAT32)) == "-0.0"
 
 
+def test_beta_rounding_to_zero_keeps_its_sign():
+    """At x == mean, y = beta exactly: an exact 0 is +0, but a negative beta that rounds to zero
+    in the output format is -0 (float16 here; the shortcut for x == mean had added 0.0)."""
+    from normspec.oracle import batch_norm
+
+    x = np.array([[[0.5, 0.5]]], np.float16)
+    rm, rv = np.array([0.5], np.float32), np.array([4.0], np.float32)
+    for beta, negative in ((-(2.0**-25), True), (-0.0, False)):
+        b = np.array([beta], np.float32)
+        y = np.asarray(batch_norm(x, None, b, rm, rv, training=False, eps=0.0, convention="torch_raw").y)
+        assert (y == 0).all() and (np.signbit(y) == negative).all()
+
+
 def test_round_fraction_overflow_and_underflow():
     assert round_fraction(Fraction(2**1024), FLOAT64) == float("inf")
     assert round_fraction(-Fraction(2**16), FLOAT16) == float("-inf")
