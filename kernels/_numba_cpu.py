@@ -63,6 +63,26 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - c
 
 
 @njit(cache=True)
+def _two_prod(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """(p, e): p = fl(a b), a b = p + e exactly (no underflow)."""
+    p = a * b
+    return p, fma(a, b, -p)
+
+
+@njit(cache=True)
+def _quotient(s: float, c: float, n: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """(s + c) / n as a pair (q, q_lo) and a bound on its error: q = fl(s / n), the remainder
+    s - q n exact by an fma (the remainder of a correctly rounded quotient; away from underflow,
+    which the callers' 2**-1074 covers), q_lo = fl(fl(remainder + c) / n).  A non-finite s (a
+    channel holding inf or NaN) gives q alone, q_lo = 0."""
+    q = s / n
+    r = fma(-q, n, s)
+    if not math.isfinite(r):
+        r = 0.0
+    return q, (r + c) / n, 2.02 * _U * (abs(r) + abs(c)) / n
+
+
+@njit(cache=True)
 def _tail_sums(v: np.ndarray, shift: float, eft: bool) -> tuple[float, float, float, float]:  # pragma: no cover
     """Sequential (S1, S1_lo, S2, S2_lo) of at most ROW_BOUND values, plain (no reassociation;
     low parts 0) or, with ``eft``, carried as in block_sums16_eft.  k terms: S1's low parts add
@@ -311,13 +331,7 @@ def plan_from_sums(
     else:
         ds1 = 1.01 * ((chunk + 2) * _U * sa + 4.0 * m * m * _U * _U * sa)
         ds2 = 1.01 * ((chunk + 4) * _U * s2 + 2 * _U * s2 + 4.0 * m * m * _U * _U * s2)
-    mean1 = s1 / n
-    # s1 - mean1 n, exact (the remainder of a correctly rounded quotient; away from underflow,
-    # hence the 2**-1074 in mu_err)
-    rem = fma(-mean1, np.float64(n), s1)
-    if not np.isfinite(rem):
-        rem = 0.0
-    low = (rem + c1) / n  # errs by at most 2.01u (|rem| + |c1|) / n
+    mean1, low, e_low = _quotient(s1, c1, np.float64(n))
     mu = shift + mean1
     if abs(shift) >= abs(mean1):
         add_err = (shift - mu) + mean1
@@ -328,9 +342,9 @@ def plan_from_sums(
     if not np.isfinite(add_err):  # a channel holding inf or NaN: mu alone (inf or NaN) says it
         add_err = 0.0
     mu_lo = add_err + low
-    mu_err = 1.01 * (ds1 / n + 2.01 * _U * (abs(rem) + abs(c1)) / n + _U * abs(mu_lo) + 2.0**-1074)
+    mu_err = 1.01 * (ds1 / n + e_low + _U * abs(mu_lo) + 2.0**-1074)
     mf = mean1 + low
-    e_mf = ds1 / n + 2.01 * _U * (abs(rem) + abs(c1)) / n + _U * abs(mf)  # |S1 / n - mf|, S1 exact
+    e_mf = ds1 / n + e_low + _U * abs(mf)  # |S1 / n - mf|, S1 exact
     var = s2 / n - mf * mf
     var_err = 1.01 * (ds2 / n + _U * s2 / n + 2 * abs(mf) * e_mf + e_mf * e_mf + 2 * _U * mf * mf + _U * abs(var))
     plan_finish(mu, mu_lo, max(var, 0.0), mu_err, var_err, gamma, beta, eps, guard, out)
@@ -1137,22 +1151,6 @@ def f32_to_f16(src: np.ndarray, src_bits: np.ndarray, dst: np.ndarray) -> None: 
 # dd_plan columns: mean (hi, lo), s (hi, lo), the mean's error, s's relative error, beta
 DD_COLUMNS = 7
 _U2 = _U * _U
-
-
-@njit(cache=True)
-def _two_prod(a: float, b: float) -> tuple[float, float]:  # pragma: no cover - compiled
-    """(p, e): p = fl(a b), a b = p + e exactly (no underflow)."""
-    p = a * b
-    return p, fma(a, b, -p)
-
-
-@njit(cache=True)
-def _quotient(s: float, c: float, n: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
-    """(s + c) / n as a pair (q, q_lo) and a bound on its error: q = fl(s / n), the remainder
-    s - q n exact by an fma, q_lo = fl(fl(remainder + c) / n)."""
-    q = s / n
-    r = fma(-q, n, s)
-    return q, (r + c) / n, 2.02 * _U * (abs(r) + abs(c)) / n
 
 
 @njit(cache=True)

@@ -161,7 +161,7 @@ class _HostData:
         return _exact.channel_stats_many(self.x3, channels)
 
     def channel_sums_eft(self, channels: list[int]) -> tuple[np.ndarray, int, int] | None:
-        """The channels' sums with S1 carried error-free (rows as in ``_stats``), the m of their
+        """The channels' sums carried error-free (``stats_channels_eft``'s rows), the m of their
         bound and its block term; None where there is no such pass (channels last: B = 1)."""
         from normspec.kernels import _numba_cpu as cpu
 
@@ -345,15 +345,15 @@ def batch_norm(
     y = out if out is not None and low is None else _buffers.empty(xa.shape, np.float32)
     y3 = y.reshape(x3.shape)
     flags = np.zeros((a_n, c_n) if b_n > 1 else (a_n,), np.uint8)  # 0/1 per row; small to clear and scan
-    spans = np.empty((a_n * c_n, 2), np.int64)  # the offsets in row (a, c) that hold its open elements
+    spans = None  # B > 1: the offsets in row (a, c) that hold its open elements; rows of 1 value are whole
     plan = _Plan(np.empty((c_n, backend.PLAN_COLUMNS)))
     _plan(x3, plan, setup, training, backend)
     p = plan
     if b_n == 1:
         backend.normalize_rows(x3[:, :, 0], p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3[:, :, 0], flags)
         flags = np.repeat((flags > 0)[:, None], c_n, axis=1) if flags.any() else np.zeros((a_n, c_n), np.uint8)
-        spans[:] = (0, 1)
     else:
+        spans = np.empty((a_n * c_n, 2), np.int64)
         stream = y.nbytes >= _STREAM_BYTES
         tasks = 4 * backend.threads()
         backend.normalize(x3, p.mu, p.s, p.beta_eff, p.gap_k, p.big_g, y3, flags, spans, tasks, stream)
@@ -412,11 +412,12 @@ def _certify(data: Any, a: int, c: int, span: tuple[int, int], plan: _Plan, back
 
 
 def _resum(data: Any, channels: list[int], plan: _Plan, setup: _Setup, backend: Any) -> bool:
-    """Tier 2: the channels' sums again with S1 carried error-free (about twice the arithmetic of
-    the first pass, channels in parallel) and each plan rebuilt from them: the mean's error bound
-    falls from about 8u sum|x - shift| / n to O(m**2 u**2) of it, which closes most elements left
-    open near y = 0.  False where the data has no such pass."""
-    sums = data.channel_sums_eft(channels) if hasattr(data, "channel_sums_eft") else None
+    """Tier 2: the channels' sums again, both carried error-free (about four times the arithmetic
+    of the first pass, channels in parallel), and each plan rebuilt from them: the mean's error
+    bound falls from about 8u sum|x - shift| / n to O(m**2 u**2) of it, which closes most elements
+    left open near y = 0; the double-double plan (``dd_plan``) is kept for the rows' last
+    recheck.  False where the data has no such pass."""
+    sums = data.channel_sums_eft(channels)
     if sums is None:
         return False
     st, m, chunk = sums
